@@ -1,0 +1,289 @@
+"""The backend contract: what every storage backend does, documented once, here.
+
+A backend is opened from the settings (`Backend.from_settings`), used, and closed
+(it is a context manager).  Every mutation:
+
+* is **idempotent** by `event_id`: the CLI makes a UUID per command, a script may give
+  its own (`--idempotency-key`).  The same key again returns the first result and changes
+  nothing; the same key for a *different* request raises `Conflict`.
+* writes one audit entry (`Movement`) per change, with the backend's `actor` and `source`.
+* is atomic: it happens whole or raises and changes nothing.
+
+Stock quantities are never negative: a change that would take one below zero raises
+`InsufficientStock`.  `expect` is compare-and-set on the current quantity: if it differs,
+`Conflict` is raised and nothing changes.  SKUs are looked up ignoring case; store codes
+are lower-case slugs.  Results come back as the frozen types of `backends.models`.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
+from decimal import Decimal
+from types import TracebackType
+from typing import Any, ClassVar, Self
+
+from .batch import BatchResult, BatchRow, OnError
+from .models import Item, Movement, MovementSummary, Product, Store, StoreValue
+
+__all__ = ["Backend", "Progress"]
+
+#: Called with the number of rows done so far, for progress bars.
+Progress = Callable[[int], None]
+
+
+class Backend(abc.ABC):
+    """Base class of every backend.  Subclasses implement the abstract methods."""
+
+    #: The name users select it by (`--backend NAME`).
+    name: ClassVar[str]
+
+    def __init__(self, *, actor: str = "unknown", source: str = "cli") -> None:
+        #: Who the audit entries name, and through what they came.
+        self.actor = actor
+        self.source = source
+
+    @classmethod
+    @abc.abstractmethod
+    def from_settings(cls, settings: Mapping[str, Any], *, actor: str, source: str) -> Self:
+        """Open the backend from the settings (`inventory_cli.settings.Settings` as a dict)."""
+
+    def close(self) -> None:  # noqa: B027 - most backends hold nothing to close
+        """Release connections.  Safe to call twice."""
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- set-up --------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def init(self) -> bool:
+        """Create the storage (file, schema) with store `main`.
+
+        Returns True if it was created, False if it was already there (nothing changes).
+        """
+
+    @abc.abstractmethod
+    def describe(self) -> str:
+        """Where the data lives, for messages (`./inventory.json`, a database URL without
+        its password)."""
+
+    # -- stores --------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def add_store(self, code: str, name: str | None = None, *, event_id: str | None = None) -> Store:
+        """Create a store (`store.create`).  `name` defaults to the code.
+
+        Raises `AlreadyExists` if the code is taken, `ValidationError` if it is not a slug.
+        """
+
+    @abc.abstractmethod
+    def remove_store(self, code: str, *, force: bool = False, event_id: str | None = None) -> None:
+        """Delete a store and the stock records held there (`store.delete`).
+
+        Store `main` cannot be removed (`ValidationError`).  A store still holding stock is
+        refused with `Conflict` unless `force`, which writes the stock off first.
+        """
+
+    @abc.abstractmethod
+    def stores(self) -> list[Store]:
+        """Every store, by code."""
+
+    # -- catalog -------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def add_product(
+        self,
+        name: str,
+        price: Decimal | str,
+        *,
+        sku: str | None = None,
+        store: str = "main",
+        quantity: int = 0,
+        unit: str = "each",
+        category: str | None = None,
+        reorder_level: int = 0,
+        event_id: str | None = None,
+    ) -> Product:
+        """Add a product to the catalog and stock it at `store` with `quantity`.
+
+        Without `sku` one is generated (`P000001`, the next free number).  One audit entry,
+        `product.create`, records the store, the quantity as its delta, and the quantity
+        after.  Raises `AlreadyExists` (SKU taken, ignoring case), `NotFound` (store),
+        `ValidationError` (any value).  Returns the product with its `stock`.
+        """
+
+    @abc.abstractmethod
+    def edit_product(
+        self,
+        sku: str,
+        *,
+        name: str | None = None,
+        price: Decimal | str | None = None,
+        unit: str | None = None,
+        category: str | None = None,
+        reorder_level: int | None = None,
+        event_id: str | None = None,
+    ) -> Product:
+        """Change catalog fields; None leaves a field as it is, `category=""` clears it.
+
+        One `product.update` entry whose reason lists what changed (`price 4.50 -> 4.75`);
+        nothing is recorded when nothing differs.  Returns the product with its `stock`.
+        """
+
+    @abc.abstractmethod
+    def remove_product(
+        self,
+        sku: str,
+        *,
+        store: str | None = None,
+        force: bool = False,
+        event_id: str | None = None,
+    ) -> list[Movement]:
+        """Remove a product from one store (`store`) or from the catalog (no `store`).
+
+        Stock still on hand is refused with `Conflict` unless `force`.  Writes one
+        `product.delete` entry per store it leaves (delta = minus the quantity written off)
+        and, for the catalog, one with no store.  Returns those entries.
+        """
+
+    @abc.abstractmethod
+    def get(self, sku: str) -> Product:
+        """One product with its stock at every store it is stocked at.  `NotFound` if none."""
+
+    # -- stock ---------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def adjust(
+        self,
+        store: str,
+        sku: str,
+        delta: int,
+        reason: str | None = None,
+        *,
+        expect: int | None = None,
+        event_id: str | None = None,
+    ) -> Movement:
+        """Add `delta` (negative to take away) to the stock of `sku` at `store`.
+
+        The new quantity is computed by the store of record.  A result below zero raises
+        `InsufficientStock`; a quantity other than `expect` raises `Conflict`.  The product
+        becomes stocked at the store if it was not.  Returns the `stock.adjust` entry.
+        """
+
+    @abc.abstractmethod
+    def set_quantity(
+        self,
+        store: str,
+        sku: str,
+        quantity: int,
+        reason: str | None = None,
+        *,
+        expect: int | None = None,
+        event_id: str | None = None,
+    ) -> Movement:
+        """Set the stock (a count); the `stock.set` entry records the delta it implies."""
+
+    @abc.abstractmethod
+    def transfer(
+        self,
+        sku: str,
+        from_store: str,
+        to_store: str,
+        quantity: int,
+        reason: str | None = None,
+        *,
+        event_id: str | None = None,
+    ) -> tuple[Movement, Movement]:
+        """Move `quantity` (> 0) between two different stores, all or nothing.
+
+        Returns the `stock.transfer_out` and `stock.transfer_in` entries.
+        """
+
+    @abc.abstractmethod
+    def apply(
+        self,
+        rows: Sequence[BatchRow],
+        *,
+        on_error: OnError = "reject-all",
+        dry_run: bool = False,
+        default_store: str = "main",
+        event_id: str | None = None,
+        progress: Progress | None = None,
+    ) -> BatchResult:
+        """Apply many rows as one unit; see `backends.batch` for what a row means.
+
+        Every bad row is reported with its row number, column and reason.  With
+        `reject-all`, any bad row raises `BatchRejected` and nothing is written; with
+        `skip-rows` the good rows are applied and the problems returned.  `dry_run`
+        validates and returns what would change, writing nothing.  `event_id` identifies
+        the whole batch: the same batch again returns the first result.
+        """
+
+    # -- reads ---------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def list_items(
+        self,
+        *,
+        store: str | None = None,
+        low_stock: bool = False,
+        search: str | None = None,
+        category: str | None = None,
+        sort: str = "sku",
+        descending: bool = False,
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> list[Item]:
+        """One row per stocked (sku, store) pair, and one per product stocked nowhere
+        (store None, quantity 0) unless `store` is given.
+
+        `low_stock` keeps rows at or below their reorder level (a level of 0 is never
+        low; unstocked rows are never low).  `search` matches SKU or name, ignoring case;
+        `category` matches exactly, ignoring case.  `sort` is one of sku, name, quantity,
+        value (price x quantity); ties fall back to sku then store.  `NotFound` for an
+        unknown store.
+        """
+
+    @abc.abstractmethod
+    def history(
+        self,
+        sku: str | None = None,
+        *,
+        store: str | None = None,
+        since: datetime | None = None,
+        limit: int | None = None,
+    ) -> list[Movement]:
+        """Audit entries, newest first, optionally for one SKU (case ignored, including
+        products since deleted), one store, and from `since` on."""
+
+    @abc.abstractmethod
+    def report_value(self, *, store: str | None = None) -> list[StoreValue]:
+        """Stock value per store (every store, by code, even empty ones)."""
+
+    def report_low_stock(self, *, store: str | None = None) -> list[Item]:
+        """Rows at or below their reorder level, lowest quantity first."""
+        return self.list_items(store=store, low_stock=True, sort="quantity")
+
+    @abc.abstractmethod
+    def report_movements(
+        self,
+        *,
+        store: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> list[MovementSummary]:
+        """Stock movements per (store, sku) in [since, until): how many, units in, units out.
+
+        Counts stock entries (adjust, set, transfers, and stock created or written off
+        with a product); catalog-only entries are left out.  Ordered by store, then sku.
+        """
