@@ -158,7 +158,7 @@ def utcnow() -> datetime:
 
 def format_time(at: datetime) -> str:
     """ISO 8601 in UTC with a `Z`, the form every file and JSON output uses."""
-    return at.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    return at.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 _RELATIVE = re.compile(r"(\d+)\s*([smhdw])")

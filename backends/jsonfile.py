@@ -1,0 +1,1400 @@
+"""The `json` backend (v1): one JSON file, no services, for one shop.
+
+Configuration (settings; see the README for flags and environment names)::
+
+    file          path of the inventory file        INV_FILE    ./inventory.json
+    lock_timeout  seconds to wait for another inv   INV_LOCK_TIMEOUT  30
+
+Beside ``inventory.json`` it keeps:
+
+* ``inventory.audit.jsonl``: the audit trail, one JSON object per line, append-only;
+* ``inventory.json.bak``: the previous version of the file;
+* ``inventory.json.lock``: the lock that serialises writers (``fcntl.flock``).
+
+A write takes the lock, reads the file, changes it in memory, appends its audit lines
+(fsynced), then writes a temp file in the same folder, fsyncs it and ``os.replace``-s it
+over the old one.  The main file records how many bytes of the audit trail are
+committed, so a crash between the two writes leaves lines past that mark, which readers
+ignore and the next writer cuts off: the file and its trail always agree.  Readers need
+no lock: they see the old file or the new one, never half of one.
+
+Example::
+
+    with JsonBackend("shop/inventory.json", actor="ana") as inv:
+        inv.init()
+        inv.add_product("Blue mug", "4.50", quantity=12)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import hashlib
+import json
+import os
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from datetime import datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Self, TypeVar
+
+from .base import Backend, Progress
+from .batch import CATALOG_FIELDS, BatchResult, BatchRow, OnError
+from .errors import (
+    AlreadyExists,
+    BackendUnavailable,
+    BatchRejected,
+    ConfigurationError,
+    Conflict,
+    CorruptData,
+    InsufficientStock,
+    InventoryError,
+    NotFound,
+    PermissionDenied,
+    RefusedError,
+    RowProblem,
+    ValidationError,
+)
+from .models import (
+    MAIN_STORE,
+    MAX_QUANTITY,
+    SORT_KEYS,
+    Item,
+    Movement,
+    MovementSummary,
+    Product,
+    Store,
+    StoreValue,
+    format_time,
+    is_low,
+    parse_delta,
+    parse_int,
+    parse_price,
+    parse_quantity,
+    utcnow,
+    validate_category,
+    validate_name,
+    validate_reason,
+    validate_sku,
+    validate_store_code,
+    validate_unit,
+)
+
+__all__ = ["SCHEMA_VERSION", "JsonBackend"]
+
+FORMAT = "inv-inventory"
+SCHEMA_VERSION = 1
+_MISSING = object()
+T = TypeVar("T")
+
+
+class _RowFailure(Exception):
+    """A batch row failed at one column."""
+
+    def __init__(self, column: str | None, error: InventoryError) -> None:
+        super().__init__(str(error))
+        self.column = column
+        self.error = error
+
+
+class _State:
+    """The file's content in memory, with an undo log so a batch row can be rolled back."""
+
+    def __init__(self, doc: dict[str, Any]) -> None:
+        self.stores: dict[str, str] = doc["stores"]
+        # Products are keyed by the case-folded SKU: lookups ignore case, entries keep it.
+        self.products: dict[str, dict[str, Any]] = {
+            sku.casefold(): {"sku": sku, **entry} for sku, entry in doc["products"].items()
+        }
+        self.events: dict[str, dict[str, Any]] = doc["events"]
+        self.meta: dict[str, int] = {
+            "next_sku": doc["next_sku"],
+            "audit_entries": doc["audit"]["entries"],
+            "audit_bytes": doc["audit"]["bytes"],
+        }
+        self.new_audit: list[Movement] = []
+        self._undo: list[tuple[dict[Any, Any], Any, Any]] = []
+
+    # -- changes, each undoable -----------------------------------------------------
+
+    def put(self, mapping: dict[Any, Any], key: Any, value: Any) -> None:
+        self._undo.append((mapping, key, mapping.get(key, _MISSING)))
+        mapping[key] = value
+
+    def drop(self, mapping: dict[Any, Any], key: Any) -> None:
+        self._undo.append((mapping, key, mapping[key]))
+        del mapping[key]
+
+    @property
+    def changed(self) -> bool:
+        return bool(self._undo)
+
+    def savepoint(self) -> tuple[int, int]:
+        return len(self._undo), len(self.new_audit)
+
+    def rollback(self, mark: tuple[int, int]) -> None:
+        undo_len, audit_len = mark
+        while len(self._undo) > undo_len:
+            mapping, key, old = self._undo.pop()
+            if old is _MISSING:
+                mapping.pop(key, None)
+            else:
+                mapping[key] = old
+        del self.new_audit[audit_len:]
+
+    # -- look-ups -------------------------------------------------------------------
+
+    def product(self, sku: str) -> dict[str, Any]:
+        try:
+            return self.products[sku.strip().casefold()]
+        except KeyError:
+            raise NotFound(f"no product with SKU {sku.strip()!r}") from None
+
+    def store(self, code: str, *, field: str = "store") -> str:
+        code = validate_store_code(code, field=field)
+        if code not in self.stores:
+            raise NotFound(f"no store {code!r}")
+        return code
+
+    def record(
+        self,
+        ctx: _Context,
+        action: str,
+        *,
+        store: str | None,
+        sku: str | None,
+        delta: int | None = None,
+        quantity_after: int | None = None,
+        reason: str | None = None,
+    ) -> Movement:
+        number = self.meta["audit_entries"] + 1
+        self.put(self.meta, "audit_entries", number)
+        movement = Movement(
+            id=number,
+            at=ctx.at,
+            actor=ctx.actor,
+            source=ctx.source,
+            event_id=ctx.event_id,
+            store=store,
+            sku=sku,
+            action=action,
+            delta=delta,
+            quantity_after=quantity_after,
+            reason=reason,
+        )
+        self.new_audit.append(movement)
+        return movement
+
+    # -- the rules ------------------------------------------------------------------
+
+    def create_product(
+        self,
+        ctx: _Context,
+        *,
+        sku: str | None,
+        name: str,
+        price: Decimal,
+        unit: str,
+        category: str | None,
+        reorder_level: int,
+        store: str | None,
+        quantity: int,
+        reason: str | None,
+    ) -> tuple[dict[str, Any], Movement]:
+        if sku is None:
+            number = self.meta["next_sku"]
+            while f"P{number:06d}".casefold() in self.products:
+                number += 1
+            sku = f"P{number:06d}"
+            self.put(self.meta, "next_sku", number + 1)
+        elif sku.casefold() in self.products:
+            existing = self.products[sku.casefold()]["sku"]
+            raise AlreadyExists(f"SKU {sku!r} already exists (as {existing!r})")
+        entry: dict[str, Any] = {
+            "sku": sku,
+            "name": name,
+            "price": price,
+            "unit": unit,
+            "category": category,
+            "reorder_level": reorder_level,
+            "stock": {},
+        }
+        if store is not None:
+            entry["stock"][store] = quantity
+        self.put(self.products, sku.casefold(), entry)
+        movement = self.record(
+            ctx,
+            "product.create",
+            store=store,
+            sku=sku,
+            delta=quantity if store is not None else None,
+            quantity_after=quantity if store is not None else None,
+            reason=reason,
+        )
+        return entry, movement
+
+    def update_product(
+        self, ctx: _Context, entry: dict[str, Any], changes: Mapping[str, Any]
+    ) -> Movement | None:
+        said = []
+        for key, value in changes.items():
+            old = entry[key]
+            if value == old:
+                continue
+            self.put(entry, key, value)
+            said.append(f"{key} {_show(old)} -> {_show(value)}")
+        if not said:
+            return None
+        return self.record(
+            ctx, "product.update", store=None, sku=entry["sku"], reason="; ".join(said)
+        )
+
+    def change_stock(
+        self,
+        ctx: _Context,
+        entry: dict[str, Any],
+        store: str,
+        *,
+        delta: int | None = None,
+        quantity: int | None = None,
+        expect: int | None = None,
+        reason: str | None = None,
+        action: str | None = None,
+    ) -> Movement:
+        stock = entry["stock"]
+        current = stock.get(store, 0)
+        if expect is not None and current != expect:
+            raise Conflict(
+                f"{entry['sku']} at {store} is {current}, not the expected {expect}; "
+                "nothing changed"
+            )
+        if quantity is None:
+            assert delta is not None
+            quantity = current + delta
+            if quantity < 0:
+                raise InsufficientStock(
+                    f"not enough {entry['sku']} at {store}: {current} on hand, "
+                    f"{-delta} asked for",
+                    available=current,
+                    requested=-delta,
+                )
+            if quantity > MAX_QUANTITY:
+                raise ValidationError(
+                    f"change: {entry['sku']} at {store} would exceed {MAX_QUANTITY}",
+                    field="change",
+                )
+            action = action or "stock.adjust"
+        else:
+            delta = quantity - current
+            action = action or "stock.set"
+        self.put(stock, store, quantity)
+        return self.record(
+            ctx,
+            action,
+            store=store,
+            sku=entry["sku"],
+            delta=delta,
+            quantity_after=quantity,
+            reason=reason,
+        )
+
+    def unstock(
+        self, ctx: _Context, entry: dict[str, Any], store: str, *, force: bool, reason: str | None
+    ) -> Movement:
+        on_hand = entry["stock"][store]
+        if on_hand and not force:
+            raise Conflict(
+                f"{entry['sku']} still has {on_hand} on hand at {store}; "
+                "use --force to write it off"
+            )
+        self.drop(entry["stock"], store)
+        return self.record(
+            ctx,
+            "product.delete",
+            store=store,
+            sku=entry["sku"],
+            delta=-on_hand,
+            quantity_after=0,
+            reason=reason,
+        )
+
+
+class _Context:
+    """Who and when, shared by every entry one request writes."""
+
+    __slots__ = ("actor", "at", "event_id", "source")
+
+    def __init__(self, backend: JsonBackend, event_id: str) -> None:
+        self.actor = backend.actor
+        self.source = backend.source
+        self.event_id = event_id
+        self.at = utcnow()
+
+
+def _show(value: Any) -> str:
+    return "none" if value is None else str(value)
+
+
+# -- the file format ---------------------------------------------------------------
+
+
+def _movement_json(m: Movement) -> str:
+    return json.dumps(
+        {
+            "id": m.id,
+            "at": format_time(m.at),
+            "actor": m.actor,
+            "source": m.source,
+            "event_id": m.event_id,
+            "store": m.store,
+            "sku": m.sku,
+            "action": m.action,
+            "delta": m.delta,
+            "quantity_after": m.quantity_after,
+            "reason": m.reason,
+        },
+        ensure_ascii=False,
+        separators=(",", ":"),
+    )
+
+
+def _movement_from(data: dict[str, Any]) -> Movement:
+    return Movement(
+        id=data["id"],
+        at=datetime.fromisoformat(data["at"].replace("Z", "+00:00")),
+        actor=data["actor"],
+        source=data["source"],
+        event_id=data["event_id"],
+        store=data["store"],
+        sku=data["sku"],
+        action=data["action"],
+        delta=data["delta"],
+        quantity_after=data["quantity_after"],
+        reason=data["reason"],
+    )
+
+
+def _product(entry: dict[str, Any]) -> Product:
+    return Product(
+        sku=entry["sku"],
+        name=entry["name"],
+        price=entry["price"],
+        unit=entry["unit"],
+        category=entry["category"],
+        reorder_level=entry["reorder_level"],
+        stock=dict(sorted(entry["stock"].items())),
+    )
+
+
+def _product_json(entry: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "name": entry["name"],
+        "price": str(entry["price"]),
+        "unit": entry["unit"],
+        "category": entry["category"],
+        "reorder_level": entry["reorder_level"],
+        "stock": entry["stock"],
+    }
+
+
+def _check_document(doc: Any, path: Path) -> dict[str, Any]:
+    """Refuse anything but a well-formed inv file, naming where it goes wrong."""
+
+    def bad(where: str, what: str) -> CorruptData:
+        return CorruptData(f"{path}: {where}: {what}; the file was left untouched")
+
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+        raise CorruptData(
+            f"{path} is not an inv inventory file (no \"format\": \"{FORMAT}\"); "
+            "it was left untouched"
+        )
+    version = doc.get("schema_version")
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise bad("schema_version", "missing or not a number")
+    if version > SCHEMA_VERSION:
+        raise CorruptData(
+            f"{path} has schema_version {version}, newer than this inv understands "
+            f"({SCHEMA_VERSION}); upgrade inv"
+        )
+    for key, kind in (("stores", dict), ("products", dict), ("events", dict), ("audit", dict)):
+        if not isinstance(doc.get(key), kind):
+            raise bad(key, f"missing or not an object")
+    if not isinstance(doc.get("next_sku"), int):
+        raise bad("next_sku", "missing or not a number")
+    for key in ("entries", "bytes"):
+        value = doc["audit"].get(key)
+        if not isinstance(value, int) or value < 0:
+            raise bad(f"audit.{key}", "missing or not a count")
+    stores = doc["stores"]
+    if MAIN_STORE not in stores:
+        raise bad("stores", "store 'main' is missing")
+    for code, name in stores.items():
+        if not isinstance(name, str):
+            raise bad(f"stores.{code}", "the name is not text")
+    for sku, entry in doc["products"].items():
+        where = f"products.{sku}"
+        if not isinstance(entry, dict):
+            raise bad(where, "not an object")
+        try:
+            validate_sku(sku)
+            entry["name"] = validate_name(_text(entry.get("name")))
+            entry["price"] = parse_price(_text(entry.get("price")))
+            entry["unit"] = validate_unit(_text(entry.get("unit")))
+            entry["category"] = validate_category(entry.get("category"))
+            entry["reorder_level"] = parse_int(
+                entry.get("reorder_level"), field="reorder_level", minimum=0
+            )
+            stock = entry.get("stock")
+            if not isinstance(stock, dict):
+                raise ValidationError("stock: not an object")
+            for store, quantity in stock.items():
+                if store not in stores:
+                    raise ValidationError(f"stock: unknown store {store!r}")
+                parse_quantity(quantity, field=f"stock.{store}")
+        except (ValidationError, TypeError) as exc:
+            raise bad(where, str(exc)) from None
+    return doc
+
+
+_ROW_CHECKS: dict[str, Callable[[Any], Any]] = {
+    "name": validate_name,
+    "price": parse_price,
+    "unit": validate_unit,
+    "category": validate_category,
+    "reorder_level": lambda v: parse_int(v, field="reorder_level", minimum=0),
+}
+
+
+def _text(value: Any) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"{value!r} is not text")
+    return value
+
+
+def _new_document() -> dict[str, Any]:
+    return {
+        "format": FORMAT,
+        "schema_version": SCHEMA_VERSION,
+        "next_sku": 1,
+        "audit": {"entries": 0, "bytes": 0},
+        "stores": {MAIN_STORE: "Main store"},
+        "products": {},
+        "events": {},
+    }
+
+
+class JsonBackend(Backend):
+    """Inventory in one JSON file; see the module docstring."""
+
+    name = "json"
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str] = "inventory.json",
+        *,
+        actor: str = "unknown",
+        source: str = "cli",
+        lock_timeout: float = 30.0,
+    ) -> None:
+        super().__init__(actor=actor, source=source)
+        self.path = Path(path)
+        stem = self.path.name.removesuffix(".json")
+        self.audit_path = self.path.with_name(f"{stem}.audit.jsonl")
+        self.backup_path = self.path.with_name(self.path.name + ".bak")
+        self.lock_path = self.path.with_name(self.path.name + ".lock")
+        self.lock_timeout = lock_timeout
+
+    @classmethod
+    def from_settings(cls, settings: Mapping[str, Any], *, actor: str, source: str) -> Self:
+        return cls(
+            settings.get("file") or "inventory.json",
+            actor=actor,
+            source=source,
+            lock_timeout=float(settings.get("lock_timeout") or 30.0),
+        )
+
+    def describe(self) -> str:
+        return str(self.path)
+
+    # -- files ----------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _os_errors(self, doing: str) -> Iterator[None]:
+        """Turn OS errors into the contract's errors, naming the path."""
+        try:
+            yield
+        except PermissionError as exc:
+            raise PermissionDenied(
+                f"cannot {doing} {exc.filename or self.path}: permission denied"
+            ) from exc
+        except FileNotFoundError as exc:
+            raise ConfigurationError(
+                f"cannot {doing} {exc.filename or self.path}: the folder does not exist"
+            ) from exc
+        except IsADirectoryError as exc:
+            raise ConfigurationError(f"{exc.filename or self.path} is a folder, not a file") from exc
+        except OSError as exc:
+            if exc.errno in (errno.EROFS, errno.EACCES):
+                raise PermissionDenied(
+                    f"cannot {doing} {exc.filename or self.path}: {exc.strerror}"
+                ) from exc
+            raise BackendUnavailable(
+                f"cannot {doing} {exc.filename or self.path}: {exc.strerror}"
+            ) from exc
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        with self._os_errors("lock"):
+            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            deadline = time.monotonic() + self.lock_timeout
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        raise BackendUnavailable(
+                            f"{self.path} is locked by another inv process "
+                            f"(waited {self.lock_timeout:g} s); try again"
+                        ) from None
+                    time.sleep(0.005)
+            yield
+        finally:
+            os.close(fd)  # closing releases the lock
+
+    def _read_document(self) -> dict[str, Any]:
+        try:
+            with open(self.path, "rb") as f:
+                raw = f.read()
+        except FileNotFoundError:
+            raise ConfigurationError(
+                f"no inventory at {self.path}; run 'inv init' to create one"
+            ) from None
+        except IsADirectoryError:
+            raise ConfigurationError(f"{self.path} is a folder, not a file") from None
+        except PermissionError as exc:
+            raise PermissionDenied(f"cannot read {self.path}: permission denied") from exc
+        try:
+            doc = json.loads(raw.decode("utf-8"))
+        except UnicodeDecodeError as exc:
+            raise CorruptData(
+                f"{self.path} is not UTF-8 text (byte {exc.start}); it was left untouched"
+            ) from None
+        except json.JSONDecodeError as exc:
+            raise CorruptData(
+                f"{self.path} is not valid JSON: {exc.msg} at line {exc.lineno}, "
+                f"column {exc.colno}; it was left untouched"
+            ) from None
+        return _check_document(doc, self.path)
+
+    def _load(self) -> _State:
+        return _State(self._read_document())
+
+    def _audit_lines(self, state: _State) -> Iterator[dict[str, Any]]:
+        """The committed audit entries, oldest first (lines past the mark are ignored)."""
+        size = state.meta["audit_bytes"]
+        if size:
+            try:
+                with open(self.audit_path, "rb") as f:
+                    data = f.read(size)
+            except FileNotFoundError:
+                raise CorruptData(
+                    f"the audit trail {self.audit_path} is missing; restore it from a backup"
+                ) from None
+            if len(data) < size:
+                raise CorruptData(
+                    f"the audit trail {self.audit_path} is shorter than {self.path} records"
+                )
+            for number, line in enumerate(data.splitlines(), 1):
+                try:
+                    yield json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise CorruptData(
+                        f"{self.audit_path}: line {number}, column {exc.colno}: {exc.msg}"
+                    ) from None
+        for movement in state.new_audit:
+            yield json.loads(_movement_json(movement))
+
+    def _save(self, state: _State) -> None:
+        folder = self.path.parent
+        with self._os_errors("write"):
+            # 1. The audit lines, cut back to the committed mark first.
+            if state.new_audit:
+                payload = "".join(_movement_json(m) + "\n" for m in state.new_audit).encode()
+                fd = os.open(self.audit_path, os.O_RDWR | os.O_CREAT, 0o644)
+                try:
+                    mark = state.meta["audit_bytes"]
+                    size = os.fstat(fd).st_size
+                    if size < mark:
+                        raise CorruptData(
+                            f"the audit trail {self.audit_path} is shorter than {self.path} "
+                            "records; nothing was written"
+                        )
+                    if size > mark:
+                        os.ftruncate(fd, mark)
+                    os.lseek(fd, mark, os.SEEK_SET)
+                    os.write(fd, payload)
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+                state.meta["audit_bytes"] = mark + len(payload)
+            # 2. The main file: temp file in the same folder, fsync, keep .bak, replace.
+            text = self._dump(state)
+            fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{self.path.name}.", suffix=".tmp")
+            try:
+                with os.fdopen(fd, "w", encoding="utf-8") as f:
+                    f.write(text)
+                    f.flush()
+                    os.fsync(f.fileno())
+                if self.path.exists():
+                    os.chmod(tmp, self.path.stat().st_mode & 0o777)
+                    bak_tmp = tmp + ".bak"
+                    try:
+                        os.link(self.path, bak_tmp)
+                        os.replace(bak_tmp, self.backup_path)
+                    except OSError:
+                        with contextlib.suppress(OSError):
+                            os.unlink(bak_tmp)
+                else:
+                    umask = os.umask(0)
+                    os.umask(umask)
+                    os.chmod(tmp, 0o666 & ~umask)
+                os.replace(tmp, self.path)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+                raise
+            dir_fd = os.open(folder, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+
+    @staticmethod
+    def _dump(state: _State) -> str:
+        doc = {
+            "format": FORMAT,
+            "schema_version": SCHEMA_VERSION,
+            "next_sku": state.meta["next_sku"],
+            "audit": {
+                "entries": state.meta["audit_entries"],
+                "bytes": state.meta["audit_bytes"],
+            },
+            "stores": state.stores,
+            "products": {e["sku"]: _product_json(e) for e in state.products.values()},
+            "events": state.events,
+        }
+        return json.dumps(doc, ensure_ascii=False, separators=(",", ":")) + "\n"
+
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[_State]:
+        """Lock, load, yield the state; save it if it changed and no error was raised."""
+        with self._locked():
+            state = self._load()
+            yield state
+            if state.changed:
+                self._save(state)
+
+    def _once(
+        self,
+        event_id: str | None,
+        fingerprint: str,
+        work: Callable[[_State, _Context], T],
+        replay: Callable[[_State, dict[str, Any]], T],
+        remember: Callable[[T], dict[str, Any]],
+    ) -> T:
+        """Run `work` once per event id: the same id again replays the first result."""
+        with self._writing() as state:
+            if event_id is not None and event_id in state.events:
+                seen = state.events[event_id]
+                if seen["fp"] != fingerprint:
+                    raise Conflict(
+                        f"idempotency key {event_id!r} was already used for a different "
+                        "request; nothing changed"
+                    )
+                return replay(state, seen)
+            ctx = _Context(self, event_id or str(uuid.uuid4()))
+            first = len(state.new_audit)
+            result = work(state, ctx)
+            if event_id is not None:
+                written = state.new_audit[first:]
+                record = {
+                    "at": format_time(ctx.at),
+                    "fp": fingerprint,
+                    "audit": [written[0].id, len(written)] if written else [0, 0],
+                    **remember(result),
+                }
+                state.put(state.events, event_id, record)
+            return result
+
+    def _replayed_movements(self, state: _State, seen: dict[str, Any]) -> list[Movement]:
+        first, count = seen["audit"]
+        if not count:
+            return []
+        return [
+            _movement_from(line)
+            for line in self._audit_lines(state)
+            if first <= line["id"] < first + count
+        ]
+
+    def _movement_once(
+        self, event_id: str | None, fingerprint: str, work: Callable[[_State, _Context], Movement]
+    ) -> Movement:
+        return self._once(
+            event_id,
+            fingerprint,
+            work,
+            lambda state, seen: self._replayed_movements(state, seen)[0],
+            lambda _: {},
+        )
+
+    # -- set-up ---------------------------------------------------------------------
+
+    def init(self) -> bool:
+        if self.path.exists():
+            self._read_document()  # refuse a foreign or damaged file; never overwrite it
+            return False
+        if self.audit_path.exists() and self.audit_path.stat().st_size:
+            raise ConfigurationError(
+                f"{self.audit_path} exists without {self.path}; move it away before 'inv init'"
+            )
+        with self._os_errors("create"):
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self._locked():
+            if self.path.exists():  # another process won the race
+                return False
+            state = _State(_new_document())
+            ctx = _Context(self, str(uuid.uuid4()))
+            state.record(ctx, "store.create", store=MAIN_STORE, sku=None, reason="init")
+            self._save(state)
+        return True
+
+    # -- stores ---------------------------------------------------------------------
+
+    def add_store(self, code: str, name: str | None = None, *, event_id: str | None = None) -> Store:
+        code = validate_store_code(code)
+        name = validate_name(name, field="name") if name is not None else code
+
+        def work(state: _State, ctx: _Context) -> Store:
+            if code in state.stores:
+                raise AlreadyExists(f"store {code!r} already exists")
+            state.put(state.stores, code, name)
+            state.record(ctx, "store.create", store=code, sku=None, reason=name)
+            return Store(code, name)
+
+        return self._once(
+            event_id,
+            f"store.create|{code}|{name}",
+            work,
+            lambda state, seen: Store(code, seen["name"]),
+            lambda store: {"name": store.name},
+        )
+
+    def remove_store(self, code: str, *, force: bool = False, event_id: str | None = None) -> None:
+        code = validate_store_code(code)
+        if code == MAIN_STORE:
+            raise ValidationError("store 'main' cannot be removed", field="store")
+
+        def work(state: _State, ctx: _Context) -> None:
+            state.store(code)
+            held = [e for e in state.products.values() if code in e["stock"]]
+            on_hand = sum(e["stock"][code] for e in held)
+            if on_hand and not force:
+                raise Conflict(
+                    f"store {code!r} still holds {on_hand} units of stock; "
+                    "move it away or use --force to write it off"
+                )
+            for entry in held:
+                state.unstock(ctx, entry, code, force=True, reason="store removed")
+            state.drop(state.stores, code)
+            state.record(ctx, "store.delete", store=code, sku=None)
+
+        self._once(event_id, f"store.delete|{code}|{force}", work, lambda *_: None, lambda _: {})
+
+    def stores(self) -> list[Store]:
+        state = self._load()
+        return [Store(code, name) for code, name in sorted(state.stores.items())]
+
+    # -- catalog --------------------------------------------------------------------
+
+    def add_product(
+        self,
+        name: str,
+        price: Decimal | str,
+        *,
+        sku: str | None = None,
+        store: str = "main",
+        quantity: int = 0,
+        unit: str = "each",
+        category: str | None = None,
+        reorder_level: int = 0,
+        event_id: str | None = None,
+    ) -> Product:
+        fields = {
+            "sku": validate_sku(sku) if sku is not None else None,
+            "name": validate_name(name),
+            "price": parse_price(price),
+            "unit": validate_unit(unit),
+            "category": validate_category(category),
+            "reorder_level": parse_int(reorder_level, field="reorder_level", minimum=0),
+        }
+        store = validate_store_code(store)
+        quantity = parse_quantity(quantity)
+
+        def work(state: _State, ctx: _Context) -> Product:
+            state.store(store)
+            entry, _ = state.create_product(
+                ctx, store=store, quantity=quantity, reason=None, **fields
+            )
+            return _product(entry)
+
+        return self._once(
+            event_id,
+            f"product.create|{sorted(fields.items())}|{store}|{quantity}",
+            work,
+            lambda state, seen: _product_from_json(seen["product"]),
+            lambda product: {"product": _product_to_json(product)},
+        )
+
+    def edit_product(
+        self,
+        sku: str,
+        *,
+        name: str | None = None,
+        price: Decimal | str | None = None,
+        unit: str | None = None,
+        category: str | None = None,
+        reorder_level: int | None = None,
+        event_id: str | None = None,
+    ) -> Product:
+        changes: dict[str, Any] = {}
+        if name is not None:
+            changes["name"] = validate_name(name)
+        if price is not None:
+            changes["price"] = parse_price(price)
+        if unit is not None:
+            changes["unit"] = validate_unit(unit)
+        if category is not None:
+            changes["category"] = validate_category(category)
+        if reorder_level is not None:
+            changes["reorder_level"] = parse_int(reorder_level, field="reorder_level", minimum=0)
+
+        def work(state: _State, ctx: _Context) -> Product:
+            entry = state.product(sku)
+            state.update_product(ctx, entry, changes)
+            return _product(entry)
+
+        return self._once(
+            event_id,
+            f"product.update|{sku.strip().casefold()}|{sorted(changes.items())}",
+            work,
+            lambda state, seen: _product_from_json(seen["product"]),
+            lambda product: {"product": _product_to_json(product)},
+        )
+
+    def remove_product(
+        self,
+        sku: str,
+        *,
+        store: str | None = None,
+        force: bool = False,
+        event_id: str | None = None,
+    ) -> list[Movement]:
+        code = validate_store_code(store) if store is not None else None
+
+        def work(state: _State, ctx: _Context) -> list[Movement]:
+            entry = state.product(sku)
+            if code is not None:
+                state.store(code)
+                if code not in entry["stock"]:
+                    raise NotFound(f"{entry['sku']} is not stocked at {code}")
+                return [state.unstock(ctx, entry, code, force=force, reason=None)]
+            on_hand = {s: q for s, q in entry["stock"].items() if q}
+            if on_hand and not force:
+                where = ", ".join(f"{q} at {s}" for s, q in sorted(on_hand.items()))
+                raise Conflict(
+                    f"{entry['sku']} still has stock on hand ({where}); "
+                    "use --force to write it off"
+                )
+            written = [
+                state.unstock(ctx, entry, s, force=True, reason=None)
+                for s in sorted(entry["stock"])
+            ]
+            state.drop(state.products, entry["sku"].casefold())
+            written.append(state.record(ctx, "product.delete", store=None, sku=entry["sku"]))
+            return written
+
+        return self._once(
+            event_id,
+            f"product.delete|{sku.strip().casefold()}|{code}|{force}",
+            work,
+            self._replayed_movements,
+            lambda _: {},
+        )
+
+    def get(self, sku: str) -> Product:
+        return _product(self._load().product(sku))
+
+    # -- stock ----------------------------------------------------------------------
+
+    def adjust(
+        self,
+        store: str,
+        sku: str,
+        delta: int,
+        reason: str | None = None,
+        *,
+        expect: int | None = None,
+        event_id: str | None = None,
+    ) -> Movement:
+        code = validate_store_code(store)
+        delta = parse_delta(delta)
+        reason = validate_reason(reason)
+        expect = parse_quantity(expect, field="expect") if expect is not None else None
+
+        def work(state: _State, ctx: _Context) -> Movement:
+            state.store(code)
+            entry = state.product(sku)
+            return state.change_stock(
+                ctx, entry, code, delta=delta, expect=expect, reason=reason
+            )
+
+        return self._movement_once(
+            event_id,
+            f"stock.adjust|{code}|{sku.strip().casefold()}|{delta}|{expect}|{reason}",
+            work,
+        )
+
+    def set_quantity(
+        self,
+        store: str,
+        sku: str,
+        quantity: int,
+        reason: str | None = None,
+        *,
+        expect: int | None = None,
+        event_id: str | None = None,
+    ) -> Movement:
+        code = validate_store_code(store)
+        quantity = parse_quantity(quantity)
+        reason = validate_reason(reason)
+        expect = parse_quantity(expect, field="expect") if expect is not None else None
+
+        def work(state: _State, ctx: _Context) -> Movement:
+            state.store(code)
+            entry = state.product(sku)
+            return state.change_stock(
+                ctx, entry, code, quantity=quantity, expect=expect, reason=reason
+            )
+
+        return self._movement_once(
+            event_id,
+            f"stock.set|{code}|{sku.strip().casefold()}|{quantity}|{expect}|{reason}",
+            work,
+        )
+
+    def transfer(
+        self,
+        sku: str,
+        from_store: str,
+        to_store: str,
+        quantity: int,
+        reason: str | None = None,
+        *,
+        event_id: str | None = None,
+    ) -> tuple[Movement, Movement]:
+        source = validate_store_code(from_store, field="from")
+        target = validate_store_code(to_store, field="to")
+        quantity = parse_int(quantity, field="qty", minimum=1)
+        reason = validate_reason(reason)
+        if source == target:
+            raise ValidationError(f"cannot transfer from {source} to itself", field="to")
+
+        def work(state: _State, ctx: _Context) -> tuple[Movement, Movement]:
+            state.store(source, field="from")
+            state.store(target, field="to")
+            entry = state.product(sku)
+            out = state.change_stock(
+                ctx, entry, source, delta=-quantity, reason=reason, action="stock.transfer_out"
+            )
+            into = state.change_stock(
+                ctx, entry, target, delta=quantity, reason=reason, action="stock.transfer_in"
+            )
+            return out, into
+
+        def replay(state: _State, seen: dict[str, Any]) -> tuple[Movement, Movement]:
+            out, into = self._replayed_movements(state, seen)
+            return out, into
+
+        return self._once(
+            event_id,
+            f"stock.transfer|{sku.strip().casefold()}|{source}|{target}|{quantity}|{reason}",
+            work,
+            replay,
+            lambda _: {},
+        )
+
+    # -- batches --------------------------------------------------------------------
+
+    def apply(
+        self,
+        rows: Sequence[BatchRow],
+        *,
+        on_error: OnError = "reject-all",
+        dry_run: bool = False,
+        default_store: str = "main",
+        event_id: str | None = None,
+        progress: Progress | None = None,
+    ) -> BatchResult:
+        if on_error not in ("reject-all", "skip-rows"):
+            raise ValidationError(f"on_error: {on_error!r} is not reject-all or skip-rows")
+        default_store = validate_store_code(default_store)
+        fingerprint = (
+            f"batch|{default_store}|{len(rows)}|"
+            + hashlib.sha256(repr(list(rows)).encode()).hexdigest()
+            if event_id is not None
+            else "batch"
+        )
+        with self._locked():
+            state = self._load()
+            if event_id is not None and event_id in state.events:
+                seen = state.events[event_id]
+                if seen["fp"] != fingerprint:
+                    raise Conflict(
+                        f"idempotency key {event_id!r} was already used for a different "
+                        "batch; nothing changed"
+                    )
+                return BatchResult(
+                    rows=seen["rows"],
+                    applied=seen["applied"],
+                    unchanged=seen["unchanged"],
+                    duplicates=seen["duplicates"],
+                    problems=[RowProblem(*p) for p in seen["problems"]],
+                    changes=self._replayed_movements(state, seen),
+                )
+            batch_id = event_id or str(uuid.uuid4())
+            result = BatchResult(rows=len(rows), dry_run=dry_run)
+            keys_seen: set[str] = set()
+            at = utcnow()
+            for done, row in enumerate(rows, 1):
+                key = row.idempotency_key
+                if key is not None and (key in state.events or key in keys_seen):
+                    result.duplicates += 1
+                    continue
+                ctx = _Context(self, key or f"{batch_id}:{row.row}")
+                ctx.at = at
+                mark = state.savepoint()
+                try:
+                    written = self._apply_row(state, ctx, row, default_store)
+                except _RowFailure as failure:
+                    state.rollback(mark)
+                    result.problems.append(RowProblem(row.row, failure.column, str(failure)))
+                    continue
+                if key is not None:
+                    keys_seen.add(key)
+                    state.put(
+                        state.events,
+                        key,
+                        {
+                            "at": format_time(at),
+                            "fp": f"row|{row!r}",
+                            "audit": [written[0].id, len(written)] if written else [0, 0],
+                        },
+                    )
+                if written:
+                    result.applied += 1
+                    result.changes.extend(written)
+                else:
+                    result.unchanged += 1
+                if progress is not None and done % 1000 == 0:
+                    progress(done)
+            if progress is not None:
+                progress(len(rows))
+            if dry_run:
+                return result
+            if result.problems and on_error == "reject-all":
+                raise BatchRejected(result.problems)
+            if event_id is not None:
+                state.put(
+                    state.events,
+                    event_id,
+                    {
+                        "at": format_time(at),
+                        "fp": fingerprint,
+                        "audit": [result.changes[0].id, len(result.changes)]
+                        if result.changes
+                        else [0, 0],
+                        "rows": result.rows,
+                        "applied": result.applied,
+                        "unchanged": result.unchanged,
+                        "duplicates": result.duplicates,
+                        "problems": [[p.row, p.column, p.reason] for p in result.problems],
+                    },
+                )
+            if state.changed:
+                self._save(state)
+            return result
+
+    @staticmethod
+    def _apply_row(
+        state: _State, ctx: _Context, row: BatchRow, default_store: str
+    ) -> list[Movement]:
+        column: str | None = "sku"
+        try:
+            sku = validate_sku(row.sku)
+            fields: dict[str, Any] = {}
+            for column, check in _ROW_CHECKS.items():
+                value = getattr(row, column)
+                if value is not None:
+                    fields[column] = check(value)
+            column = "change"
+            if row.quantity is not None and row.change is not None:
+                raise ValidationError("give quantity or change, not both")
+            quantity = parse_quantity(row.quantity) if row.quantity is not None else None
+            change = parse_delta(row.change) if row.change is not None else None
+            column = "expect"
+            expect = parse_quantity(row.expect, field="expect") if row.expect is not None else None
+            column = "reason"
+            reason = validate_reason(row.reason)
+            written: list[Movement] = []
+            column = "store"
+            explicit_store = row.store is not None
+            store = validate_store_code(row.store if explicit_store else default_store)
+            if store not in state.stores:
+                if row.store_name is None:
+                    raise NotFound(f"no store {store!r} (give store_name to create it)")
+                column = "store_name"
+                name = validate_name(row.store_name, field="store_name")
+                state.put(state.stores, store, name)
+                written.append(state.record(ctx, "store.create", store=store, sku=None, reason=name))
+            entry = state.products.get(sku.casefold())
+            if entry is None:
+                column = "sku"
+                if not fields:
+                    raise NotFound(f"unknown SKU {sku!r} (a new SKU needs a name and a price)")
+                for column in ("name", "price"):
+                    if column not in fields:
+                        raise ValidationError(f"new SKU {sku!r} needs a {column}")
+                column = "expect"
+                if expect not in (None, 0):
+                    raise Conflict(f"new SKU {sku!r} has 0 on hand, not the expected {expect}")
+                column = "change"
+                initial = quantity if quantity is not None else change or 0
+                if initial < 0:
+                    raise InsufficientStock(
+                        f"new SKU {sku!r} has 0 on hand, {-initial} asked for",
+                        available=0,
+                        requested=-initial,
+                    )
+                touches_store = explicit_store or quantity is not None or change is not None
+                _, movement = state.create_product(
+                    ctx,
+                    sku=sku,
+                    name=fields["name"],
+                    price=fields["price"],
+                    unit=fields.get("unit", "each"),
+                    category=fields.get("category"),
+                    reorder_level=fields.get("reorder_level", 0),
+                    store=store if touches_store else None,
+                    quantity=initial,
+                    reason=reason,
+                )
+                written.append(movement)
+                return written
+            update = state.update_product(ctx, entry, fields)
+            if update is not None:
+                written.append(update)
+            if quantity is not None or change is not None:
+                column = "quantity" if quantity is not None else "change"
+                written.append(
+                    state.change_stock(
+                        ctx,
+                        entry,
+                        store,
+                        quantity=quantity,
+                        delta=change,
+                        expect=expect,
+                        reason=reason,
+                    )
+                )
+            elif explicit_store and store not in entry["stock"]:
+                written.append(state.change_stock(ctx, entry, store, quantity=0, reason=reason))
+            return written
+        except Conflict as exc:
+            raise _RowFailure("expect" if row.expect is not None else column, exc) from None
+        except ValidationError as exc:
+            raise _RowFailure(exc.field or column, exc) from None
+        except RefusedError as exc:
+            raise _RowFailure(column, exc) from None
+
+    # -- reads ----------------------------------------------------------------------
+
+    def list_items(
+        self,
+        *,
+        store: str | None = None,
+        low_stock: bool = False,
+        search: str | None = None,
+        category: str | None = None,
+        sort: str = "sku",
+        descending: bool = False,
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> list[Item]:
+        if sort not in SORT_KEYS:
+            raise ValidationError(
+                f"sort: {sort!r} is not one of {', '.join(SORT_KEYS)}", field="sort"
+            )
+        if limit is not None and limit < 0:
+            raise ValidationError("limit: must be 0 or more", field="limit")
+        if offset < 0:
+            raise ValidationError("offset: must be 0 or more", field="offset")
+        state = self._load()
+        code = state.store(store) if store is not None else None
+        needle = search.strip().casefold() if search else None
+        wanted_category = category.strip().casefold() if category else None
+        items: list[Item] = []
+        for entry in state.products.values():
+            if needle and needle not in entry["sku"].casefold() and needle not in (
+                entry["name"].casefold()
+            ):
+                continue
+            if wanted_category is not None and (entry["category"] or "").casefold() != (
+                wanted_category
+            ):
+                continue
+            stock = entry["stock"]
+            if code is not None:
+                places = [(code, stock[code])] if code in stock else []
+            elif stock:
+                places = list(stock.items())
+            else:
+                places = [] if low_stock else [(None, 0)]
+            for where, quantity in places:
+                if low_stock and not is_low(quantity, entry["reorder_level"]):
+                    continue
+                items.append(
+                    Item(
+                        entry["sku"],
+                        entry["name"],
+                        entry["price"],
+                        entry["unit"],
+                        entry["category"],
+                        entry["reorder_level"],
+                        where,
+                        quantity,
+                    )
+                )
+        items.sort(key=lambda i: (i.sku.casefold(), i.sku, i.store or ""))
+        if sort == "name":
+            items.sort(key=lambda i: i.name.casefold(), reverse=descending)
+        elif sort == "quantity":
+            items.sort(key=lambda i: i.quantity, reverse=descending)
+        elif sort == "value":
+            items.sort(key=lambda i: i.value, reverse=descending)
+        elif descending:
+            items.sort(key=lambda i: i.sku.casefold(), reverse=True)
+        end = None if limit is None else offset + limit
+        return items[offset:end]
+
+    def history(
+        self,
+        sku: str | None = None,
+        *,
+        store: str | None = None,
+        since: datetime | None = None,
+        limit: int | None = None,
+    ) -> list[Movement]:
+        if limit is not None and limit < 0:
+            raise ValidationError("limit: must be 0 or more", field="limit")
+        state = self._load()
+        code = validate_store_code(store) if store is not None else None
+        wanted = sku.strip().casefold() if sku is not None else None
+        since_text = format_time(since) if since is not None else None
+        found = []
+        for line in self._audit_lines(state):
+            if wanted is not None and (line["sku"] or "").casefold() != wanted:
+                continue
+            if code is not None and line["store"] != code:
+                continue
+            if since_text is not None and line["at"] < since_text:
+                continue
+            found.append(line)
+        found.reverse()
+        if limit is not None:
+            found = found[:limit]
+        return [_movement_from(line) for line in found]
+
+    def report_value(self, *, store: str | None = None) -> list[StoreValue]:
+        state = self._load()
+        codes = [state.store(store)] if store is not None else sorted(state.stores)
+        totals = {code: [0, 0, Decimal("0.00")] for code in codes}
+        for entry in state.products.values():
+            for code, quantity in entry["stock"].items():
+                if code in totals:
+                    total = totals[code]
+                    total[0] += 1
+                    total[1] += quantity
+                    total[2] += entry["price"] * quantity
+        return [StoreValue(code, int(p), int(u), Decimal(v)) for code, (p, u, v) in totals.items()]
+
+    def report_movements(
+        self,
+        *,
+        store: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> list[MovementSummary]:
+        state = self._load()
+        code = state.store(store) if store is not None else None
+        since_text = format_time(since) if since is not None else None
+        until_text = format_time(until) if until is not None else None
+        sums: dict[tuple[str, str], list[int]] = {}
+        for line in self._audit_lines(state):
+            if line["store"] is None or line["sku"] is None or line["delta"] is None:
+                continue
+            if code is not None and line["store"] != code:
+                continue
+            if since_text is not None and line["at"] < since_text:
+                continue
+            if until_text is not None and line["at"] >= until_text:
+                continue
+            total = sums.setdefault((line["store"], line["sku"]), [0, 0, 0])
+            total[0] += 1
+            if line["delta"] > 0:
+                total[1] += line["delta"]
+            else:
+                total[2] -= line["delta"]
+        return [
+            MovementSummary(store, sku, count, units_in, units_out)
+            for (store, sku), (count, units_in, units_out) in sorted(sums.items())
+        ]
+
+
+def _product_to_json(product: Product) -> dict[str, Any]:
+    return {
+        "sku": product.sku,
+        "name": product.name,
+        "price": str(product.price),
+        "unit": product.unit,
+        "category": product.category,
+        "reorder_level": product.reorder_level,
+        "stock": product.stock,
+    }
+
+
+def _product_from_json(data: dict[str, Any]) -> Product:
+    return Product(
+        sku=data["sku"],
+        name=data["name"],
+        price=Decimal(data["price"]),
+        unit=data["unit"],
+        category=data["category"],
+        reorder_level=data["reorder_level"],
+        stock=dict(data["stock"]),
+    )
