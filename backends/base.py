@@ -80,7 +80,9 @@ class Backend(abc.ABC):
     # -- stores --------------------------------------------------------------------
 
     @abc.abstractmethod
-    def add_store(self, code: str, name: str | None = None, *, event_id: str | None = None) -> Store:
+    def add_store(
+        self, code: str, name: str | None = None, *, event_id: str | None = None
+    ) -> Store:
         """Create a store (`store.create`).  `name` defaults to the code.
 
         Raises `AlreadyExists` if the code is taken, `ValidationError` if it is not a slug.

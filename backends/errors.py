@@ -13,8 +13,8 @@ one exit code (see ``inventory_cli.errors``)::
     │   └── Conflict                    a stale --expect, or an idempotency key reused
     ├── BatchRejected                   rows of a batch (an import) are bad (exit 65)
     ├── BackendUnavailable              a service is unreachable; safe to retry (exit 75)
-    ├── PermissionDenied                not allowed: a role, a token, a read-only folder (exit 77)
-    └── ConfigurationError              bad settings, a missing extra, an unusable data file (exit 78)
+    ├── PermissionDenied                a role, a token, a read-only folder (exit 77)
+    └── ConfigurationError              bad settings, a missing extra, an unusable file (exit 78)
         └── CorruptData                 the data file is damaged or is not an inv file
 """
 

@@ -33,7 +33,6 @@ import fcntl
 import hashlib
 import json
 import os
-import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -43,7 +42,7 @@ from pathlib import Path
 from typing import Any, Self, TypeVar
 
 from .base import Backend, Progress
-from .batch import CATALOG_FIELDS, BatchResult, BatchRow, OnError
+from .batch import BatchResult, BatchRow, OnError
 from .errors import (
     AlreadyExists,
     BackendUnavailable,
@@ -59,6 +58,7 @@ from .errors import (
     RowProblem,
     ValidationError,
 )
+from .fsutil import write_atomic
 from .models import (
     MAIN_STORE,
     MAX_QUANTITY,
@@ -277,8 +277,7 @@ class _State:
             quantity = current + delta
             if quantity < 0:
                 raise InsufficientStock(
-                    f"not enough {entry['sku']} at {store}: {current} on hand, "
-                    f"{-delta} asked for",
+                    f"not enough {entry['sku']} at {store}: {current} on hand, {-delta} asked for",
                     available=current,
                     requested=-delta,
                 )
@@ -409,8 +408,7 @@ def _check_document(doc: Any, path: Path) -> dict[str, Any]:
 
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise CorruptData(
-            f"{path} is not an inv inventory file (no \"format\": \"{FORMAT}\"); "
-            "it was left untouched"
+            f'{path} is not an inv inventory file (no "format": "{FORMAT}"); it was left untouched'
         )
     version = doc.get("schema_version")
     if not isinstance(version, int) or isinstance(version, bool):
@@ -422,7 +420,7 @@ def _check_document(doc: Any, path: Path) -> dict[str, Any]:
         )
     for key, kind in (("stores", dict), ("products", dict), ("events", dict), ("audit", dict)):
         if not isinstance(doc.get(key), kind):
-            raise bad(key, f"missing or not an object")
+            raise bad(key, "missing or not an object")
     if not isinstance(doc.get("next_sku"), int):
         raise bad("next_sku", "missing or not a number")
     for key in ("entries", "bytes"):
@@ -536,7 +534,8 @@ class JsonBackend(Backend):
                 f"cannot {doing} {exc.filename or self.path}: the folder does not exist"
             ) from exc
         except IsADirectoryError as exc:
-            raise ConfigurationError(f"{exc.filename or self.path} is a folder, not a file") from exc
+            where = exc.filename or self.path
+            raise ConfigurationError(f"{where} is a folder, not a file") from exc
         except OSError as exc:
             if exc.errno in (errno.EROFS, errno.EACCES):
                 raise PermissionDenied(
@@ -621,7 +620,6 @@ class JsonBackend(Backend):
             yield json.loads(_movement_json(movement))
 
     def _save(self, state: _State) -> None:
-        folder = self.path.parent
         with self._os_errors("write"):
             # 1. The audit lines, cut back to the committed mark first.
             if state.new_audit:
@@ -643,37 +641,8 @@ class JsonBackend(Backend):
                 finally:
                     os.close(fd)
                 state.meta["audit_bytes"] = mark + len(payload)
-            # 2. The main file: temp file in the same folder, fsync, keep .bak, replace.
-            text = self._dump(state)
-            fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{self.path.name}.", suffix=".tmp")
-            try:
-                with os.fdopen(fd, "w", encoding="utf-8") as f:
-                    f.write(text)
-                    f.flush()
-                    os.fsync(f.fileno())
-                if self.path.exists():
-                    os.chmod(tmp, self.path.stat().st_mode & 0o777)
-                    bak_tmp = tmp + ".bak"
-                    try:
-                        os.link(self.path, bak_tmp)
-                        os.replace(bak_tmp, self.backup_path)
-                    except OSError:
-                        with contextlib.suppress(OSError):
-                            os.unlink(bak_tmp)
-                else:
-                    umask = os.umask(0)
-                    os.umask(umask)
-                    os.chmod(tmp, 0o666 & ~umask)
-                os.replace(tmp, self.path)
-            except BaseException:
-                with contextlib.suppress(OSError):
-                    os.unlink(tmp)
-                raise
-            dir_fd = os.open(folder, os.O_RDONLY)
-            try:
-                os.fsync(dir_fd)
-            finally:
-                os.close(dir_fd)
+            # 2. The main file, replaced atomically; the old one stays as .bak.
+            write_atomic(self.path, self._dump(state).encode(), backup=self.backup_path)
 
     @staticmethod
     def _dump(state: _State) -> str:
@@ -776,7 +745,9 @@ class JsonBackend(Backend):
 
     # -- stores ---------------------------------------------------------------------
 
-    def add_store(self, code: str, name: str | None = None, *, event_id: str | None = None) -> Store:
+    def add_store(
+        self, code: str, name: str | None = None, *, event_id: str | None = None
+    ) -> Store:
         code = validate_store_code(code)
         name = validate_name(name, field="name") if name is not None else code
 
@@ -835,7 +806,7 @@ class JsonBackend(Backend):
         reorder_level: int = 0,
         event_id: str | None = None,
     ) -> Product:
-        fields = {
+        fields: dict[str, Any] = {
             "sku": validate_sku(sku) if sku is not None else None,
             "name": validate_name(name),
             "price": parse_price(price),
@@ -918,8 +889,7 @@ class JsonBackend(Backend):
             if on_hand and not force:
                 where = ", ".join(f"{q} at {s}" for s, q in sorted(on_hand.items()))
                 raise Conflict(
-                    f"{entry['sku']} still has stock on hand ({where}); "
-                    "use --force to write it off"
+                    f"{entry['sku']} still has stock on hand ({where}); use --force to write it off"
                 )
             written = [
                 state.unstock(ctx, entry, s, force=True, reason=None)
@@ -960,9 +930,7 @@ class JsonBackend(Backend):
         def work(state: _State, ctx: _Context) -> Movement:
             state.store(code)
             entry = state.product(sku)
-            return state.change_stock(
-                ctx, entry, code, delta=delta, expect=expect, reason=reason
-            )
+            return state.change_stock(ctx, entry, code, delta=delta, expect=expect, reason=reason)
 
         return self._movement_once(
             event_id,
@@ -1164,14 +1132,16 @@ class JsonBackend(Backend):
             written: list[Movement] = []
             column = "store"
             explicit_store = row.store is not None
-            store = validate_store_code(row.store if explicit_store else default_store)
+            store = validate_store_code(row.store) if row.store is not None else default_store
             if store not in state.stores:
                 if row.store_name is None:
                     raise NotFound(f"no store {store!r} (give store_name to create it)")
                 column = "store_name"
                 name = validate_name(row.store_name, field="store_name")
                 state.put(state.stores, store, name)
-                written.append(state.record(ctx, "store.create", store=store, sku=None, reason=name))
+                written.append(
+                    state.record(ctx, "store.create", store=store, sku=None, reason=name)
+                )
             entry = state.products.get(sku.casefold())
             if entry is None:
                 column = "sku"
@@ -1260,8 +1230,10 @@ class JsonBackend(Backend):
         wanted_category = category.strip().casefold() if category else None
         items: list[Item] = []
         for entry in state.products.values():
-            if needle and needle not in entry["sku"].casefold() and needle not in (
-                entry["name"].casefold()
+            if (
+                needle
+                and needle not in entry["sku"].casefold()
+                and needle not in (entry["name"].casefold())
             ):
                 continue
             if wanted_category is not None and (entry["category"] or "").casefold() != (
@@ -1269,6 +1241,7 @@ class JsonBackend(Backend):
             ):
                 continue
             stock = entry["stock"]
+            places: list[tuple[str | None, int]]
             if code is not None:
                 places = [(code, stock[code])] if code in stock else []
             elif stock:
@@ -1333,15 +1306,16 @@ class JsonBackend(Backend):
     def report_value(self, *, store: str | None = None) -> list[StoreValue]:
         state = self._load()
         codes = [state.store(store)] if store is not None else sorted(state.stores)
-        totals = {code: [0, 0, Decimal("0.00")] for code in codes}
+        counts = dict.fromkeys(codes, 0)
+        units = dict.fromkeys(codes, 0)
+        values = dict.fromkeys(codes, Decimal("0.00"))
         for entry in state.products.values():
             for code, quantity in entry["stock"].items():
-                if code in totals:
-                    total = totals[code]
-                    total[0] += 1
-                    total[1] += quantity
-                    total[2] += entry["price"] * quantity
-        return [StoreValue(code, int(p), int(u), Decimal(v)) for code, (p, u, v) in totals.items()]
+                if code in counts:
+                    counts[code] += 1
+                    units[code] += quantity
+                    values[code] += entry["price"] * quantity
+        return [StoreValue(code, counts[code], units[code], values[code]) for code in codes]
 
     def report_movements(
         self,

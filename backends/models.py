@@ -202,9 +202,7 @@ def parse_price(value: object, *, field: str = "price") -> Decimal:
         raise ValidationError(f"{field}: {text} is negative", field=field)
     exponent = price.as_tuple().exponent
     if isinstance(exponent, int) and exponent < -2 and price != price.quantize(_CENT):
-        raise ValidationError(
-            f"{field}: {text} has more than 2 decimal places", field=field
-        )
+        raise ValidationError(f"{field}: {text} has more than 2 decimal places", field=field)
     if price > MAX_PRICE:
         raise ValidationError(f"{field}: {text} is larger than {MAX_PRICE}", field=field)
     return price.quantize(_CENT)
@@ -212,7 +210,7 @@ def parse_price(value: object, *, field: str = "price") -> Decimal:
 
 def parse_int(value: object, *, field: str, minimum: int, maximum: int = MAX_QUANTITY) -> int:
     """An integer within bounds; accepts int or its decimal text, never a float or `1.5`."""
-    if isinstance(value, bool) or isinstance(value, float):
+    if isinstance(value, bool | float):
         raise ValidationError(f"{field}: {value!r} is not a whole number", field=field)
     if isinstance(value, int):
         number = value
@@ -221,9 +219,7 @@ def parse_int(value: object, *, field: str, minimum: int, maximum: int = MAX_QUA
         try:
             number = int(text, 10)
         except ValueError:
-            raise ValidationError(
-                f"{field}: {text!r} is not a whole number", field=field
-            ) from None
+            raise ValidationError(f"{field}: {text!r} is not a whole number", field=field) from None
     if number < minimum:
         if minimum == 0:
             raise ValidationError(f"{field}: {number} is negative", field=field)

@@ -1,0 +1,3 @@
+from inventory_cli.cli import main
+
+main()

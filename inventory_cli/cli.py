@@ -1,0 +1,756 @@
+"""The `inv` command: parse, call one `Backend` method, render.
+
+Business rules live in `backends`; this module only turns arguments into a call and
+the result into output.  Data goes to stdout, `Error: ...` lines to stderr, and each
+backend error maps to one exit code (`inventory_cli.errors`).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections import Counter
+from collections.abc import Callable
+from contextlib import ExitStack
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Annotated, Any, TypeVar
+
+import typer
+
+from .errors import DATA_ERROR, REFUSED, fail, guard
+from .formats import Format, ShowFormat
+
+if TYPE_CHECKING:
+    from backends import Backend, Movement, RowProblem
+
+    from .files import FileFormat
+
+__all__ = ["app", "main"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+HELP = (
+    "Inventory for retail, from one shop to ten thousand stores.\n\n"
+    "Products live in one catalog; each store holds its own stock of them. "
+    "Start with [bold]inv init[/bold], then [bold]inv add[/bold], [bold]inv update[/bold] "
+    "and [bold]inv list[/bold]."
+)
+
+app = typer.Typer(
+    name="inv",
+    help=HELP,
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+store_app = typer.Typer(help="Add, list and remove stores.", no_args_is_help=True)
+report_app = typer.Typer(help="Reports: stock value, low stock, movements.", no_args_is_help=True)
+app.add_typer(store_app, name="store")
+app.add_typer(report_app, name="report")
+
+
+def command(group: typer.Typer, name: str | None = None) -> Callable[[F], F]:
+    """Register a command behind the one error boundary."""
+
+    def register(function: F) -> F:
+        group.command(name)(guard(function))
+        return function
+
+    return register
+
+
+# -- shared state and options --------------------------------------------------------
+
+
+@dataclass
+class Options:
+    """The global flags; settings are loaded only when a command needs a backend."""
+
+    backend: str | None = None
+    file: Path | None = None
+    config: Path | None = None
+    quiet: bool = False
+
+    def open(self, source: str = "cli") -> Backend:
+        from backends import get_backend_class
+
+        from .settings import load_settings
+
+        settings = load_settings(self.config, backend=self.backend, file=self.file)
+        cls = get_backend_class(settings.backend)
+        return cls.from_settings(settings.model_dump(), actor=settings.who(), source=source)
+
+
+def _options(ctx: typer.Context) -> Options:
+    if not isinstance(ctx.obj, Options):
+        ctx.obj = Options()
+    return ctx.obj
+
+
+def _say(ctx: typer.Context, quiet: bool, text: str) -> None:
+    """A confirmation on stdout, unless --quiet."""
+    if not (quiet or _options(ctx).quiet):
+        print(text)
+
+
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing on success.")]
+StoreOpt = Annotated[str, typer.Option("--store", "-s", help="Store code.")]
+Key = Annotated[
+    str | None,
+    typer.Option(
+        "--idempotency-key",
+        help="Make retries safe: the same key again returns the first result.",
+    ),
+]
+Reason = Annotated[
+    str | None, typer.Option("--reason", "-r", help="Why: sale, restock, count, damage, ...")
+]
+FormatOpt = Annotated[Format, typer.Option("--format", "-f", help="Output format.")]
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        print(f"inv {version('inv')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    ctx: typer.Context,
+    backend: Annotated[
+        str | None,
+        typer.Option(
+            "--backend", "-b", help="json (default), or a service backend.", show_default=False
+        ),
+    ] = None,
+    file: Annotated[
+        Path | None,
+        typer.Option("--file", help="The JSON inventory file.", show_default="./inventory.json"),
+    ] = None,
+    config: Annotated[
+        Path | None, typer.Option("--config", help="TOML settings file.", envvar="INV_CONFIG")
+    ] = None,
+    quiet: Quiet = False,
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
+    ] = False,
+) -> None:
+    ctx.obj = Options(backend=backend, file=file, config=config, quiet=quiet)
+
+
+# -- set-up ---------------------------------------------------------------------------
+
+
+@command(app)
+def init(ctx: typer.Context, quiet: Quiet = False) -> None:
+    """Create the inventory (the JSON file, or the schema) with store main."""
+    with _options(ctx).open() as inv:
+        created = inv.init()
+        where = inv.describe()
+    _say(ctx, quiet, f"Created {where}" if created else f"{where} already exists; nothing changed")
+
+
+# -- catalog --------------------------------------------------------------------------
+
+
+@command(app)
+def add(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Product name.")],
+    price: Annotated[str, typer.Option("--price", "-p", help="Unit price, e.g. 4.50.")],
+    qty: Annotated[int, typer.Option("--qty", "-n", help="Opening stock at --store.")] = 0,
+    sku: Annotated[
+        str | None,
+        typer.Option("--sku", help="SKU.", show_default="the next free P000001-style one"),
+    ] = None,
+    store: StoreOpt = "main",
+    unit: Annotated[str, typer.Option("--unit", help="each, kg, box, ...")] = "each",
+    category: Annotated[str | None, typer.Option("--category", "-c")] = None,
+    reorder_level: Annotated[
+        int, typer.Option("--reorder-level", help="Low stock at or below this (0: never).")
+    ] = 0,
+    idempotency_key: Key = None,
+    quiet: Quiet = False,
+) -> None:
+    """Add a product to the catalog and stock it at a store.  Prints the new SKU."""
+    with _options(ctx).open() as inv:
+        product = inv.add_product(
+            name,
+            price,
+            sku=sku,
+            store=store,
+            quantity=qty,
+            unit=unit,
+            category=category,
+            reorder_level=reorder_level,
+            event_id=idempotency_key,
+        )
+    if quiet or _options(ctx).quiet:
+        print(product.sku)
+    else:
+        print(
+            f"Added {product.sku} ({product.name}) at {product.price}: "
+            f"{product.stock.get(store.strip().lower(), qty)} {product.unit} at {store}"
+        )
+
+
+@command(app)
+def edit(
+    ctx: typer.Context,
+    sku: Annotated[str, typer.Argument(help="The product's SKU.")],
+    name: Annotated[str | None, typer.Option("--name")] = None,
+    price: Annotated[str | None, typer.Option("--price", "-p")] = None,
+    unit: Annotated[str | None, typer.Option("--unit")] = None,
+    category: Annotated[str | None, typer.Option("--category", "-c", help='"" clears it.')] = None,
+    reorder_level: Annotated[int | None, typer.Option("--reorder-level")] = None,
+    idempotency_key: Key = None,
+    quiet: Quiet = False,
+) -> None:
+    """Change a product's catalog fields."""
+    if all(v is None for v in (name, price, unit, category, reorder_level)):
+        raise typer.BadParameter(
+            "give at least one of --name, --price, --unit, --category, --reorder-level"
+        )
+    with _options(ctx).open() as inv:
+        before = inv.get(sku)
+        after = inv.edit_product(
+            sku,
+            name=name,
+            price=price,
+            unit=unit,
+            category=category,
+            reorder_level=reorder_level,
+            event_id=idempotency_key,
+        )
+    changed = [
+        f"{field} {getattr(before, field)} -> {getattr(after, field)}"
+        for field in ("name", "price", "unit", "category", "reorder_level")
+        if getattr(before, field) != getattr(after, field)
+    ]
+    _say(
+        ctx,
+        quiet,
+        f"Updated {after.sku}: {'; '.join(changed)}" if changed else f"{after.sku}: no change",
+    )
+
+
+@command(app)
+def remove(
+    ctx: typer.Context,
+    sku: Annotated[str, typer.Argument(help="The product's SKU.")],
+    store: Annotated[
+        str | None,
+        typer.Option("--store", "-s", help="Only drop it from this store."),
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Write off stock still on hand.")] = False,
+    idempotency_key: Key = None,
+    quiet: Quiet = False,
+) -> None:
+    """Remove a product from a store (--store) or from the catalog."""
+    with _options(ctx).open() as inv:
+        written = inv.remove_product(sku, store=store, force=force, event_id=idempotency_key)
+    off = sum(-(m.delta or 0) for m in written)
+    note = f" ({off} written off)" if off else ""
+    sku_out = written[0].sku if written else sku
+    where = f"from {store}" if store is not None else "from the catalog"
+    _say(ctx, quiet, f"Removed {sku_out} {where}{note}")
+
+
+# -- stock ----------------------------------------------------------------------------
+
+
+@command(app)
+def update(
+    ctx: typer.Context,
+    sku: Annotated[str, typer.Argument(help="The product's SKU.")],
+    change: Annotated[
+        int | None,
+        typer.Option("--change", help="Add N (negative to take away: --change -3)."),
+    ] = None,
+    set_to: Annotated[
+        int | None, typer.Option("--set", help="Set the stock to N (a count).")
+    ] = None,
+    store: StoreOpt = "main",
+    reason: Reason = None,
+    expect: Annotated[
+        int | None,
+        typer.Option("--expect", help="Only if the current quantity is this (compare-and-set)."),
+    ] = None,
+    idempotency_key: Key = None,
+    wait: Annotated[
+        bool,
+        typer.Option("--wait", help="Wait until applied (kafka backend; others apply at once)."),
+    ] = False,
+    quiet: Quiet = False,
+) -> None:
+    """Change the stock of a product at a store, by --change N or to --set N."""
+    if (change is None) == (set_to is None):
+        raise typer.BadParameter("give exactly one of --change N or --set N")
+    with _options(ctx).open() as inv:
+        if change is not None:
+            moved = inv.adjust(store, sku, change, reason, expect=expect, event_id=idempotency_key)
+        else:
+            assert set_to is not None
+            moved = inv.set_quantity(
+                store, sku, set_to, reason, expect=expect, event_id=idempotency_key
+            )
+    _say(ctx, quiet, _describe_move(moved))
+
+
+def _describe_move(m: Movement) -> str:
+    after = m.quantity_after or 0
+    delta = m.delta or 0
+    return f"{m.sku} at {m.store}: {after - delta} -> {after} ({delta:+d})"
+
+
+@command(app)
+def transfer(
+    ctx: typer.Context,
+    sku: Annotated[str, typer.Argument(help="The product's SKU.")],
+    from_store: Annotated[str, typer.Option("--from", help="Store it leaves.")],
+    to_store: Annotated[str, typer.Option("--to", help="Store it goes to.")],
+    qty: Annotated[int, typer.Option("--qty", "-n", help="How many.")],
+    reason: Reason = None,
+    idempotency_key: Key = None,
+    quiet: Quiet = False,
+) -> None:
+    """Move stock between two stores, all or nothing."""
+    with _options(ctx).open() as inv:
+        out, into = inv.transfer(sku, from_store, to_store, qty, reason, event_id=idempotency_key)
+    _say(
+        ctx,
+        quiet,
+        f"Moved {qty} {out.sku} from {out.store} to {into.store} "
+        f"({out.store}: {out.quantity_after}, {into.store}: {into.quantity_after})",
+    )
+
+
+# -- reads ----------------------------------------------------------------------------
+
+
+class SortKey(StrEnum):
+    sku = "sku"
+    name = "name"
+    quantity = "quantity"
+    value = "value"
+
+
+LIST_TABLE = ("sku", "name", "category", "store", "quantity", "unit", "price", "value")
+LIST_COLUMNS = (
+    "sku",
+    "name",
+    "price",
+    "unit",
+    "category",
+    "reorder_level",
+    "store",
+    "quantity",
+    "value",
+)
+
+
+@command(app, "list")
+def list_(
+    ctx: typer.Context,
+    store: Annotated[str | None, typer.Option("--store", "-s", help="Only this store.")] = None,
+    low_stock: Annotated[
+        bool, typer.Option("--low-stock", help="Only rows at or below their reorder level.")
+    ] = False,
+    search: Annotated[str | None, typer.Option("--search", help="Text in the SKU or name.")] = None,
+    category: Annotated[str | None, typer.Option("--category", "-c")] = None,
+    sort: Annotated[SortKey, typer.Option("--sort", help="Sort by.")] = SortKey.sku,
+    desc: Annotated[bool, typer.Option("--desc", help="Largest first.")] = False,
+    limit: Annotated[int | None, typer.Option("--limit", min=0)] = None,
+    offset: Annotated[int, typer.Option("--offset", min=0)] = 0,
+    fmt: FormatOpt = Format.table,
+) -> None:
+    """List stock: one row per product and store."""
+    from .formats import item_record, render
+
+    with _options(ctx).open() as inv:
+        items = inv.list_items(
+            store=store,
+            low_stock=low_stock,
+            search=search,
+            category=category,
+            sort=sort.value,
+            descending=desc,
+            limit=limit,
+            offset=offset,
+        )
+    records = [item_record(i) for i in items]
+    columns = LIST_TABLE if fmt == Format.table else LIST_COLUMNS
+    render(records, fmt, columns=columns, empty="no products")
+
+
+@command(app)
+def show(
+    ctx: typer.Context,
+    sku: Annotated[str, typer.Argument(help="The product's SKU.")],
+    fmt: Annotated[ShowFormat, typer.Option("--format", "-f")] = ShowFormat.table,
+) -> None:
+    """Show one product and its stock at every store."""
+    from .formats import product_record, render_one
+
+    with _options(ctx).open() as inv:
+        product = inv.get(sku)
+    record = product_record(product)
+    if fmt == ShowFormat.table:
+        record["stock"] = ", ".join(f"{s}: {q}" for s, q in product.stock.items())
+        record["total"] = sum(product.stock.values())
+    render_one(record, fmt, title=product.sku)
+
+
+HISTORY_TABLE = ("id", "at", "actor", "action", "store", "sku", "delta", "quantity_after", "reason")
+HISTORY_COLUMNS = (
+    "id",
+    "at",
+    "actor",
+    "source",
+    "event_id",
+    "store",
+    "sku",
+    "action",
+    "delta",
+    "quantity_after",
+    "reason",
+)
+
+Since = Annotated[
+    str | None,
+    typer.Option("--since", help="ISO date or time (UTC), or an age: 24h, 7d."),
+]
+
+
+@command(app)
+def history(
+    ctx: typer.Context,
+    sku: Annotated[str | None, typer.Argument(help="Only this SKU.")] = None,
+    store: Annotated[str | None, typer.Option("--store", "-s", help="Only this store.")] = None,
+    since: Since = None,
+    limit: Annotated[
+        int | None, typer.Option("--limit", min=0, help="At most N, newest first.")
+    ] = None,
+    fmt: FormatOpt = Format.table,
+) -> None:
+    """The audit trail, newest first."""
+    from backends.models import parse_time
+
+    from .formats import movement_record, render
+
+    when = parse_time(since) if since is not None else None
+    with _options(ctx).open() as inv:
+        entries = inv.history(sku, store=store, since=when, limit=limit)
+    columns = HISTORY_TABLE if fmt == Format.table else HISTORY_COLUMNS
+    render([movement_record(m) for m in entries], fmt, columns=columns, empty="no history")
+
+
+# -- stores ---------------------------------------------------------------------------
+
+
+@command(store_app, "add")
+def store_add(
+    ctx: typer.Context,
+    code: Annotated[str, typer.Argument(help="Store code: lower-case letters, digits, - and _.")],
+    name: Annotated[
+        str | None, typer.Option("--name", help="Store name.", show_default="the code")
+    ] = None,
+    idempotency_key: Key = None,
+    quiet: Quiet = False,
+) -> None:
+    """Add a store."""
+    with _options(ctx).open() as inv:
+        added = inv.add_store(code, name, event_id=idempotency_key)
+    _say(ctx, quiet, f"Added store {added.code} ({added.name})")
+
+
+@command(store_app, "list")
+def store_list(ctx: typer.Context, fmt: FormatOpt = Format.table) -> None:
+    """List the stores."""
+    from .formats import render, store_record
+
+    with _options(ctx).open() as inv:
+        stores = inv.stores()
+    render([store_record(s) for s in stores], fmt, columns=("code", "name"))
+
+
+@command(store_app, "remove")
+def store_remove(
+    ctx: typer.Context,
+    code: Annotated[str, typer.Argument(help="Store code.")],
+    force: Annotated[
+        bool, typer.Option("--force", help="Write off stock still held there.")
+    ] = False,
+    idempotency_key: Key = None,
+    quiet: Quiet = False,
+) -> None:
+    """Remove a store (refused while it holds stock, unless --force)."""
+    with _options(ctx).open() as inv:
+        inv.remove_store(code, force=force, event_id=idempotency_key)
+    _say(ctx, quiet, f"Removed store {code.strip().lower()}")
+
+
+# -- reports --------------------------------------------------------------------------
+
+
+@command(report_app, "value")
+def report_value(
+    ctx: typer.Context,
+    store: Annotated[str | None, typer.Option("--store", "-s", help="Only this store.")] = None,
+    fmt: FormatOpt = Format.table,
+) -> None:
+    """Stock value per store (price x quantity)."""
+    from decimal import Decimal
+
+    from .formats import render, value_record
+
+    with _options(ctx).open() as inv:
+        rows = inv.report_value(store=store)
+    footer = {
+        "store": "total",
+        "products": sum(r.products for r in rows),
+        "units": sum(r.units for r in rows),
+        "value": sum((r.value for r in rows), Decimal("0.00")),
+    }
+    render([value_record(r) for r in rows], fmt, title="Stock value", footer=footer)
+
+
+@command(report_app, "low-stock")
+def report_low_stock(
+    ctx: typer.Context,
+    store: Annotated[str | None, typer.Option("--store", "-s", help="Only this store.")] = None,
+    fmt: FormatOpt = Format.table,
+    exit_code: Annotated[
+        bool, typer.Option("--exit-code", help="Exit 1 when anything is low (for cron alerts).")
+    ] = False,
+) -> None:
+    """Products at or below their reorder level, lowest first."""
+    from .formats import item_record, render
+
+    with _options(ctx).open() as inv:
+        items = inv.report_low_stock(store=store)
+    columns = (
+        ("sku", "name", "store", "quantity", "reorder_level", "unit")
+        if fmt == Format.table
+        else LIST_COLUMNS
+    )
+    render(
+        [item_record(i) for i in items],
+        fmt,
+        columns=columns,
+        title="Low stock",
+        empty="nothing is low",
+    )
+    if exit_code and items:
+        raise typer.Exit(REFUSED)
+
+
+@command(report_app, "movements")
+def report_movements(
+    ctx: typer.Context,
+    store: Annotated[str | None, typer.Option("--store", "-s", help="Only this store.")] = None,
+    since: Since = None,
+    until: Annotated[
+        str | None, typer.Option("--until", help="End (exclusive), same forms as --since.")
+    ] = None,
+    fmt: FormatOpt = Format.table,
+) -> None:
+    """Units in and out per product and store over a period."""
+    from backends.models import parse_time
+
+    from .formats import render, summary_record
+
+    start = parse_time(since) if since is not None else None
+    end = parse_time(until, field="until") if until is not None else None
+    with _options(ctx).open() as inv:
+        rows = inv.report_movements(store=store, since=start, until=end)
+    render([summary_record(r) for r in rows], fmt, title="Movements", empty="no movements")
+
+
+# -- import and export ----------------------------------------------------------------
+
+
+class OnErrorChoice(StrEnum):
+    reject_all = "reject-all"
+    skip_rows = "skip-rows"
+
+
+def _guess_format(path: str, given: FileFormat | None) -> FileFormat:
+    from .files import FileFormat
+
+    if given is not None:
+        return given
+    if path.lower().endswith((".jsonl", ".ndjson", ".json")):
+        return FileFormat.jsonl
+    return FileFormat.csv
+
+
+def _open_input(stack: ExitStack, source: str) -> IO[bytes]:
+    if source == "-":
+        return sys.stdin.buffer
+    try:
+        return stack.enter_context(open(source, "rb"))
+    except FileNotFoundError:
+        raise fail(f"{source}: no such file", 66) from None
+    except IsADirectoryError:
+        raise fail(f"{source} is a folder, not a file", 66) from None
+    except PermissionError:
+        raise fail(f"{source}: permission denied", 77) from None
+
+
+def _report_problems(name: str, problems: list[RowProblem]) -> None:
+    for problem in sorted(problems, key=lambda p: p.row):
+        where = f"{name}: {problem}" if problem.row else f"{name}: {problem.reason}"
+        print(f"Error: {where}", file=sys.stderr)
+
+
+@command(app, "import")
+def import_(
+    ctx: typer.Context,
+    source: Annotated[
+        str, typer.Argument(metavar="FILE|-", help="CSV or JSON Lines; - for stdin.")
+    ],
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Check and show what would change; write nothing.")
+    ] = False,
+    on_error: Annotated[
+        OnErrorChoice,
+        typer.Option("--on-error", help="reject-all writes nothing if any row is bad."),
+    ] = OnErrorChoice.reject_all,
+    fmt: Annotated[
+        str | None,
+        typer.Option(
+            "--format",
+            "-f",
+            help="csv or jsonl.",
+            show_default="from the extension (.jsonl, .ndjson), else csv",
+        ),
+    ] = None,
+    store: Annotated[
+        str, typer.Option("--store", "-s", help="Store for rows without one.")
+    ] = "main",
+    idempotency_key: Key = None,
+    quiet: Quiet = False,
+) -> None:
+    """Apply a file of products and stock movements, all rows or none."""
+    from backends import BatchRejected
+
+    from .files import FileFormat, read_rows
+    from .formats import progress
+
+    if fmt is not None and fmt not in ("csv", "jsonl"):
+        raise typer.BadParameter(f"{fmt!r} is not csv or jsonl", param_hint="--format")
+    file_format = _guess_format(source, FileFormat(fmt) if fmt else None)
+    name = "stdin" if source == "-" else source
+    with ExitStack() as stack:
+        stream = _open_input(stack, source)
+        with progress(f"Reading {name}", None) as advance:
+            rows, problems = read_rows(stream, file_format, progress=advance)
+    with _options(ctx).open(source="import") as inv, progress("Applying", len(rows)) as advance:
+        if dry_run or (problems and on_error == OnErrorChoice.reject_all):
+            result = inv.apply(rows, on_error="skip-rows", dry_run=True, default_store=store)
+        else:
+            try:
+                result = inv.apply(
+                    rows,
+                    on_error=on_error.value,
+                    default_store=store,
+                    event_id=idempotency_key,
+                    progress=advance,
+                )
+            except BatchRejected as exc:
+                _report_problems(name, exc.problems)
+                raise fail(f"{name}: {exc}", DATA_ERROR) from None
+    problems += result.problems
+    if dry_run:
+        for m in result.changes:
+            print(_describe_change(m))
+    _report_problems(name, problems)
+    bad = len({p.row for p in problems})
+    if problems and not dry_run and on_error == OnErrorChoice.reject_all:
+        raise fail(f"{name}: {bad} bad rows; nothing was written", DATA_ERROR)
+    verb = "would apply" if dry_run else "applied"
+    summary = (
+        f"{name}: {result.applied} rows {verb}, {result.unchanged} unchanged, "
+        f"{result.duplicates} already applied, {bad} bad; {_count_changes(result.changes)}"
+    )
+    if problems:
+        raise fail(summary, DATA_ERROR)
+    _say(ctx, quiet, summary)
+
+
+def _describe_change(m: Movement) -> str:
+    parts = [m.action, m.sku or "-"]
+    if m.store:
+        parts.append(f"at {m.store}")
+    if m.delta is not None:
+        parts.append(f"{m.delta:+d} -> {m.quantity_after}")
+    if m.reason:
+        parts.append(f"({m.reason})")
+    return " ".join(parts)
+
+
+def _count_changes(changes: list[Movement]) -> str:
+    if not changes:
+        return "no changes"
+    counts = Counter(m.action for m in changes)
+    return ", ".join(f"{n} {action}" for action, n in sorted(counts.items()))
+
+
+@command(app)
+def export(
+    ctx: typer.Context,
+    fmt: Annotated[str, typer.Option("--format", "-f", help="csv or jsonl.")] = "csv",
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", help="Write here, atomically.", show_default="stdout"),
+    ] = None,
+    store: Annotated[str | None, typer.Option("--store", "-s", help="Only this store.")] = None,
+    quiet: Quiet = False,
+) -> None:
+    """Write the catalog and stock as CSV or JSON Lines; import reads it back."""
+    import io
+
+    from backends.fsutil import write_atomic
+
+    from .files import FileFormat, export_records, write_rows
+
+    if fmt not in ("csv", "jsonl"):
+        raise typer.BadParameter(f"{fmt!r} is not csv or jsonl", param_hint="--format")
+    with _options(ctx).open() as inv:
+        items = inv.list_items(store=store)
+        names = {s.code: s.name for s in inv.stores()}
+    records = export_records(items, names)
+    if output is None:
+        write_rows(records, sys.stdout, FileFormat(fmt))
+        return
+    buffer = io.StringIO()
+    count = write_rows(records, buffer, FileFormat(fmt))
+    try:
+        write_atomic(output, buffer.getvalue().encode())
+    except FileNotFoundError:
+        raise fail(f"cannot write {output}: the folder does not exist", 78) from None
+    except PermissionError:
+        raise fail(f"cannot write {output}: permission denied", 77) from None
+    except OSError as exc:
+        raise fail(f"cannot write {output}: {exc.strerror}", 75) from None
+    if not (quiet or _options(ctx).quiet):
+        print(f"Exported {count} rows to {output}", file=sys.stderr)
+
+
+def main() -> None:
+    """The console script: run the app; a closed pipe (`inv list | head`) is not an error."""
+    try:
+        app()
+    except BrokenPipeError:
+        import os
+
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        sys.exit(0)

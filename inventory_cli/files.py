@@ -1,0 +1,277 @@
+"""Import and export files: CSV with a header row, or JSON Lines with the same keys.
+
+Reading turns each line into a `BatchRow` with its values parsed, and collects every
+problem (row number as an editor counts lines, header = 1; the column; the reason)
+instead of stopping at the first.  What a row *means* is the backend's business
+(`backends.batch`); this module only knows the file formats.
+"""
+
+from __future__ import annotations
+
+import csv
+import difflib
+import io
+import json
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from decimal import Decimal
+from enum import StrEnum
+from typing import IO, Any, TextIO
+
+from backends import BatchRow, Item, RowProblem, ValidationError
+from backends.batch import COLUMNS
+from backends.models import (
+    parse_delta,
+    parse_int,
+    parse_price,
+    parse_quantity,
+    validate_category,
+    validate_name,
+    validate_reason,
+    validate_sku,
+    validate_store_code,
+    validate_unit,
+)
+
+__all__ = ["EXPORT_COLUMNS", "FileFormat", "export_records", "read_rows", "write_rows"]
+
+
+class FileFormat(StrEnum):
+    csv = "csv"
+    jsonl = "jsonl"
+
+
+#: What export writes: one row per (sku, store), the catalog columns, store and quantity.
+EXPORT_COLUMNS = (
+    "sku",
+    "name",
+    "price",
+    "unit",
+    "category",
+    "reorder_level",
+    "store",
+    "store_name",
+    "quantity",
+)
+
+
+def _key(value: Any) -> str:
+    return validate_key(str(value))
+
+
+def validate_key(value: str) -> str:
+    key = value.strip()
+    if not key:
+        raise ValidationError("must not be empty")
+    if len(key) > 200:
+        raise ValidationError("longer than 200 characters")
+    return key
+
+
+# Column -> parser.  Each raises ValidationError("column: reason").
+_PARSERS: dict[str, Callable[[Any], Any]] = {
+    "sku": lambda v: validate_sku(str(v)),
+    "name": lambda v: validate_name(str(v)),
+    "price": parse_price,
+    "unit": lambda v: validate_unit(str(v)),
+    "category": lambda v: validate_category(str(v)),
+    "reorder_level": lambda v: parse_int(v, field="reorder_level", minimum=0),
+    "store": lambda v: validate_store_code(str(v)),
+    "store_name": lambda v: validate_name(str(v), field="store_name"),
+    "quantity": parse_quantity,
+    "change": parse_delta,
+    "reason": lambda v: validate_reason(str(v)),
+    "expect": lambda v: parse_quantity(v, field="expect"),
+    "idempotency_key": _key,
+}
+
+
+def _reason(error: ValidationError, column: str) -> str:
+    """The message without a leading `column: ` (the problem names the column already)."""
+    text = str(error)
+    prefix = f"{column}: "
+    return text[len(prefix) :] if text.startswith(prefix) else text
+
+
+def _parse_row(number: int, values: dict[str, Any], problems: list[RowProblem]) -> BatchRow | None:
+    parsed: dict[str, Any] = {}
+    ok = True
+    for column, raw in values.items():
+        if raw is None or (isinstance(raw, str) and not raw.strip()):
+            continue
+        if isinstance(raw, bool | list | dict):
+            problems.append(RowProblem(number, column, f"{json.dumps(raw)} is not a plain value"))
+            ok = False
+            continue
+        try:
+            parsed[column] = _PARSERS[column](raw)
+        except ValidationError as exc:
+            problems.append(RowProblem(number, column, _reason(exc, column)))
+            ok = False
+    if not str(values.get("sku") or "").strip():
+        problems.append(RowProblem(number, "sku", "a SKU is required"))
+        return None
+    if "quantity" in parsed and "change" in parsed:
+        problems.append(RowProblem(number, "change", "give quantity or change, not both"))
+        return None
+    if not ok:
+        return None
+    return BatchRow(row=number, **parsed)
+
+
+def _check_columns(names: Sequence[str], problems: list[RowProblem], *, row: int) -> bool:
+    ok = True
+    seen: set[str] = set()
+    for name in names:
+        if name not in COLUMNS:
+            hint = difflib.get_close_matches(name, COLUMNS, n=1)
+            extra = f" (did you mean {hint[0]!r}?)" if hint else ""
+            problems.append(RowProblem(row, name or "(blank)", f"unknown column{extra}"))
+            ok = False
+        elif name in seen:
+            problems.append(RowProblem(row, name, "column appears twice"))
+            ok = False
+        seen.add(name)
+    return ok
+
+
+class _Lines:
+    """Counts the physical lines the csv reader has pulled, to number rows like an editor."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self.count = 0
+
+    def __iter__(self) -> Iterator[str]:
+        for line in self.stream:
+            self.count += 1
+            yield line
+
+
+def _csv_rows(
+    text: TextIO, problems: list[RowProblem], progress: Callable[[int], None]
+) -> list[BatchRow]:
+    lines = _Lines(text)
+    reader = csv.reader(lines)
+    try:
+        header = next(reader)
+    except StopIteration:
+        problems.append(RowProblem(1, None, "the file is empty (a header row is required)"))
+        return []
+    columns = [name.strip().lower() for name in header]
+    if not _check_columns(columns, problems, row=1):
+        return []
+    if "sku" not in columns:
+        problems.append(RowProblem(1, "sku", "missing required column"))
+        return []
+    rows: list[BatchRow] = []
+    start = lines.count + 1
+    width = len(columns)
+    for record in reader:
+        number, start = start, lines.count + 1
+        if not any(cell.strip() for cell in record):
+            continue
+        if len(record) > width:
+            problems.append(
+                RowProblem(number, None, f"{len(record)} values but the header has {width}")
+            )
+            continue
+        row = _parse_row(number, dict(zip(columns, record, strict=False)), problems)
+        if row is not None:
+            rows.append(row)
+        if len(rows) % 1000 == 0:
+            progress(len(rows))
+    return rows
+
+
+def _jsonl_rows(
+    text: TextIO, problems: list[RowProblem], progress: Callable[[int], None]
+) -> list[BatchRow]:
+    rows: list[BatchRow] = []
+    for number, line in enumerate(text, 1):
+        if not line.strip():
+            continue
+        try:
+            values = json.loads(line, parse_float=Decimal)
+        except json.JSONDecodeError as exc:
+            problems.append(
+                RowProblem(number, None, f"not valid JSON: {exc.msg} (column {exc.colno})")
+            )
+            continue
+        if not isinstance(values, dict):
+            problems.append(RowProblem(number, None, "not a JSON object"))
+            continue
+        keys = [str(k) for k in values]
+        if not _check_columns(keys, problems, row=number):
+            continue
+        row = _parse_row(number, values, problems)
+        if row is not None:
+            rows.append(row)
+        if len(rows) % 1000 == 0:
+            progress(len(rows))
+    return rows
+
+
+def read_rows(
+    stream: IO[bytes],
+    fmt: FileFormat,
+    *,
+    progress: Callable[[int], None] = lambda done: None,
+) -> tuple[list[BatchRow], list[RowProblem]]:
+    """Parse every row; return the good ones and a problem for each bad one.
+
+    UTF-8 (a BOM is skipped), any line ending.  A problem with no column concerns the
+    whole line; one on row 1 of a CSV file concerns the header.
+    """
+    problems: list[RowProblem] = []
+    text = io.TextIOWrapper(stream, encoding="utf-8-sig", newline="" if fmt == "csv" else None)
+    try:
+        if fmt == FileFormat.csv:
+            rows = _csv_rows(text, problems, progress)
+        else:
+            rows = _jsonl_rows(text, problems, progress)
+    except UnicodeDecodeError as exc:
+        problems.append(RowProblem(0, None, f"not UTF-8 text ({exc.reason} at byte {exc.start})"))
+        return [], problems
+    except csv.Error as exc:
+        problems.append(RowProblem(0, None, f"not readable as CSV: {exc}"))
+        return [], problems
+    finally:
+        text.detach()
+    return rows, problems
+
+
+def export_records(items: Iterable[Item], store_names: dict[str, str]) -> Iterator[dict[str, Any]]:
+    """Export rows: the catalog columns, the store and its name, and the quantity."""
+    for item in items:
+        yield {
+            "sku": item.sku,
+            "name": item.name,
+            "price": item.price,
+            "unit": item.unit,
+            "category": item.category,
+            "reorder_level": item.reorder_level,
+            "store": item.store,
+            "store_name": store_names.get(item.store) if item.store else None,
+            "quantity": item.quantity if item.store else None,
+        }
+
+
+def write_rows(records: Iterable[dict[str, Any]], out: TextIO, fmt: FileFormat) -> int:
+    """Write export rows; returns how many."""
+    count = 0
+    if fmt == FileFormat.csv:
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(EXPORT_COLUMNS)
+        for record in records:
+            writer.writerow(["" if record[c] is None else str(record[c]) for c in EXPORT_COLUMNS])
+            count += 1
+    else:
+        for record in records:
+            plain = {
+                c: str(v) if isinstance(v, Decimal) else v
+                for c, v in record.items()
+                if v is not None
+            }
+            out.write(json.dumps(plain, ensure_ascii=False) + "\n")
+            count += 1
+    return count

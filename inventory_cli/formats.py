@@ -1,0 +1,238 @@
+"""Output: a Rich table for people, JSON and CSV that scripts can rely on.
+
+Every read command turns its results into plain records (`dict`s of str, int, Decimal,
+None) with the `*_record` functions here, then `render`s them in the chosen format.
+Rich is imported only to draw a table, so `--format json` starts fast.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime
+from decimal import Decimal
+from enum import StrEnum
+from typing import Any, TextIO
+
+from backends import Item, Movement, MovementSummary, Product, Store, StoreValue
+from backends.models import format_time
+
+__all__ = [
+    "Format",
+    "ShowFormat",
+    "item_record",
+    "movement_record",
+    "product_record",
+    "progress",
+    "render",
+]
+
+Record = dict[str, Any]
+
+
+class Format(StrEnum):
+    table = "table"
+    json = "json"
+    csv = "csv"
+
+
+class ShowFormat(StrEnum):
+    table = "table"
+    json = "json"
+
+
+def item_record(item: Item) -> Record:
+    return {
+        "sku": item.sku,
+        "name": item.name,
+        "price": item.price,
+        "unit": item.unit,
+        "category": item.category,
+        "reorder_level": item.reorder_level,
+        "store": item.store,
+        "quantity": item.quantity,
+        "value": item.value,
+    }
+
+
+def product_record(product: Product) -> Record:
+    return {
+        "sku": product.sku,
+        "name": product.name,
+        "price": product.price,
+        "unit": product.unit,
+        "category": product.category,
+        "reorder_level": product.reorder_level,
+        "stock": dict(product.stock),
+    }
+
+
+def movement_record(movement: Movement) -> Record:
+    return {
+        "id": movement.id,
+        "at": movement.at,
+        "actor": movement.actor,
+        "source": movement.source,
+        "event_id": movement.event_id,
+        "store": movement.store,
+        "sku": movement.sku,
+        "action": movement.action,
+        "delta": movement.delta,
+        "quantity_after": movement.quantity_after,
+        "reason": movement.reason,
+    }
+
+
+def store_record(store: Store) -> Record:
+    return {"code": store.code, "name": store.name}
+
+
+def value_record(row: StoreValue) -> Record:
+    return {"store": row.store, "products": row.products, "units": row.units, "value": row.value}
+
+
+def summary_record(row: MovementSummary) -> Record:
+    return {
+        "store": row.store,
+        "sku": row.sku,
+        "movements": row.movements,
+        "units_in": row.units_in,
+        "units_out": row.units_out,
+        "net": row.net,
+    }
+
+
+def _plain(value: Any) -> Any:
+    """JSON-ready: Decimal as its string ("4.50"), times in ISO 8601 UTC."""
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, datetime):
+        return format_time(value)
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _cell(value: Any, *, human: bool = False) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, datetime):
+        return value.strftime("%Y-%m-%d %H:%M:%S") if human else format_time(value)
+    if isinstance(value, dict):
+        return ", ".join(f"{k}: {v}" for k, v in value.items())
+    return str(value)
+
+
+def write_json(value: Any, out: TextIO) -> None:
+    json.dump(_plain(value), out, ensure_ascii=False, indent=2)
+    out.write("\n")
+
+
+def render(
+    records: Sequence[Record],
+    fmt: str,
+    *,
+    columns: Sequence[str] | None = None,
+    title: str | None = None,
+    empty: str = "nothing to show",
+    footer: Record | None = None,
+    out: TextIO | None = None,
+) -> None:
+    """Write `records` to stdout as a table, a JSON array, or CSV with a header."""
+    out = out or sys.stdout
+    if columns is None:
+        columns = list(records[0]) if records else []
+    if fmt == Format.json:
+        write_json([{c: r[c] for c in columns} for r in records], out)
+    elif fmt == Format.csv:
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(columns)
+        for record in records:
+            writer.writerow([_cell(record[c]) for c in columns])
+    else:
+        _table(records, columns, title=title, empty=empty, footer=footer, out=out)
+
+
+def render_one(record: Record, fmt: str, *, title: str | None = None) -> None:
+    """One object: JSON, or a two-column table for people."""
+    if fmt == Format.json:
+        write_json(record, sys.stdout)
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title, show_header=False, box=None, pad_edge=False)
+    table.add_column(style="bold")
+    table.add_column()
+    for key, value in record.items():
+        table.add_row(key, _cell(value, human=True) if value not in (None, {}) else "-")
+    Console().print(table)
+
+
+_RIGHT = {
+    "price",
+    "quantity",
+    "value",
+    "reorder_level",
+    "delta",
+    "quantity_after",
+    "units",
+    "products",
+    "movements",
+    "units_in",
+    "units_out",
+    "net",
+    "id",
+}
+
+
+def _table(
+    records: Sequence[Record],
+    columns: Sequence[str],
+    *,
+    title: str | None,
+    empty: str,
+    footer: Record | None,
+    out: TextIO,
+) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(file=out)
+    if not records:
+        console.print(f"[dim]{empty}[/dim]")
+        return
+    table = Table(title=title, show_footer=footer is not None)
+    for column in columns:
+        table.add_column(
+            column.replace("_", " "),
+            justify="right" if column in _RIGHT else "left",
+            footer=_cell(footer.get(column), human=True) if footer else "",
+            overflow="fold",
+        )
+    for record in records:
+        table.add_row(
+            *("-" if record[c] is None else _cell(record[c], human=True) for c in columns)
+        )
+    console.print(table)
+
+
+@contextmanager
+def progress(description: str, total: int | None) -> Iterator[Any]:
+    """A Rich progress bar on a terminal; on a pipe, a callable that does nothing.
+
+    Yields `advance_to(done)`.
+    """
+    if not sys.stderr.isatty():
+        yield lambda done: None
+        return
+    from rich.progress import Progress
+
+    with Progress(transient=True) as bar:
+        task = bar.add_task(description, total=total)
+        yield lambda done: bar.update(task, completed=done)
