@@ -666,7 +666,8 @@ def import_(
                 )
             except BatchRejected as exc:
                 _report_problems(name, exc.problems)
-                raise fail(f"{name}: {exc}", DATA_ERROR) from None
+                bad = len({p.row for p in exc.problems})
+                raise fail(f"{name}: {_rows(bad)} bad; nothing was written", DATA_ERROR) from None
     problems += result.problems
     if dry_run:
         for m in result.changes:
@@ -674,15 +675,21 @@ def import_(
     _report_problems(name, problems)
     bad = len({p.row for p in problems})
     if problems and not dry_run and on_error == OnErrorChoice.reject_all:
-        raise fail(f"{name}: {bad} bad rows; nothing was written", DATA_ERROR)
+        raise fail(f"{name}: {_rows(bad)} bad; nothing was written", DATA_ERROR)
     verb = "would apply" if dry_run else "applied"
-    summary = (
-        f"{name}: {result.applied} rows {verb}, {result.unchanged} unchanged, "
-        f"{result.duplicates} already applied, {bad} bad; {_count_changes(result.changes)}"
+    _say(
+        ctx,
+        quiet,
+        f"{name}: {_rows(result.applied)} {verb}, {result.unchanged} unchanged, "
+        f"{result.duplicates} already applied; {_count_changes(result.changes)}",
     )
     if problems:
-        raise fail(summary, DATA_ERROR)
-    _say(ctx, quiet, summary)
+        skipped = "would be skipped" if dry_run else "skipped"
+        raise fail(f"{name}: {_rows(bad)} bad, {skipped}", DATA_ERROR)
+
+
+def _rows(n: int) -> str:
+    return f"{n} row" if n == 1 else f"{n} rows"
 
 
 def _describe_change(m: Movement) -> str:
