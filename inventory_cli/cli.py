@@ -19,12 +19,10 @@ from typing import IO, TYPE_CHECKING, Annotated, Any, TypeVar
 import typer
 
 from .errors import DATA_ERROR, REFUSED, fail, guard
-from .formats import Format, ShowFormat
+from .formats import FileFormat, Format, ShowFormat
 
 if TYPE_CHECKING:
     from backends import Backend, Movement, RowProblem
-
-    from .files import FileFormat
 
 __all__ = ["app", "main"]
 
@@ -582,8 +580,6 @@ class OnErrorChoice(StrEnum):
 
 
 def _guess_format(path: str, given: FileFormat | None) -> FileFormat:
-    from .files import FileFormat
-
     if given is not None:
         return given
     if path.lower().endswith((".jsonl", ".ndjson", ".json")):
@@ -624,7 +620,7 @@ def import_(
         typer.Option("--on-error", help="reject-all writes nothing if any row is bad."),
     ] = OnErrorChoice.reject_all,
     fmt: Annotated[
-        str | None,
+        FileFormat | None,
         typer.Option(
             "--format",
             "-f",
@@ -641,12 +637,10 @@ def import_(
     """Apply a file of products and stock movements, all rows or none."""
     from backends import BatchRejected
 
-    from .files import FileFormat, read_rows
+    from .files import read_rows
     from .formats import progress
 
-    if fmt is not None and fmt not in ("csv", "jsonl"):
-        raise typer.BadParameter(f"{fmt!r} is not csv or jsonl", param_hint="--format")
-    file_format = _guess_format(source, FileFormat(fmt) if fmt else None)
+    file_format = _guess_format(source, fmt)
     name = "stdin" if source == "-" else source
     with ExitStack() as stack:
         stream = _open_input(stack, source)
@@ -713,7 +707,9 @@ def _count_changes(changes: list[Movement]) -> str:
 @command(app)
 def export(
     ctx: typer.Context,
-    fmt: Annotated[str, typer.Option("--format", "-f", help="csv or jsonl.")] = "csv",
+    fmt: Annotated[
+        FileFormat, typer.Option("--format", "-f", help="csv or jsonl.")
+    ] = FileFormat.csv,
     output: Annotated[
         Path | None,
         typer.Option("--output", "-o", help="Write here, atomically.", show_default="stdout"),
@@ -726,19 +722,19 @@ def export(
 
     from backends.fsutil import write_atomic
 
-    from .files import FileFormat, export_records, write_rows
+    from .files import export_records, write_rows
+    from .formats import progress
 
-    if fmt not in ("csv", "jsonl"):
-        raise typer.BadParameter(f"{fmt!r} is not csv or jsonl", param_hint="--format")
     with _options(ctx).open() as inv:
         items = inv.list_items(store=store)
         names = {s.code: s.name for s in inv.stores()}
-    records = export_records(items, names)
-    if output is None:
-        write_rows(records, sys.stdout, FileFormat(fmt))
-        return
-    buffer = io.StringIO()
-    count = write_rows(records, buffer, FileFormat(fmt))
+    with progress("Exporting", len(items)) as advance:
+        records = export_records(items, names, progress=advance)
+        if output is None:
+            write_rows(records, sys.stdout, fmt)
+            return
+        buffer = io.StringIO()
+        count = write_rows(records, buffer, fmt)
     try:
         write_atomic(output, buffer.getvalue().encode())
     except FileNotFoundError:

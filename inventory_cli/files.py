@@ -14,7 +14,6 @@ import io
 import json
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from decimal import Decimal
-from enum import StrEnum
 from typing import IO, Any, TextIO
 
 from backends import BatchRow, Item, RowProblem, ValidationError
@@ -32,12 +31,9 @@ from backends.models import (
     validate_unit,
 )
 
+from .formats import FileFormat
+
 __all__ = ["EXPORT_COLUMNS", "FileFormat", "export_records", "read_rows", "write_rows"]
-
-
-class FileFormat(StrEnum):
-    csv = "csv"
-    jsonl = "jsonl"
 
 
 #: What export writes: one row per (sku, store), the catalog columns, store and quantity.
@@ -240,9 +236,16 @@ def read_rows(
     return rows, problems
 
 
-def export_records(items: Iterable[Item], store_names: dict[str, str]) -> Iterator[dict[str, Any]]:
+def export_records(
+    items: Iterable[Item],
+    store_names: dict[str, str],
+    *,
+    progress: Callable[[int], None] = lambda done: None,
+) -> Iterator[dict[str, Any]]:
     """Export rows: the catalog columns, the store and its name, and the quantity."""
-    for item in items:
+    for done, item in enumerate(items, 1):
+        if done % 1000 == 0:
+            progress(done)
         yield {
             "sku": item.sku,
             "name": item.name,

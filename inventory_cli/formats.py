@@ -21,6 +21,7 @@ from backends import Item, Movement, MovementSummary, Product, Store, StoreValue
 from backends.models import format_time
 
 __all__ = [
+    "FileFormat",
     "Format",
     "ShowFormat",
     "item_record",
@@ -37,6 +38,13 @@ class Format(StrEnum):
     table = "table"
     json = "json"
     csv = "csv"
+
+
+class FileFormat(StrEnum):
+    """Import and export files."""
+
+    csv = "csv"
+    jsonl = "jsonl"
 
 
 class ShowFormat(StrEnum):
@@ -231,8 +239,9 @@ def progress(description: str, total: int | None) -> Iterator[Any]:
     if not sys.stderr.isatty():
         yield lambda done: None
         return
+    from rich.console import Console
     from rich.progress import Progress
 
-    with Progress(transient=True) as bar:
+    with Progress(console=Console(stderr=True), transient=True) as bar:
         task = bar.add_task(description, total=total)
         yield lambda done: bar.update(task, completed=done)

@@ -195,3 +195,43 @@ def test_json_commands_import_no_heavy_client(inventory: Path, args: tuple[str, 
     assert not loaded & set(HEAVY), loaded & set(HEAVY)
     if args[-1] in ("json", "csv", "-"):
         assert "rich" not in loaded  # only tables and terminals need Rich
+
+
+def test_progress_bar_on_a_terminal_and_none_when_piped(tmp_path: Path, inventory: Path) -> None:
+    """Long work draws a Rich progress bar on a terminal's stderr, nothing on a pipe."""
+    import pty
+
+    base = [sys.executable, "-m", "inventory_cli", "--file", str(inventory)]
+    subprocess.run([*base, "init"], check=True, capture_output=True)
+    data = tmp_path / "rows.csv"
+    data.write_text(
+        "sku,name,price,quantity\n" + "".join(f"S{i},Item {i},1.00,{i}\n" for i in range(5000))
+    )
+    piped = subprocess.run(
+        [*base, "import", str(data), "--dry-run"], capture_output=True, text=True
+    )
+    assert piped.returncode == 0
+    assert piped.stderr == ""
+
+    leader, follower = pty.openpty()
+    with subprocess.Popen(
+        [*base, "import", str(data), "-q"],
+        stdout=subprocess.PIPE,
+        stderr=follower,
+        env={**os.environ, "TERM": "xterm", "COLUMNS": "100"},
+    ) as proc:
+        os.close(follower)
+        seen = b""
+        while True:
+            try:
+                chunk = os.read(leader, 4096)
+            except OSError:
+                break
+            if not chunk:
+                break
+            seen += chunk
+        proc.wait(timeout=120)
+    os.close(leader)
+    assert proc.returncode == 0
+    assert b"Reading" in seen or b"Applying" in seen, seen[:300]
+    assert b"\x1b[" in seen  # terminal control sequences: a live bar, redrawn
