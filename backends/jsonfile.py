@@ -624,9 +624,18 @@ class JsonBackend(Backend):
             # 1. The audit lines, cut back to the committed mark first.
             if state.new_audit:
                 payload = "".join(_movement_json(m) + "\n" for m in state.new_audit).encode()
-                fd = os.open(self.audit_path, os.O_RDWR | os.O_CREAT, 0o644)
+                mark = state.meta["audit_bytes"]
+                # Create the trail only when nothing is recorded yet: a missing trail
+                # with entries recorded is damage to report, not to paper over.
+                flags = os.O_RDWR | (os.O_CREAT if mark == 0 else 0)
                 try:
-                    mark = state.meta["audit_bytes"]
+                    fd = os.open(self.audit_path, flags, 0o644)
+                except FileNotFoundError:
+                    raise CorruptData(
+                        f"the audit trail {self.audit_path} is missing; restore it from a "
+                        "backup; nothing was written"
+                    ) from None
+                try:
                     size = os.fstat(fd).st_size
                     if size < mark:
                         raise CorruptData(
@@ -643,6 +652,10 @@ class JsonBackend(Backend):
                 state.meta["audit_bytes"] = mark + len(payload)
             # 2. The main file, replaced atomically; the old one stays as .bak.
             write_atomic(self.path, self._dump(state).encode(), backup=self.backup_path)
+            # Temp files left by a writer killed mid-write (we hold the lock: none is live).
+            for stale in self.path.parent.glob(f".{self.path.name}.*.tmp"):
+                with contextlib.suppress(OSError):
+                    stale.unlink()
 
     @staticmethod
     def _dump(state: _State) -> str:

@@ -24,14 +24,21 @@ class Known(NamedTuple):
 KNOWN_BACKENDS: dict[str, Known] = {
     "json": Known("backends.jsonfile:JsonBackend", None),
 }
+#: Named in the design, not built yet: said plainly rather than "unknown".
+PLANNED_BACKENDS = ("postgres", "kafka", "http")
 
 
 def get_backend_class(name: str) -> type[Backend]:
     """The class registered as `name`; `ConfigurationError` with a hint if it can't load."""
+    if name in PLANNED_BACKENDS:
+        raise ConfigurationError(
+            f"the {name} backend is not part of this release yet; "
+            f"available: {', '.join(KNOWN_BACKENDS)}"
+        )
     try:
         known = KNOWN_BACKENDS[name]
     except KeyError:
-        hint = difflib.get_close_matches(name, KNOWN_BACKENDS, n=1)
+        hint = difflib.get_close_matches(name, [*KNOWN_BACKENDS, *PLANNED_BACKENDS], n=1)
         suggestion = f" Did you mean {hint[0]!r}?" if hint else ""
         choices = ", ".join(KNOWN_BACKENDS)
         raise ConfigurationError(

@@ -8,6 +8,7 @@ instead of stopping at the first.  What a row *means* is the backend's business
 
 from __future__ import annotations
 
+import codecs
 import csv
 import difflib
 import io
@@ -147,7 +148,19 @@ def _csv_rows(
     text: TextIO, problems: list[RowProblem], progress: Callable[[int], None]
 ) -> list[BatchRow]:
     lines = _Lines(text)
-    reader = csv.reader(lines)
+    try:
+        return _csv_records(csv.reader(lines), lines, problems, progress)
+    except csv.Error as exc:
+        problems.append(RowProblem(max(lines.count, 1), None, f"not readable as CSV: {exc}"))
+        return []
+
+
+def _csv_records(
+    reader: Iterator[list[str]],
+    lines: _Lines,
+    problems: list[RowProblem],
+    progress: Callable[[int], None],
+) -> list[BatchRow]:
     try:
         header = next(reader)
     except StopIteration:
@@ -219,21 +232,19 @@ def read_rows(
     whole line; one on row 1 of a CSV file concerns the header.
     """
     problems: list[RowProblem] = []
-    text = io.TextIOWrapper(stream, encoding="utf-8-sig", newline="" if fmt == "csv" else None)
+    data = stream.read()
+    bom = len(codecs.BOM_UTF8) if data.startswith(codecs.BOM_UTF8) else 0
     try:
-        if fmt == FileFormat.csv:
-            rows = _csv_rows(text, problems, progress)
-        else:
-            rows = _jsonl_rows(text, problems, progress)
+        decoded = data[bom:].decode("utf-8")
     except UnicodeDecodeError as exc:
-        problems.append(RowProblem(0, None, f"not UTF-8 text ({exc.reason} at byte {exc.start})"))
+        offset = exc.start + bom
+        line = data.count(b"\n", 0, offset) + 1
+        problems.append(RowProblem(line, None, f"not UTF-8 text ({exc.reason} at byte {offset})"))
         return [], problems
-    except csv.Error as exc:
-        problems.append(RowProblem(0, None, f"not readable as CSV: {exc}"))
-        return [], problems
-    finally:
-        text.detach()
-    return rows, problems
+    text = io.StringIO(decoded, newline="" if fmt == FileFormat.csv else None)
+    if fmt == FileFormat.csv:
+        return _csv_rows(text, problems, progress), problems
+    return _jsonl_rows(text, problems, progress), problems
 
 
 def export_records(

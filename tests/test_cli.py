@@ -572,5 +572,5 @@ def test_import_non_utf8(shop: CliCall, inventory: Path) -> None:
     before = inventory.read_bytes()
     result = shop("import", "-", input=b"sku,name,price\nX,Caf\xe9,1\n")
     assert result.exit_code == 65
-    assert result.stderr.startswith("Error: stdin: not UTF-8 text")
+    assert result.stderr.startswith("Error: stdin: row 2: not UTF-8 text (invalid continuation")
     assert inventory.read_bytes() == before
