@@ -1,0 +1,1561 @@
+"""The conformance suite: every behaviour of the `Backend` contract, written once.
+
+Each backend's test module subclasses `BackendContract` and supplies two fixtures; the
+tests use nothing but the `Backend` interface and the types and errors of `backends`, so a
+difference between backends is a bug, not a capability flag.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from backends import (
+    AlreadyExists,
+    Backend,
+    BatchRejected,
+    BatchRow,
+    Conflict,
+    InsufficientStock,
+    InventoryError,
+    Item,
+    Movement,
+    MovementSummary,
+    NotFound,
+    Product,
+    RefusedError,
+    Store,
+    StoreValue,
+    ValidationError,
+)
+
+__all__ = ["BackendContract", "build_shop", "item_to_row", "snapshot"]
+
+MakeBackend = Callable[[], Backend]
+
+
+# -- helpers (no fixtures) -------------------------------------------------------------
+
+
+def snapshot(backend: Backend) -> tuple[list[Item], list[Store], list[Movement]]:
+    """Everything observable, to show that a refused or repeated request changed nothing."""
+    return backend.list_items(), backend.stores(), backend.history()
+
+
+def key() -> str:
+    return str(uuid.uuid4())
+
+
+def actions(entries: Sequence[Movement]) -> list[str]:
+    return [m.action for m in entries]
+
+
+def new_entries(backend: Backend, before: int) -> list[Movement]:
+    """The audit entries written since the history held `before` entries, newest first."""
+    entries = backend.history()
+    assert len(entries) >= before
+    return entries[: len(entries) - before]
+
+
+def tick() -> None:
+    """Let the clock move on, so entries on either side of a timestamp are told apart."""
+    time.sleep(0.02)
+
+
+def build_shop(backend: Backend) -> None:
+    """A small shop used by the list, report and round-trip tests.
+
+    Rows by sku (store, quantity, value):
+      A-1 Pear           0.50 Food  reorder 5: main 3 (1.50, low), north 20 (10.00)
+      B-2 Banana Bread   3.00 Food  reorder 0: main 10 (30.00)
+      C-3 Claw Hammer   12.00 Tools reorder 2: main 2 (24.00, low: equal to the level)
+      D-4 Drill         80.00 Tools reorder 0: north 1 (80.00)
+      E-5 Apple Corer    9.99 -     reorder 4: stocked nowhere (never low)
+    """
+    backend.add_store("north", "North Side")
+    backend.add_product(
+        "Pear", "0.50", sku="A-1", quantity=3, category="Food", reorder_level=5, unit="kg"
+    )
+    backend.adjust("north", "A-1", 20, "restock")
+    backend.add_product("Banana Bread", "3", sku="B-2", quantity=10, category="Food")
+    backend.add_product(
+        "Claw Hammer", "12.00", sku="C-3", quantity=2, category="Tools", reorder_level=2
+    )
+    backend.add_product("Drill", "80", sku="D-4", store="north", quantity=1, category="Tools")
+    backend.add_product("Apple Corer", "9.99", sku="E-5", reorder_level=4)
+    backend.remove_product("E-5", store="main")
+
+
+def shop_item(sku: str, store: str | None, quantity: int) -> Item:
+    """The `Item` that `build_shop` leaves for (sku, store)."""
+    catalog: dict[str, tuple[str, str, str, str | None, int]] = {
+        "A-1": ("Pear", "0.50", "kg", "Food", 5),
+        "B-2": ("Banana Bread", "3.00", "each", "Food", 0),
+        "C-3": ("Claw Hammer", "12.00", "each", "Tools", 2),
+        "D-4": ("Drill", "80.00", "each", "Tools", 0),
+        "E-5": ("Apple Corer", "9.99", "each", None, 4),
+    }
+    name, price, unit, category, level = catalog[sku]
+    return Item(sku, name, Decimal(price), unit, category, level, store, quantity)
+
+
+A1_MAIN = shop_item("A-1", "main", 3)
+A1_NORTH = shop_item("A-1", "north", 20)
+B2_MAIN = shop_item("B-2", "main", 10)
+C3_MAIN = shop_item("C-3", "main", 2)
+D4_NORTH = shop_item("D-4", "north", 1)
+E5_NOWHERE = shop_item("E-5", None, 0)
+SHOP_ROWS = [A1_MAIN, A1_NORTH, B2_MAIN, C3_MAIN, D4_NORTH, E5_NOWHERE]
+
+#: Where `BackendContract._mixed_rows` goes wrong: (row, column).
+MIXED_PROBLEMS = [(4, "store"), (8, "price"), (12, "change")]
+
+
+def item_to_row(number: int, item: Item, store_names: dict[str, str]) -> BatchRow:
+    """One export row: the catalog columns, then the store and quantity if stocked."""
+    return BatchRow(
+        row=number,
+        sku=item.sku,
+        name=item.name,
+        price=item.price,
+        unit=item.unit,
+        category=item.category,
+        reorder_level=item.reorder_level,
+        store=item.store,
+        store_name=store_names[item.store] if item.store is not None else None,
+        quantity=item.quantity if item.store is not None else None,
+    )
+
+
+def where(problems: Sequence[Any]) -> list[tuple[int, str | None]]:
+    return sorted((p.row, p.column) for p in problems)
+
+
+class BackendContract:
+    """Every behaviour of the `Backend` contract.  Subclass it once per backend.
+
+    The subclass provides two fixtures:
+
+    * ``backend``: a fresh, initialised backend holding only store ``main``, opened with
+      ``actor="tester"`` and ``source="cli"``;
+    * ``make_backend``: a callable that returns another such backend, independent of
+      ``backend`` and of every other one it made (used by the export/import round trip).
+
+    Both are closed by the fixtures.  For example::
+
+        class TestJsonContract(BackendContract):
+            @pytest.fixture
+            def make_backend(self, tmp_path): ...
+
+            @pytest.fixture
+            def backend(self, make_backend):
+                return make_backend()
+    """
+
+    # -- set-up ------------------------------------------------------------------------
+
+    def test_fresh_backend_has_only_main_and_nothing_stocked(self, backend: Backend) -> None:
+        assert [s.code for s in backend.stores()] == ["main"]
+        assert backend.list_items() == []
+
+    def test_init_again_returns_false_and_changes_nothing(self, backend: Backend) -> None:
+        backend.add_product("Widget", "1.00", sku="W-1", quantity=2)
+        before = snapshot(backend)
+        assert backend.init() is False
+        assert snapshot(backend) == before
+
+    def test_describe_says_where_the_data_lives(self, backend: Backend) -> None:
+        text = backend.describe()
+        assert isinstance(text, str)
+        assert text.strip() != ""
+
+    def test_close_is_safe_twice_and_works_as_context_manager(
+        self, make_backend: MakeBackend
+    ) -> None:
+        other = make_backend()
+        with other as entered:
+            assert entered is other
+            assert [s.code for s in entered.stores()] == ["main"]
+        other.close()  # a second close must not raise
+
+    # -- stores ------------------------------------------------------------------------
+
+    def test_add_store(self, backend: Backend) -> None:
+        store = backend.add_store("north", "North Side")
+        assert store == Store("north", "North Side")
+        assert Store("north", "North Side") in backend.stores()
+
+    def test_stores_are_listed_by_code(self, backend: Backend) -> None:
+        backend.add_store("zeta")
+        backend.add_store("alpha")
+        backend.add_store("m-2")
+        assert [s.code for s in backend.stores()] == ["alpha", "m-2", "main", "zeta"]
+
+    def test_store_name_defaults_to_code(self, backend: Backend) -> None:
+        assert backend.add_store("depot") == Store("depot", "depot")
+        assert Store("depot", "depot") in backend.stores()
+
+    def test_store_code_is_lower_cased(self, backend: Backend) -> None:
+        store = backend.add_store("North_2", "North")
+        assert store.code == "north_2"
+        assert [s.code for s in backend.stores()] == ["main", "north_2"]
+
+    def test_duplicate_store_refused(self, backend: Backend) -> None:
+        backend.add_store("north", "North")
+        before = snapshot(backend)
+        for code in ("north", "NORTH", "main"):
+            with pytest.raises(AlreadyExists):
+                backend.add_store(code, "Other")
+        assert snapshot(backend) == before
+
+    @pytest.mark.parametrize("code", ["has space", "a/b", "café", "", "   ", "x" * 65, "a.b"])
+    def test_store_code_must_be_a_slug(self, backend: Backend, code: str) -> None:
+        before = snapshot(backend)
+        with pytest.raises(ValidationError):
+            backend.add_store(code)
+        assert snapshot(backend) == before
+
+    def test_add_store_records_store_create(self, backend: Backend) -> None:
+        before = len(backend.history())
+        backend.add_store("north", "North")
+        [entry] = new_entries(backend, before)
+        assert entry.action == "store.create"
+        assert entry.store == "north"
+        assert entry.sku is None
+        assert (entry.actor, entry.source) == ("tester", "cli")
+
+    def test_remove_empty_store(self, backend: Backend) -> None:
+        backend.add_store("north")
+        before = len(backend.history())
+        backend.remove_store("north")
+        assert [s.code for s in backend.stores()] == ["main"]
+        entries = new_entries(backend, before)
+        assert entries[0].action == "store.delete"
+        assert entries[0].store == "north"
+        with pytest.raises(NotFound):
+            backend.list_items(store="north")
+
+    def test_remove_main_refused(self, backend: Backend) -> None:
+        before = snapshot(backend)
+        with pytest.raises(ValidationError):
+            backend.remove_store("main")
+        with pytest.raises(ValidationError):
+            backend.remove_store("main", force=True)
+        assert snapshot(backend) == before
+
+    def test_remove_unknown_store(self, backend: Backend) -> None:
+        with pytest.raises(NotFound):
+            backend.remove_store("nowhere")
+
+    def test_remove_store_holding_stock_refused_unless_force(self, backend: Backend) -> None:
+        backend.add_store("north")
+        backend.add_product("Widget", "2.00", sku="W-1", quantity=1)
+        backend.adjust("north", "W-1", 5)
+        before = snapshot(backend)
+        with pytest.raises(Conflict):
+            backend.remove_store("north")
+        assert snapshot(backend) == before
+
+        backend.remove_store("north", force=True)
+        assert [s.code for s in backend.stores()] == ["main"]
+        assert backend.get("W-1").stock == {"main": 1}
+        assert [(i.store, i.quantity) for i in backend.list_items()] == [("main", 1)]
+        assert backend.history()[0].action == "store.delete"
+
+    def test_remove_store_with_only_zero_stock_needs_no_force(self, backend: Backend) -> None:
+        backend.add_store("north")
+        backend.add_product("Widget", "2.00", sku="W-1", store="north")
+        backend.remove_store("north")
+        assert [s.code for s in backend.stores()] == ["main"]
+        assert backend.get("W-1").stock == {}
+
+    # -- catalog -----------------------------------------------------------------------
+
+    def test_add_product_with_sku(self, backend: Backend) -> None:
+        product = backend.add_product(
+            "Blue Widget",
+            "4.50",
+            sku="W-1",
+            quantity=5,
+            unit="box",
+            category="Tools",
+            reorder_level=2,
+        )
+        expected = Product("W-1", "Blue Widget", Decimal("4.50"), "box", "Tools", 2)
+        assert product == expected
+        assert product.stock == {"main": 5}
+        fetched = backend.get("W-1")
+        assert fetched == expected
+        assert fetched.stock == {"main": 5}
+
+    def test_add_product_defaults(self, backend: Backend) -> None:
+        product = backend.add_product("Thing", "1", sku="T-1")
+        assert (product.unit, product.category, product.reorder_level) == ("each", None, 0)
+        assert product.stock == {"main": 0}
+        assert backend.list_items() == [
+            Item("T-1", "Thing", Decimal("1.00"), "each", None, 0, "main", 0)
+        ]
+
+    def test_generated_skus_count_up(self, backend: Backend) -> None:
+        first = backend.add_product("First", "1.00")
+        second = backend.add_product("Second", "1.00")
+        third = backend.add_product("Third", "1.00")
+        assert [first.sku, second.sku, third.sku] == ["P000001", "P000002", "P000003"]
+        assert backend.get("p000002").name == "Second"
+
+    def test_generated_sku_skips_one_taken(self, backend: Backend) -> None:
+        backend.add_product("Manual", "1.00", sku="p000001")
+        generated = backend.add_product("Auto", "1.00")
+        assert re.fullmatch(r"P\d{6}", generated.sku)
+        assert generated.sku.lower() != "p000001"
+        another = backend.add_product("Auto 2", "1.00")
+        assert re.fullmatch(r"P\d{6}", another.sku)
+        assert len({"p000001", generated.sku.lower(), another.sku.lower()}) == 3
+
+    def test_add_product_records_product_create(self, backend: Backend) -> None:
+        before = len(backend.history())
+        backend.add_product("Widget", "1.00", sku="W-1", quantity=5)
+        [entry] = new_entries(backend, before)
+        assert entry.action == "product.create"
+        assert (entry.store, entry.sku) == ("main", "W-1")
+        assert (entry.delta, entry.quantity_after) == (5, 5)
+        assert (entry.actor, entry.source) == ("tester", "cli")
+
+    def test_add_product_at_another_store(self, backend: Backend) -> None:
+        backend.add_store("north")
+        product = backend.add_product("Widget", "1.00", sku="W-1", store="north", quantity=3)
+        assert product.stock == {"north": 3}
+        assert backend.get("w-1").stock == {"north": 3}
+        assert [(i.store, i.quantity) for i in backend.list_items()] == [("north", 3)]
+        assert backend.history()[0].store == "north"
+
+    def test_add_product_to_unknown_store(self, backend: Backend) -> None:
+        before = snapshot(backend)
+        with pytest.raises(NotFound):
+            backend.add_product("Widget", "1.00", sku="W-1", store="nowhere")
+        assert snapshot(backend) == before
+
+    def test_duplicate_sku_refused_ignoring_case(self, backend: Backend) -> None:
+        backend.add_product("Widget", "1.00", sku="Ab-1", quantity=2)
+        before = snapshot(backend)
+        for sku in ("Ab-1", "AB-1", "ab-1", "  aB-1 "):
+            with pytest.raises(AlreadyExists):
+                backend.add_product("Other", "2.00", sku=sku, quantity=9)
+        assert snapshot(backend) == before
+
+    def test_sku_lookup_ignores_case_and_keeps_case(self, backend: Backend) -> None:
+        backend.add_product("Widget", "1.00", sku="AbC-9")
+        assert backend.get("abc-9").sku == "AbC-9"
+        assert backend.get("ABC-9").sku == "AbC-9"
+        assert backend.adjust("main", "aBc-9", 2).sku == "AbC-9"
+        assert [i.sku for i in backend.list_items()] == ["AbC-9"]
+        assert backend.get("ABC-9").stock == {"main": 2}
+
+    def test_sku_is_trimmed(self, backend: Backend) -> None:
+        product = backend.add_product("Widget", "1.00", sku="  X-1  ")
+        assert product.sku == "X-1"
+        assert backend.get("X-1").sku == "X-1"
+        assert backend.get(" x-1 ").sku == "X-1"
+
+    def test_get_unknown_sku(self, backend: Backend) -> None:
+        with pytest.raises(NotFound):
+            backend.get("nope")
+
+    @pytest.mark.parametrize(
+        "kwargs",
+        [
+            {"name": ""},
+            {"name": "   "},
+            {"name": "bad\x07name"},
+            {"sku": "   "},
+            {"quantity": -1},
+            {"reorder_level": -1},
+            {"unit": ""},
+            {"sku": "S" * 65},
+            {"name": "n" * 201},
+            {"quantity": 2**31},
+            {"quantity": 1.5},
+        ],
+        ids=[
+            "empty-name",
+            "blank-name",
+            "control-char",
+            "blank-sku",
+            "neg-qty",
+            "neg-level",
+            "empty-unit",
+            "long-sku",
+            "long-name",
+            "huge-qty",
+            "float-qty",
+        ],
+    )
+    def test_add_product_bad_values(self, backend: Backend, kwargs: dict[str, Any]) -> None:
+        args: dict[str, Any] = {"name": "Widget", "price": "1.00", "sku": "W-1", **kwargs}
+        before = snapshot(backend)
+        with pytest.raises(ValidationError):
+            backend.add_product(**args)
+        assert snapshot(backend) == before
+
+    def test_edit_every_field(self, backend: Backend) -> None:
+        backend.add_product("Blue Widget", "4.50", sku="W-1", quantity=5, category="Tools")
+        edited = backend.edit_product(
+            "w-1", name="Red Widget", price="4.75", unit="kg", category="Garden", reorder_level=3
+        )
+        expected = Product("W-1", "Red Widget", Decimal("4.75"), "kg", "Garden", 3)
+        assert edited == expected
+        assert edited.stock == {"main": 5}
+        assert backend.get("W-1") == expected
+
+    def test_edit_none_leaves_fields_alone(self, backend: Backend) -> None:
+        backend.add_product(
+            "Blue Widget", "4.50", sku="W-1", unit="box", category="Tools", reorder_level=2
+        )
+        edited = backend.edit_product("W-1", name="Red Widget")
+        assert edited == Product("W-1", "Red Widget", Decimal("4.50"), "box", "Tools", 2)
+
+    def test_edit_empty_category_clears_it(self, backend: Backend) -> None:
+        backend.add_product("Widget", "1.00", sku="W-1", category="Tools")
+        assert backend.edit_product("W-1", category="").category is None
+        assert backend.get("W-1").category is None
+        assert backend.list_items()[0].category is None
+
+    def test_edit_records_update_listing_what_changed(self, backend: Backend) -> None:
+        backend.add_product("Blue Widget", "4.50", sku="W-1")
+        before = len(backend.history())
+        backend.edit_product("W-1", price="4.75")
+        [entry] = new_entries(backend, before)
+        assert entry.action == "product.update"
+        assert entry.sku == "W-1"
+        assert (entry.actor, entry.source) == ("tester", "cli")
+        assert entry.reason is not None
+        assert "price" in entry.reason
+        assert "4.50" in entry.reason
+        assert "4.75" in entry.reason
+
+        before = len(backend.history())
+        backend.edit_product("W-1", name="Red Widget", unit="kg", price="4.75")
+        [entry] = new_entries(backend, before)
+        assert entry.reason is not None
+        assert "name" in entry.reason
+        assert "unit" in entry.reason
+        assert "price" not in entry.reason  # the price did not change this time
+
+    def test_edit_records_nothing_when_nothing_differs(self, backend: Backend) -> None:
+        backend.add_product("Widget", "4.50", sku="W-1", category="Tools")
+        before = snapshot(backend)
+        edited = backend.edit_product("w-1", name="Widget", price="4.5", category="Tools")
+        assert edited == Product("W-1", "Widget", Decimal("4.50"), "each", "Tools", 0)
+        assert backend.edit_product("W-1") == edited
+        assert snapshot(backend) == before
+
+    def test_edit_unknown_sku(self, backend: Backend) -> None:
+        with pytest.raises(NotFound):
+            backend.edit_product("nope", name="X")
+
+    def test_edit_bad_value_changes_nothing(self, backend: Backend) -> None:
+        backend.add_product("Widget", "4.50", sku="W-1")
+        before = snapshot(backend)
+        with pytest.raises(ValidationError):
+            backend.edit_product("W-1", name="New", price="-1")
+        with pytest.raises(ValidationError):
+            backend.edit_product("W-1", name="  ")
+        with pytest.raises(ValidationError):
+            backend.edit_product("W-1", reorder_level=-2)
+        assert snapshot(backend) == before
+
+    def test_remove_product_from_one_store(self, backend: Backend) -> None:
+        backend.add_store("north")
+        backend.add_product("Widget", "1.00", sku="W-1")
+        backend.adjust("north", "W-1", 3)
+        before = len(backend.history())
+        entries = backend.remove_product("w-1", store="main")
+        assert [(m.action, m.store, m.sku, m.delta) for m in entries] == [
+            ("product.delete", "main", "W-1", 0)
+        ]
+        assert new_entries(backend, before) == entries
+        assert backend.get("W-1").stock == {"north": 3}
+        assert [(i.store, i.quantity) for i in backend.list_items()] == [("north", 3)]
+
+    def test_remove_product_from_store_with_stock_needs_force(self, backend: Backend) -> None:
+        backend.add_product("Widget", "1.00", sku="W-1", quantity=5)
+        before = snapshot(backend)
+        with pytest.raises(Conflict):
+            backend.remove_product("W-1", store="main")
+        assert snapshot(backend) == before
+
+        entries = backend.remove_product("W-1", store="main", force=True)
+        assert [(m.action, m.store, m.delta) for m in entries] == [("product.delete", "main", -5)]
+        assert backend.get("W-1").stock == {}
+        assert backend.list_items() == [
+            Item("W-1", "Widget", Decimal("1.00"), "each", None, 0, None, 0)
+        ]
+
+    def test_remove_product_from_catalog(self, backend: Backend) -> None:
+        backend.add_store("north")
+        backend.add_product("Widget", "1.00", sku="W-1")
+        backend.set_quantity("north", "W-1", 0)
+        before = len(backend.history())
+        entries = backend.remove_product("w-1")
+        assert len(entries) == 3
+        assert {m.action for m in entries} == {"product.delete"}
+        assert {m.sku for m in entries} == {"W-1"}
+        assert sorted((m.store, m.delta) for m in entries if m.store is not None) == [
+            ("main", 0),
+            ("north", 0),
+        ]
+        assert [m.store for m in entries].count(None) == 1
+        assert sorted(m.id for m in new_entries(backend, before)) == sorted(m.id for m in entries)
+        with pytest.raises(NotFound):
+            backend.get("W-1")
+        assert backend.list_items() == []
+
+    def test_remove_product_from_catalog_with_stock_needs_force(self, backend: Backend) -> None:
+        backend.add_store("north")
+        backend.add_product("Widget", "1.00", sku="W-1", quantity=4)
+        backend.adjust("north", "W-1", 2)
+        before = snapshot(backend)
+        with pytest.raises(Conflict):
+            backend.remove_product("W-1")
+        assert snapshot(backend) == before
+
+        entries = backend.remove_product("W-1", force=True)
+        assert sorted((m.store, m.delta) for m in entries if m.store is not None) == [
+            ("main", -4),
+            ("north", -2),
+        ]
+        assert len(entries) == 3
+        with pytest.raises(NotFound):
+            backend.get("W-1")
+        assert backend.list_items() == []
+
+    def test_remove_unknown_product_or_store(self, backend: Backend) -> None:
+        backend.add_product("Widget", "1.00", sku="W-1")
+        before = snapshot(backend)
+        with pytest.raises(NotFound):
+            backend.remove_product("nope")
+        with pytest.raises(NotFound):
+            backend.remove_product("W-1", store="nowhere")
+        assert snapshot(backend) == before
+
+    def test_sku_can_be_reused_after_removal(self, backend: Backend) -> None:
+        backend.add_product("Widget", "1.00", sku="W-1", quantity=2)
+        backend.remove_product("W-1", force=True)
+        product = backend.add_product("New Widget", "2.00", sku="w-1", quantity=1)
+        assert product.sku == "w-1"
+        assert backend.get("W-1").name == "New Widget"
+
+    # -- prices ------------------------------------------------------------------------
+
+    @pytest.mark.parametrize(
+        ("given", "stored"),
+        [
+            ("4.5", "4.50"),
+            ("4.50", "4.50"),
+            ("4.500", "4.50"),
+            ("7", "7.00"),
+            ("0", "0.00"),
+            (" 12.3 ", "12.30"),
+            (Decimal("4.5"), "4.50"),
+            (Decimal("19.99"), "19.99"),
+        ],
+    )
+    def test_price_is_decimal_with_two_places(
+        self, backend: Backend, given: str | Decimal, stored: str
+    ) -> None:
+        product = backend.add_product("Widget", given, sku="W-1")
+        for price in (product.price, backend.get("W-1").price, backend.list_items()[0].price):
+            assert isinstance(price, Decimal)
+            assert price == Decimal(stored)
+            assert str(price) == stored
+
+    @pytest.mark.parametrize(
+        "price",
+        [
+            "4.555",
+            "0.001",
+            Decimal("1.001"),
+            "-1",
+            "-0.01",
+            "abc",
+            "",
+            "NaN",
+            "Infinity",
+            "1e999",
+            4.5,
+            1.0,
+            True,
+        ],
+        ids=repr,
+    )
+    def test_bad_price_refused(self, backend: Backend, price: Any) -> None:
+        backend.add_product("Widget", "1.00", sku="W-1")
+        before = snapshot(backend)
+        with pytest.raises(ValidationError):
+            backend.add_product("Other", price, sku="O-1")
+        with pytest.raises(ValidationError):
+            backend.edit_product("W-1", price=price)
+        assert snapshot(backend) == before
+
+    def test_edit_price_keeps_decimal(self, backend: Backend) -> None:
+        backend.add_product("Widget", "1.00", sku="W-1")
+        edited = backend.edit_product("W-1", price=Decimal("2.1"))
+        assert str(edited.price) == "2.10"
+        assert str(backend.get("W-1").price) == "2.10"
+
+    # -- stock: adjust and set ---------------------------------------------------------
+
+    def test_adjust_up_and_down(self, backend: Backend) -> None:
+        backend.add_product("Widget", "1.00", sku="W-1", quantity=10)
+        up = backend.adjust("main", "W-1", 5, "restock")
+        assert (up.action, up.store, up.sku) == ("stock.adjust", "main", "W-1")
+        assert (up.delta, up.quantity_after, up.reason) == (5, 15, "restock")
+        down = backend.adjust("main", "w-1", -4, "sale")
+        assert (down.delta, down.quantity_after, down.reason) == (-4, 11, "sale")
+        assert backend.get("W-1").stock == {"main": 11}
+        assert backend.history()[:2] == [down, up]
+
+    def test_adjust_to_exactly_zero(self, backend: Backend) -> None:
+        backend.add_product("Widget", "1.00", sku="W-1", quantity=3)
+        assert backend.adjust("main", "W-1", -3).quantity_after == 0
+        assert backend.get("W-1").stock == {"main": 0}
+
+    def test_adjust_stocks_product_at_a_new_store(self, backend: Backend) -> None:
+        backend.add_store("north")
+        backend.add_product("Widget", "1.00", sku="W-1")
+        entry = backend.adjust("north", "W-1", 3)
+        assert (entry.store, entry.quantity_after) == ("north", 3)
+        assert backend.get("W-1").stock == {"main": 0, "north": 3}
+
+    def test_adjust_below_zero_refused_and_changes_nothing(self, backend: Backend) -> None:
+        backend.add_store("north")
+        backend.add_product("Widget", "1.00", sku="W-1", quantity=3)
+        before = snapshot(backend)
+        with pytest.raises(InsufficientStock) as refused:
+            backend.adjust("main", "W-1", -4, "sale")
+        assert refused.value.available == 3
+        with pytest.raises(InsufficientStock) as refused:
+            backend.adjust("north", "W-1", -1)  # not stocked there: 0 on hand
+        assert refused.value.available == 0
+        assert snapshot(backend) == before
+        assert backend.get("W-1").stock == {"main": 3}
+
+    def test_adjust_bad_values(self, backend: Backend) -> None:
+        backend.add_product("Widget", "1.00", sku="W-1", quantity=5)
+        before = snapshot(backend)
+        with pytest.raises(ValidationError):
+            backend.adjust("main", "W-1", 1.5)  # type: ignore[arg-type]
+        with pytest.raises(ValidationError):
+            backend.adjust("main", "W-1", 1, "bad\x00reason")
+        with pytest.raises(ValidationError):
+            backend.set_quantity("main", "W-1", 2**31)
+        assert snapshot(backend) == before
+
+    def test_adjust_unknown_sku_or_store(self, backend: Backend) -> None:
+        backend.add_product("Widget", "1.00", sku="W-1")
+        before = snapshot(backend)
+        with pytest.raises(NotFound):
+            backend.adjust("main", "nope", 1)
+        with pytest.raises(NotFound):
+            backend.adjust("nowhere", "W-1", 1)
+        assert snapshot(backend) == before
+
+    def test_set_quantity_records_the_implied_delta(self, backend: Backend) -> None:
+        backend.add_product("Widget", "1.00", sku="W-1", quantity=10)
+        down = backend.set_quantity("main", "w-1", 7, "count")
+        assert (down.action, down.store, down.sku) == ("stock.set", "main", "W-1")
+        assert (down.delta, down.quantity_after, down.reason) == (-3, 7, "count")
+        up = backend.set_quantity("main", "W-1", 12)
+        assert (up.delta, up.quantity_after) == (5, 12)
+        assert backend.get("W-1").stock == {"main": 12}
+        assert backend.history()[:2] == [up, down]
+
+    def test_set_quantity_to_the_same_value_records_zero(self, backend: Backend) -> None:
+        backend.add_product("Widget", "1.00", sku="W-1", quantity=7)
+        before = len(backend.history())
+        entry = backend.set_quantity("main", "W-1", 7, "count")
+        assert (entry.action, entry.delta, entry.quantity_after) == ("stock.set", 0, 7)
+        assert new_entries(backend, before) == [entry]
+
+    def test_set_quantity_stocks_product_at_a_new_store(self, backend: Backend) -> None:
+        backend.add_store("north")
+        backend.add_product("Widget", "1.00", sku="W-1", quantity=1)
+        entry = backend.set_quantity("north", "W-1", 4)
+        assert (entry.delta, entry.quantity_after) == (4, 4)
+        assert backend.get("W-1").stock == {"main": 1, "north": 4}
+
+    def test_set_quantity_negative_refused(self, backend: Backend) -> None:
+        backend.add_product("Widget", "1.00", sku="W-1", quantity=1)
+        before = snapshot(backend)
+        with pytest.raises(ValidationError):
+            backend.set_quantity("main", "W-1", -1)
+        with pytest.raises(NotFound):
+            backend.set_quantity("main", "nope", 1)
+        with pytest.raises(NotFound):
+            backend.set_quantity("nowhere", "W-1", 1)
+        assert snapshot(backend) == before
+
+    # -- stock: transfer ---------------------------------------------------------------
+
+    def test_transfer_writes_both_entries(self, backend: Backend) -> None:
+        backend.add_store("north")
+        backend.add_product("Widget", "1.00", sku="W-1", quantity=10)
+        before = len(backend.history())
+        out, into = backend.transfer("w-1", "main", "north", 4, "rebalance")
+        assert (out.action, out.store, out.sku) == ("stock.transfer_out", "main", "W-1")
+        assert (out.delta, out.quantity_after) == (-4, 6)
+        assert (into.action, into.store, into.sku) == ("stock.transfer_in", "north", "W-1")
+        assert (into.delta, into.quantity_after) == (4, 4)
+        assert out.reason == into.reason == "rebalance"
+        assert sorted(m.id for m in new_entries(backend, before)) == sorted([out.id, into.id])
+        assert backend.get("W-1").stock == {"main": 6, "north": 4}
+
+        backend.transfer("W-1", "north", "main", 4)
+        assert backend.get("W-1").stock == {"main": 10, "north": 0}
+
+    def test_transfer_is_all_or_nothing_when_source_is_short(self, backend: Backend) -> None:
+        backend.add_store("north")
+        backend.add_product("Widget", "1.00", sku="W-1", quantity=3)
+        before = snapshot(backend)
+        with pytest.raises(InsufficientStock) as refused:
+            backend.transfer("W-1", "main", "north", 4)
+        assert refused.value.available == 3
+        assert snapshot(backend) == before
+        assert backend.get("W-1").stock == {"main": 3}
+
+    def test_transfer_to_the_same_store_refused(self, backend: Backend) -> None:
+        backend.add_product("Widget", "1.00", sku="W-1", quantity=3)
+        before = snapshot(backend)
+        with pytest.raises(ValidationError):
+            backend.transfer("W-1", "main", "main", 1)
+        assert snapshot(backend) == before
+
+    def test_transfer_unknown_store_or_sku(self, backend: Backend) -> None:
+        backend.add_store("north")
+        backend.add_product("Widget", "1.00", sku="W-1", quantity=3)
+        before = snapshot(backend)
+        with pytest.raises(NotFound):
+            backend.transfer("W-1", "main", "nowhere", 1)
+        with pytest.raises(NotFound):
+            backend.transfer("W-1", "nowhere", "main", 1)
+        with pytest.raises(NotFound):
+            backend.transfer("nope", "main", "north", 1)
+        assert snapshot(backend) == before
+
+    @pytest.mark.parametrize("quantity", [0, -1])
+    def test_transfer_quantity_must_be_positive(self, backend: Backend, quantity: int) -> None:
+        backend.add_store("north")
+        backend.add_product("Widget", "1.00", sku="W-1", quantity=3)
+        before = snapshot(backend)
+        with pytest.raises(ValidationError):
+            backend.transfer("W-1", "main", "north", quantity)
+        assert snapshot(backend) == before
+
+    # -- idempotency -------------------------------------------------------------------
+
+    def test_adjust_same_event_id_returns_first_result(self, backend: Backend) -> None:
+        backend.add_product("Widget", "1.00", sku="W-1", quantity=10)
+        event = key()
+        first = backend.adjust("main", "W-1", 5, "restock", event_id=event)
+        assert first.event_id == event
+        before = snapshot(backend)
+        again = backend.adjust("main", "W-1", 5, "restock", event_id=event)
+        assert again == first
+        assert snapshot(backend) == before
+        assert backend.get("W-1").stock == {"main": 15}
+
+    def test_repeat_after_later_changes_still_changes_nothing(self, backend: Backend) -> None:
+        backend.add_product("Widget", "1.00", sku="W-1", quantity=10)
+        event = key()
+        first = backend.adjust("main", "W-1", -10, "sale", event_id=event)
+        backend.adjust("main", "W-1", 3, "restock")
+        before = snapshot(backend)
+        assert backend.adjust("main", "W-1", -10, "sale", event_id=event) == first
+        assert snapshot(backend) == before
+        assert backend.get("W-1").stock == {"main": 3}
+
+    def test_set_quantity_same_event_id_returns_first_result(self, backend: Backend) -> None:
+        backend.add_product("Widget", "1.00", sku="W-1", quantity=10)
+        event = key()
+        first = backend.set_quantity("main", "W-1", 4, "count", event_id=event)
+        assert first.event_id == event
+        backend.adjust("main", "W-1", 1)
+        before = snapshot(backend)
+        assert backend.set_quantity("main", "W-1", 4, "count", event_id=event) == first
+        assert snapshot(backend) == before
+        assert backend.get("W-1").stock == {"main": 5}
+
+    def test_transfer_same_event_id_returns_first_result(self, backend: Backend) -> None:
+        backend.add_store("north")
+        backend.add_product("Widget", "1.00", sku="W-1", quantity=10)
+        event = key()
+        first = backend.transfer("W-1", "main", "north", 4, event_id=event)
+        assert first[0].event_id == first[1].event_id == event
+        before = snapshot(backend)
+        assert backend.transfer("W-1", "main", "north", 4, event_id=event) == first
+        assert snapshot(backend) == before
+        assert backend.get("W-1").stock == {"main": 6, "north": 4}
+
+    def test_add_product_same_event_id_returns_first_result(self, backend: Backend) -> None:
+        event = key()
+        first = backend.add_product("Widget", "1.00", sku="W-1", quantity=3, event_id=event)
+        assert backend.history()[0].event_id == event
+        before = snapshot(backend)
+        again = backend.add_product("Widget", "1.00", sku="W-1", quantity=3, event_id=event)
+        assert again == first
+        assert snapshot(backend) == before
+
+    def test_add_product_generated_sku_same_event_id(self, backend: Backend) -> None:
+        event = key()
+        first = backend.add_product("Widget", "1.00", event_id=event)
+        before = snapshot(backend)
+        again = backend.add_product("Widget", "1.00", event_id=event)
+        assert again == first
+        assert again.sku == "P000001"
+        assert snapshot(backend) == before
+        assert len(backend.list_items()) == 1
+
+    def test_add_product_repeat_after_removal_does_not_recreate(self, backend: Backend) -> None:
+        event = key()
+        first = backend.add_product("Widget", "1.00", sku="W-1", event_id=event)
+        backend.remove_product("W-1")
+        before = snapshot(backend)
+        assert backend.add_product("Widget", "1.00", sku="W-1", event_id=event) == first
+        assert snapshot(backend) == before
+        with pytest.raises(NotFound):
+            backend.get("W-1")
+
+    def test_add_store_same_event_id_returns_first_result(self, backend: Backend) -> None:
+        event = key()
+        first = backend.add_store("north", "North", event_id=event)
+        assert backend.history()[0].event_id == event
+        before = snapshot(backend)
+        assert backend.add_store("north", "North", event_id=event) == first
+        assert snapshot(backend) == before
+
+    def test_edit_product_same_event_id_returns_first_result(self, backend: Backend) -> None:
+        backend.add_product("Widget", "1.00", sku="W-1")
+        event = key()
+        first = backend.edit_product("W-1", price="5.00", event_id=event)
+        backend.edit_product("W-1", price="6.00")
+        before = snapshot(backend)
+        again = backend.edit_product("W-1", price="5.00", event_id=event)
+        assert again == first
+        assert again.price == Decimal("5.00")
+        assert snapshot(backend) == before
+        assert backend.get("W-1").price == Decimal("6.00")
+
+    def test_remove_product_same_event_id_returns_first_result(self, backend: Backend) -> None:
+        backend.add_product("Widget", "1.00", sku="W-1", quantity=2)
+        event = key()
+        first = backend.remove_product("W-1", force=True, event_id=event)
+        before = snapshot(backend)
+        assert backend.remove_product("W-1", force=True, event_id=event) == first
+        assert snapshot(backend) == before
+
+    def test_remove_store_same_event_id_changes_nothing(self, backend: Backend) -> None:
+        backend.add_store("north")
+        event = key()
+        backend.remove_store("north", event_id=event)
+        before = snapshot(backend)
+        backend.remove_store("north", event_id=event)  # no NotFound: it was already done
+        assert snapshot(backend) == before
+
+    def test_event_id_reused_for_a_different_request(self, backend: Backend) -> None:
+        backend.add_store("north")
+        backend.add_product("Widget", "1.00", sku="W-1", quantity=10)
+        event = key()
+        backend.adjust("main", "W-1", 5, event_id=event)
+        before = snapshot(backend)
+        with pytest.raises(Conflict):
+            backend.adjust("main", "W-1", 6, event_id=event)
+        with pytest.raises(Conflict):
+            backend.adjust("north", "W-1", 5, event_id=event)
+        with pytest.raises(Conflict):
+            backend.set_quantity("main", "W-1", 5, event_id=event)
+        with pytest.raises(Conflict):
+            backend.transfer("W-1", "main", "north", 5, event_id=event)
+        with pytest.raises(Conflict):
+            backend.add_store("south", event_id=event)
+        with pytest.raises(Conflict):
+            backend.add_product("Other", "1.00", sku="O-1", event_id=event)
+        assert snapshot(backend) == before
+
+    def test_transfer_key_reused_with_another_quantity(self, backend: Backend) -> None:
+        backend.add_store("north")
+        backend.add_product("Widget", "1.00", sku="W-1", quantity=10)
+        event = key()
+        backend.transfer("W-1", "main", "north", 2, event_id=event)
+        before = snapshot(backend)
+        with pytest.raises(Conflict):
+            backend.transfer("W-1", "main", "north", 3, event_id=event)
+        assert snapshot(backend) == before
+
+    def test_without_event_id_every_call_applies(self, backend: Backend) -> None:
+        backend.add_product("Widget", "1.00", sku="W-1", quantity=0)
+        first = backend.adjust("main", "W-1", 1)
+        second = backend.adjust("main", "W-1", 1)
+        assert backend.get("W-1").stock == {"main": 2}
+        assert first.event_id != second.event_id
+        assert first.event_id.strip() != ""
+
+    # -- compare-and-set ---------------------------------------------------------------
+
+    def test_adjust_with_matching_expect(self, backend: Backend) -> None:
+        backend.add_product("Widget", "1.00", sku="W-1", quantity=10)
+        entry = backend.adjust("main", "W-1", -2, expect=10)
+        assert entry.quantity_after == 8
+        assert backend.get("W-1").stock == {"main": 8}
+
+    def test_adjust_with_stale_expect(self, backend: Backend) -> None:
+        backend.add_product("Widget", "1.00", sku="W-1", quantity=10)
+        before = snapshot(backend)
+        with pytest.raises(Conflict):
+            backend.adjust("main", "W-1", -2, expect=9)
+        with pytest.raises(Conflict):
+            backend.adjust("main", "W-1", 2, expect=11)
+        assert snapshot(backend) == before
+
+    def test_set_quantity_with_expect(self, backend: Backend) -> None:
+        backend.add_product("Widget", "1.00", sku="W-1", quantity=10)
+        before = snapshot(backend)
+        with pytest.raises(Conflict):
+            backend.set_quantity("main", "W-1", 3, expect=4)
+        assert snapshot(backend) == before
+        entry = backend.set_quantity("main", "W-1", 3, expect=10)
+        assert (entry.delta, entry.quantity_after) == (-7, 3)
+
+    def test_expect_zero_where_not_stocked(self, backend: Backend) -> None:
+        backend.add_store("north")
+        backend.add_product("Widget", "1.00", sku="W-1", quantity=10)
+        before = snapshot(backend)
+        with pytest.raises(Conflict):
+            backend.set_quantity("north", "W-1", 5, expect=1)
+        assert snapshot(backend) == before
+        assert backend.set_quantity("north", "W-1", 5, expect=0).quantity_after == 5
+
+    # -- history -----------------------------------------------------------------------
+
+    def test_history_entry_fields(self, backend: Backend) -> None:
+        event = key()
+        start = datetime.now(UTC)
+        backend.add_product("Widget", "1.00", sku="W-1", quantity=10)
+        entry = backend.adjust("main", "w-1", -3, "sale", event_id=event)
+        end = datetime.now(UTC)
+        latest = backend.history()[0]
+        assert latest == entry
+        assert isinstance(entry.id, int)
+        assert entry.at.tzinfo is not None
+        assert entry.at.utcoffset() == timedelta(0)
+        assert start - timedelta(seconds=1) <= entry.at <= end + timedelta(seconds=1)
+        assert (entry.actor, entry.source, entry.event_id) == ("tester", "cli", event)
+        assert (entry.store, entry.sku, entry.action) == ("main", "W-1", "stock.adjust")
+        assert (entry.delta, entry.quantity_after, entry.reason) == (-3, 7, "sale")
+
+    def test_history_ids_are_unique(self, backend: Backend) -> None:
+        build_shop(backend)
+        ids = [m.id for m in backend.history()]
+        assert len(ids) == len(set(ids))
+
+    def test_history_is_newest_first(self, backend: Backend) -> None:
+        backend.add_store("north")
+        backend.add_product("Widget", "1.00", sku="W-1", quantity=10)
+        backend.adjust("main", "W-1", -1)
+        backend.set_quantity("main", "W-1", 4)
+        backend.edit_product("W-1", name="Gadget")
+        entries = backend.history("W-1")
+        assert actions(entries) == [
+            "product.update",
+            "stock.set",
+            "stock.adjust",
+            "product.create",
+        ]
+        assert all(a.at >= b.at for a, b in itertools.pairwise(entries))
+        assert backend.history()[0] == entries[0]
+
+    def test_history_for_one_sku_ignores_case(self, backend: Backend) -> None:
+        backend.add_product("Widget", "1.00", sku="W-1", quantity=10)
+        backend.add_product("Other", "1.00", sku="X-1", quantity=10)
+        backend.adjust("main", "W-1", -1)
+        backend.adjust("main", "X-1", -1)
+        backend.adjust("main", "W-1", -1)
+        entries = backend.history("w-1")
+        assert entries == backend.history("W-1")
+        assert {m.sku for m in entries} == {"W-1"}
+        assert actions(entries) == ["stock.adjust", "stock.adjust", "product.create"]
+        assert backend.history("nope") == []
+
+    def test_history_for_one_store(self, backend: Backend) -> None:
+        backend.add_store("north")
+        backend.add_product("Widget", "1.00", sku="W-1", quantity=10)
+        backend.transfer("W-1", "main", "north", 2)
+        backend.adjust("north", "W-1", -1)
+        backend.adjust("main", "W-1", -1)
+        entries = backend.history(store="north")
+        assert {m.store for m in entries} == {"north"}
+        assert actions(entries)[:2] == ["stock.adjust", "stock.transfer_in"]
+        assert "stock.transfer_out" not in actions(entries)
+        main = backend.history(store="main")
+        assert {m.store for m in main} == {"main"}
+        assert actions(main)[:3] == ["stock.adjust", "stock.transfer_out", "product.create"]
+        assert actions(backend.history("W-1", store="north")) == [
+            "stock.adjust",
+            "stock.transfer_in",
+        ]
+
+    def test_history_since(self, backend: Backend) -> None:
+        backend.add_product("Widget", "1.00", sku="W-1", quantity=10)
+        tick()
+        cut = datetime.now(UTC)
+        tick()
+        backend.adjust("main", "W-1", -1)
+        tick()
+        backend.adjust("main", "W-1", -2)
+        everything = backend.history()
+        assert backend.history(since=cut) == everything[:2]
+        assert backend.history("W-1", since=cut) == everything[:2]
+        # `since` is inclusive: an entry at exactly that time is in
+        assert backend.history(since=everything[1].at) == everything[:2]
+        assert backend.history(since=datetime.now(UTC) + timedelta(hours=1)) == []
+
+    def test_history_limit(self, backend: Backend) -> None:
+        backend.add_product("Widget", "1.00", sku="W-1", quantity=10)
+        for _ in range(4):
+            backend.adjust("main", "W-1", -1)
+        everything = backend.history()
+        assert backend.history(limit=2) == everything[:2]
+        assert backend.history("W-1", limit=3) == backend.history("W-1")[:3]
+        assert len(backend.history("W-1", limit=100)) == 5
+
+    def test_history_keeps_deleted_products(self, backend: Backend) -> None:
+        backend.add_product("Widget", "1.00", sku="W-1", quantity=10)
+        backend.adjust("main", "W-1", -4)
+        backend.remove_product("W-1", force=True)
+        entries = backend.history("w-1")
+        assert entries[0].action == "product.delete"
+        assert actions(entries).count("product.delete") == 2  # main, then the catalog
+        assert actions(entries)[-2:] == ["stock.adjust", "product.create"]
+        assert {m.sku for m in entries} == {"W-1"}
+
+    # -- list: filters and sorting -----------------------------------------------------
+
+    def test_list_every_row(self, backend: Backend) -> None:
+        build_shop(backend)
+        assert backend.list_items() == SHOP_ROWS
+
+    def test_item_value_is_exact(self, backend: Backend) -> None:
+        build_shop(backend)
+        values = {(i.sku, i.store): i.value for i in backend.list_items()}
+        assert values[("A-1", "main")] == Decimal("1.50")
+        assert isinstance(values[("A-1", "main")], Decimal)
+
+    def test_list_one_store(self, backend: Backend) -> None:
+        build_shop(backend)
+        assert backend.list_items(store="north") == [A1_NORTH, D4_NORTH]
+        assert backend.list_items(store="main") == [A1_MAIN, B2_MAIN, C3_MAIN]
+
+    def test_list_unknown_store(self, backend: Backend) -> None:
+        with pytest.raises(NotFound):
+            backend.list_items(store="nowhere")
+
+    def test_product_stocked_nowhere_appears_once(self, backend: Backend) -> None:
+        backend.add_store("north")
+        backend.add_product("Widget", "1.00", sku="W-1")
+        backend.remove_product("W-1", store="main")
+        expected = Item("W-1", "Widget", Decimal("1.00"), "each", None, 0, None, 0)
+        assert backend.list_items() == [expected]
+        assert backend.list_items(store="main") == []
+        assert backend.list_items(store="north") == []
+
+    def test_list_low_stock(self, backend: Backend) -> None:
+        build_shop(backend)
+        assert backend.list_items(low_stock=True) == [A1_MAIN, C3_MAIN]
+        assert backend.list_items(low_stock=True, store="north") == []
+        backend.adjust("north", "A-1", -15)  # 5 left, equal to the level
+        assert backend.list_items(low_stock=True, store="north") == [shop_item("A-1", "north", 5)]
+
+    def test_low_stock_needs_a_reorder_level(self, backend: Backend) -> None:
+        backend.add_product("Widget", "1.00", sku="W-1", quantity=0, reorder_level=0)
+        backend.add_product("Gadget", "1.00", sku="G-1", quantity=1, reorder_level=1)
+        backend.add_product("Gizmo", "1.00", sku="Z-1", quantity=2, reorder_level=1)
+        assert [i.sku for i in backend.list_items(low_stock=True)] == ["G-1"]
+
+    @pytest.mark.parametrize(
+        ("text", "expected"),
+        [
+            ("HAMMER", [C3_MAIN]),
+            ("ea", [A1_MAIN, A1_NORTH, B2_MAIN]),
+            ("e-5", [E5_NOWHERE]),
+            ("d-", [D4_NORTH]),
+            ("apple", [E5_NOWHERE]),
+            ("zzz", []),
+        ],
+    )
+    def test_list_search(self, backend: Backend, text: str, expected: list[Item]) -> None:
+        build_shop(backend)
+        assert backend.list_items(search=text) == expected
+
+    def test_list_category_is_exact_ignoring_case(self, backend: Backend) -> None:
+        build_shop(backend)
+        assert backend.list_items(category="tools") == [C3_MAIN, D4_NORTH]
+        assert backend.list_items(category="FOOD") == [A1_MAIN, A1_NORTH, B2_MAIN]
+        assert backend.list_items(category="tool") == []
+        assert backend.list_items(category="Food", store="north") == [A1_NORTH]
+
+    def test_list_filters_combine(self, backend: Backend) -> None:
+        build_shop(backend)
+        assert backend.list_items(category="food", search="pear", low_stock=True) == [A1_MAIN]
+
+    def test_sort_by_name(self, backend: Backend) -> None:
+        build_shop(backend)
+        assert backend.list_items(sort="name") == [
+            E5_NOWHERE,  # Apple Corer
+            B2_MAIN,  # Banana Bread
+            C3_MAIN,  # Claw Hammer
+            D4_NORTH,  # Drill
+            A1_MAIN,  # Pear, main before north
+            A1_NORTH,
+        ]
+
+    def test_sort_by_quantity(self, backend: Backend) -> None:
+        build_shop(backend)
+        ascending = [E5_NOWHERE, D4_NORTH, C3_MAIN, A1_MAIN, B2_MAIN, A1_NORTH]
+        assert backend.list_items(sort="quantity") == ascending
+        assert backend.list_items(sort="quantity", descending=True) == ascending[::-1]
+
+    def test_sort_by_value(self, backend: Backend) -> None:
+        build_shop(backend)
+        ascending = [E5_NOWHERE, A1_MAIN, A1_NORTH, C3_MAIN, B2_MAIN, D4_NORTH]
+        assert backend.list_items(sort="value") == ascending
+        assert backend.list_items(sort="value", descending=True) == ascending[::-1]
+
+    def test_sort_by_sku_descending(self, backend: Backend) -> None:
+        for sku in ("B-2", "C-3", "A-1"):
+            backend.add_product("Thing", "1.00", sku=sku)
+        assert [i.sku for i in backend.list_items(descending=True)] == ["C-3", "B-2", "A-1"]
+
+    def test_sort_ties_fall_back_to_sku_then_store(self, backend: Backend) -> None:
+        backend.add_store("north")
+        backend.add_product("Same", "1.00", sku="Z-2", quantity=1)
+        backend.add_product("Same", "2.00", sku="Z-1", quantity=1)
+        backend.adjust("north", "Z-1", 1)
+        by_name = [(i.sku, i.store) for i in backend.list_items(sort="name")]
+        assert by_name == [("Z-1", "main"), ("Z-1", "north"), ("Z-2", "main")]
+        by_quantity = [(i.sku, i.store) for i in backend.list_items(sort="quantity")]
+        assert by_quantity == [("Z-1", "main"), ("Z-1", "north"), ("Z-2", "main")]
+
+    def test_unknown_sort_key_refused(self, backend: Backend) -> None:
+        with pytest.raises(ValidationError):
+            backend.list_items(sort="colour")
+
+    def test_limit_and_offset(self, backend: Backend) -> None:
+        build_shop(backend)
+        assert backend.list_items(limit=2) == SHOP_ROWS[:2]
+        assert backend.list_items(limit=2, offset=1) == SHOP_ROWS[1:3]
+        assert backend.list_items(offset=4) == SHOP_ROWS[4:]
+        assert backend.list_items(offset=10) == []
+        assert backend.list_items(sort="quantity", limit=1, descending=True) == [A1_NORTH]
+
+    # -- reports -----------------------------------------------------------------------
+
+    def test_report_value(self, backend: Backend) -> None:
+        build_shop(backend)
+        backend.add_store("empty", "Empty")
+        report = backend.report_value()
+        assert report == [
+            StoreValue("empty", 0, 0, Decimal("0")),
+            StoreValue("main", 3, 15, Decimal("55.50")),
+            StoreValue("north", 2, 21, Decimal("90.00")),
+        ]
+        assert all(isinstance(row.value, Decimal) for row in report)
+        assert backend.report_value(store="north") == [StoreValue("north", 2, 21, Decimal("90"))]
+
+    def test_report_value_is_exact_decimal(self, backend: Backend) -> None:
+        backend.add_product("Dime", "0.10", sku="D-1", quantity=3)
+        backend.add_product("Twenty", "0.20", sku="T-1", quantity=1)
+        [row] = backend.report_value()
+        assert row == StoreValue("main", 2, 4, Decimal("0.50"))
+        assert str(row.value.quantize(Decimal("0.01"))) == "0.50"
+
+    def test_report_low_stock_lowest_first(self, backend: Backend) -> None:
+        build_shop(backend)
+        assert backend.report_low_stock() == [C3_MAIN, A1_MAIN]
+        assert backend.report_low_stock(store="north") == []
+
+    def test_report_movements(self, backend: Backend) -> None:
+        backend.add_store("north")
+        backend.add_product("Widget", "1.00", sku="W-1", quantity=10)  # main +10
+        tick()
+        first_cut = datetime.now(UTC)
+        tick()
+        adjusted = backend.adjust("main", "W-1", -3)  # main -3
+        tick()
+        second_cut = datetime.now(UTC)
+        tick()
+        backend.transfer("W-1", "main", "north", 2)  # main -2, north +2
+        backend.edit_product("W-1", price="2.00")  # catalog only: not a movement
+        backend.set_quantity("main", "W-1", 10)  # 5 -> 10: main +5
+
+        assert backend.report_movements() == [
+            MovementSummary("main", "W-1", 4, 15, 5),
+            MovementSummary("north", "W-1", 1, 2, 0),
+        ]
+        assert backend.report_movements(since=first_cut) == [
+            MovementSummary("main", "W-1", 3, 5, 5),
+            MovementSummary("north", "W-1", 1, 2, 0),
+        ]
+        assert backend.report_movements(until=second_cut) == [
+            MovementSummary("main", "W-1", 2, 10, 3),
+        ]
+        assert backend.report_movements(since=first_cut, until=second_cut) == [
+            MovementSummary("main", "W-1", 1, 0, 3),
+        ]
+        # [since, until): an entry at exactly `until` is out, at exactly `since` is in
+        assert backend.report_movements(until=adjusted.at) == [
+            MovementSummary("main", "W-1", 1, 10, 0),
+        ]
+        assert backend.report_movements(since=adjusted.at, until=second_cut) == [
+            MovementSummary("main", "W-1", 1, 0, 3),
+        ]
+        assert backend.report_movements(store="north") == [
+            MovementSummary("north", "W-1", 1, 2, 0),
+        ]
+        assert backend.report_movements()[0].net == 10
+
+    def test_report_movements_counts_stock_written_off(self, backend: Backend) -> None:
+        backend.add_product("Widget", "1.00", sku="W-1", quantity=4)
+        backend.add_product("Gadget", "1.00", sku="G-1", quantity=1)
+        backend.remove_product("W-1", force=True)
+        assert backend.report_movements() == [
+            MovementSummary("main", "G-1", 1, 1, 0),
+            MovementSummary("main", "W-1", 2, 4, 4),
+        ]
+
+    # -- apply: batches ----------------------------------------------------------------
+
+    def test_apply_creates_products(self, backend: Backend) -> None:
+        rows = [
+            BatchRow(
+                2,
+                "A-1",
+                name="Apple",
+                price=Decimal("0.50"),
+                category="Food",
+                reorder_level=5,
+                quantity=10,
+            ),
+            BatchRow(3, "B-2", name="Bread", price=Decimal("2"), unit="loaf"),
+        ]
+        before = len(backend.history())
+        result = backend.apply(rows)
+        assert (result.rows, result.applied, result.duplicates) == (2, 2, 0)
+        assert result.problems == []
+        assert result.dry_run is False
+        apple = backend.get("a-1")
+        assert apple == Product("A-1", "Apple", Decimal("0.50"), "each", "Food", 5)
+        assert apple.stock == {"main": 10}
+        bread = backend.get("B-2")
+        assert bread == Product("B-2", "Bread", Decimal("2.00"), "loaf", None, 0)
+        assert bread.stock == {}  # no store and no quantity: catalog only
+        written = new_entries(backend, before)
+        assert sorted(actions(result.changes)) == sorted(actions(written))
+        assert actions(written).count("product.create") == 2
+
+    def test_apply_updates_existing_products(self, backend: Backend) -> None:
+        backend.add_product("Apple", "0.50", sku="A-1", quantity=10)
+        before = len(backend.history())
+        result = backend.apply(
+            [
+                BatchRow(2, "a-1", price=Decimal("0.60")),
+                BatchRow(3, "A-1", change=-3, reason="sale"),
+                BatchRow(4, "A-1", quantity=20, reason="count"),
+            ]
+        )
+        assert result.problems == []
+        assert result.applied == 3
+        assert backend.get("A-1") == Product("A-1", "Apple", Decimal("0.60"))
+        assert backend.get("A-1").stock == {"main": 20}
+        written = new_entries(backend, before)
+        assert sorted(actions(written)) == ["product.update", "stock.adjust", "stock.set"]
+        adjusted = next(m for m in written if m.action == "stock.adjust")
+        assert (adjusted.delta, adjusted.quantity_after, adjusted.reason) == (-3, 7, "sale")
+        counted = next(m for m in written if m.action == "stock.set")
+        assert (counted.delta, counted.quantity_after) == (13, 20)
+        assert len(backend.list_items()) == 1
+
+    def test_apply_row_with_nothing_new_is_unchanged(self, backend: Backend) -> None:
+        backend.add_product("Apple", "0.50", sku="A-1", quantity=10)
+        before = snapshot(backend)
+        result = backend.apply([BatchRow(2, "A-1", name="Apple", price=Decimal("0.5"))])
+        assert (result.rows, result.applied, result.unchanged) == (1, 0, 1)
+        assert result.problems == []
+        assert snapshot(backend) == before
+
+    def test_apply_store_without_quantity_stocks_at_zero(self, backend: Backend) -> None:
+        backend.add_store("north")
+        backend.add_product("Apple", "0.50", sku="A-1", quantity=10)
+        backend.apply([BatchRow(2, "A-1", store="north")])
+        assert backend.get("A-1").stock == {"main": 10, "north": 0}
+
+    def test_apply_default_store(self, backend: Backend) -> None:
+        backend.add_store("north")
+        backend.apply(
+            [BatchRow(2, "N-1", name="New", price=Decimal("1.00"), quantity=4)],
+            default_store="north",
+        )
+        assert backend.get("N-1").stock == {"north": 4}
+
+    def test_apply_expect(self, backend: Backend) -> None:
+        backend.add_product("Apple", "0.50", sku="A-1", quantity=10)
+        result = backend.apply([BatchRow(2, "A-1", change=-2, expect=10)])
+        assert result.problems == []
+        assert backend.get("A-1").stock == {"main": 8}
+
+        before = snapshot(backend)
+        with pytest.raises(BatchRejected) as rejected:
+            backend.apply(
+                [
+                    BatchRow(2, "A-1", quantity=5, expect=8),
+                    BatchRow(3, "A-1", quantity=6, expect=8),  # row 2 made it 5
+                ]
+            )
+        assert where(rejected.value.problems) == [(3, "expect")]
+        assert snapshot(backend) == before
+
+    def test_apply_store_name_creates_the_store(self, backend: Backend) -> None:
+        backend.add_product("Apple", "0.50", sku="A-1", quantity=10)
+        result = backend.apply(
+            [
+                BatchRow(2, "A-1", store="north", store_name="North Side", quantity=5),
+                BatchRow(3, "A-1", store="north", change=2),
+            ]
+        )
+        assert result.problems == []
+        assert Store("north", "North Side") in backend.stores()
+        assert backend.get("A-1").stock == {"main": 10, "north": 7}
+        assert "store.create" in actions(backend.history())
+
+    def test_apply_unknown_store_is_a_problem(self, backend: Backend) -> None:
+        backend.add_product("Apple", "0.50", sku="A-1", quantity=10)
+        before = snapshot(backend)
+        with pytest.raises(BatchRejected) as rejected:
+            backend.apply([BatchRow(2, "A-1", store="nowhere", quantity=1)])
+        assert where(rejected.value.problems) == [(2, "store")]
+        assert snapshot(backend) == before
+
+    def test_apply_new_sku_needs_name_and_price(self, backend: Backend) -> None:
+        before = snapshot(backend)
+        result = backend.apply(
+            [
+                BatchRow(2, "N-1", price=Decimal("1.00"), quantity=1),
+                BatchRow(3, "N-2", name="No price", quantity=1),
+            ],
+            on_error="skip-rows",
+        )
+        assert where(result.problems) == [(2, "name"), (3, "price")]
+        assert result.applied == 0
+        assert snapshot(backend) == before
+
+    def test_apply_oversell_is_a_problem(self, backend: Backend) -> None:
+        backend.add_product("Apple", "0.50", sku="A-1", quantity=10)
+        before = snapshot(backend)
+        with pytest.raises(BatchRejected) as rejected:
+            backend.apply([BatchRow(2, "A-1", change=-11)])
+        [problem] = rejected.value.problems
+        assert (problem.row, problem.column) == (2, "change")
+        assert problem.reason.strip() != ""
+        assert snapshot(backend) == before
+
+    @staticmethod
+    def _mixed_rows() -> list[BatchRow]:
+        """Rows 2, 7 and 13 are good; 4, 8 and 12 are bad (store, price, change).
+
+        The numbers are the file's own (blank lines and a header skipped), not positions.
+        """
+        return [
+            BatchRow(2, "N-1", name="New", price=Decimal("1.00"), quantity=3),
+            BatchRow(4, "A-1", store="nowhere", quantity=1),
+            BatchRow(7, "A-1", store="north", store_name="North", quantity=2),
+            BatchRow(8, "N-2", name="No price", quantity=1),
+            BatchRow(12, "A-1", change=-50),
+            BatchRow(13, "A-1", change=1),
+        ]
+
+    def test_apply_reject_all_reports_every_problem_and_writes_nothing(
+        self, backend: Backend
+    ) -> None:
+        backend.add_product("Apple", "0.50", sku="A-1", quantity=10)
+        before = snapshot(backend)
+        with pytest.raises(BatchRejected) as rejected:
+            backend.apply(self._mixed_rows())
+        problems = rejected.value.problems
+        assert where(problems) == MIXED_PROBLEMS
+        assert all(p.reason.strip() for p in problems)
+        assert snapshot(backend) == before
+        with pytest.raises(NotFound):
+            backend.get("N-1")
+
+    def test_apply_skip_rows_applies_the_good_ones(self, backend: Backend) -> None:
+        backend.add_product("Apple", "0.50", sku="A-1", quantity=10)
+        result = backend.apply(self._mixed_rows(), on_error="skip-rows")
+        assert where(result.problems) == MIXED_PROBLEMS
+        assert (result.rows, result.applied) == (6, 3)
+        assert backend.get("N-1").stock == {"main": 3}
+        assert backend.get("A-1").stock == {"main": 11, "north": 2}
+        assert Store("north", "North") in backend.stores()
+        with pytest.raises(NotFound):
+            backend.get("N-2")
+
+    def test_apply_dry_run_writes_nothing(self, backend: Backend) -> None:
+        backend.add_product("Apple", "0.50", sku="A-1", quantity=10)
+        rows = [
+            BatchRow(2, "N-1", name="New", price=Decimal("1.00"), quantity=3),
+            BatchRow(3, "A-1", store="north", store_name="North", quantity=2),
+            BatchRow(4, "A-1", change=-4),
+        ]
+        before = snapshot(backend)
+        dry = backend.apply(rows, dry_run=True)
+        assert dry.dry_run is True
+        assert dry.problems == []
+        assert dry.changes != []
+        assert snapshot(backend) == before
+
+        real = backend.apply(rows)
+        assert real.dry_run is False
+        assert sorted(actions(dry.changes)) == sorted(actions(real.changes))
+        assert [(m.store, m.sku, m.delta) for m in dry.changes] == [
+            (m.store, m.sku, m.delta) for m in real.changes
+        ]
+        assert backend.get("A-1").stock == {"main": 6, "north": 2}
+
+    def test_apply_dry_run_reports_problems(self, backend: Backend) -> None:
+        backend.add_product("Apple", "0.50", sku="A-1", quantity=10)
+        before = snapshot(backend)
+        result = backend.apply(self._mixed_rows(), dry_run=True, on_error="skip-rows")
+        assert where(result.problems) == MIXED_PROBLEMS
+        assert snapshot(backend) == before
+
+    def test_apply_rows_see_earlier_rows(self, backend: Backend) -> None:
+        result = backend.apply(
+            [
+                BatchRow(2, "N-1", name="New", price=Decimal("1.00"), quantity=5),
+                BatchRow(3, "n-1", change=-5),  # N-1 exists now, with 5
+                BatchRow(4, "N-1", store="north", store_name="North", quantity=3, expect=0),
+                BatchRow(5, "N-1", store="north", change=-3, expect=3),
+                BatchRow(6, "N-1", price=Decimal("2.50")),
+            ]
+        )
+        assert result.problems == []
+        product = backend.get("N-1")
+        assert product == Product("N-1", "New", Decimal("2.50"))
+        assert product.stock == {"main": 0, "north": 0}
+
+    def test_apply_row_idempotency_keys(self, backend: Backend) -> None:
+        backend.add_product("Apple", "0.50", sku="A-1", quantity=10)
+        rows = [
+            BatchRow(2, "A-1", change=5, idempotency_key="k-1"),
+            BatchRow(3, "A-1", change=1, idempotency_key="k-2"),
+        ]
+        first = backend.apply(rows)
+        assert (first.applied, first.duplicates) == (2, 0)
+        assert backend.get("A-1").stock == {"main": 16}
+
+        before = snapshot(backend)
+        again = backend.apply(rows)
+        assert (again.rows, again.applied, again.duplicates) == (2, 0, 2)
+        assert snapshot(backend) == before
+
+        mixed = backend.apply(
+            [
+                BatchRow(2, "A-1", change=5, idempotency_key="k-1"),
+                BatchRow(3, "A-1", change=2, idempotency_key="k-3"),
+            ]
+        )
+        assert (mixed.applied, mixed.duplicates) == (1, 1)
+        assert backend.get("A-1").stock == {"main": 18}
+
+    def test_apply_batch_event_id_returns_first_result(self, backend: Backend) -> None:
+        backend.add_product("Apple", "0.50", sku="A-1", quantity=10)
+        rows = [BatchRow(2, "A-1", change=5), BatchRow(3, "B-2", name="B", price=Decimal(1))]
+        event = key()
+        first = backend.apply(rows, event_id=event)
+        before = snapshot(backend)
+        again = backend.apply(rows, event_id=event)
+        assert again == first
+        assert snapshot(backend) == before
+        assert backend.get("A-1").stock == {"main": 15}
+
+    def test_apply_batch_event_id_reused_for_other_rows(self, backend: Backend) -> None:
+        backend.add_product("Apple", "0.50", sku="A-1", quantity=10)
+        event = key()
+        backend.apply([BatchRow(2, "A-1", change=5)], event_id=event)
+        before = snapshot(backend)
+        with pytest.raises(Conflict):
+            backend.apply([BatchRow(2, "A-1", change=7)], event_id=event)
+        assert snapshot(backend) == before
+
+    def test_apply_reports_progress(self, backend: Backend) -> None:
+        done: list[int] = []
+        rows = [
+            BatchRow(n, f"S-{n}", name=f"Thing {n}", price=Decimal("1.00"), quantity=n)
+            for n in range(2, 12)
+        ]
+        backend.apply(rows, progress=done.append)
+        assert done != []
+        assert done == sorted(done)
+        assert done[-1] == len(rows)
+
+    # -- export / import round trip ----------------------------------------------------
+
+    def test_export_import_round_trip(self, backend: Backend, make_backend: MakeBackend) -> None:
+        build_shop(backend)
+        backend.add_product("Zero", "0.99", sku="F-6", store="north", category="Misc")
+        backend.add_store("south", "South")
+        backend.add_product("Mixed Case", "5.05", sku="mC-7", store="south", quantity=8)
+        names = {s.code: s.name for s in backend.stores()}
+        items = backend.list_items()
+        rows = [item_to_row(n, item, names) for n, item in enumerate(items, start=2)]
+
+        other = make_backend()
+        result = other.apply(rows)
+        assert result.problems == []
+        assert other.list_items() == items
+        assert other.stores() == backend.stores()
+        assert other.report_value() == backend.report_value()
+        for item in items:
+            assert other.get(item.sku).stock == backend.get(item.sku).stock
+
+    # -- errors ------------------------------------------------------------------------
+
+    def test_error_tree(self) -> None:
+        for refused in (ValidationError, NotFound, AlreadyExists, InsufficientStock, Conflict):
+            assert issubclass(refused, RefusedError)
+            assert not issubclass(refused, KeyError)
+        assert issubclass(RefusedError, InventoryError)
+        assert issubclass(BatchRejected, InventoryError)
+        assert not issubclass(BatchRejected, RefusedError)
+
+    def test_every_refusal_is_a_typed_error_with_a_message(self, backend: Backend) -> None:
+        backend.add_product("Widget", "1.00", sku="W-1", quantity=1)
+        attempts: list[tuple[type[InventoryError], Callable[[], object]]] = [
+            (NotFound, lambda: backend.get("nope")),
+            (AlreadyExists, lambda: backend.add_product("X", "1", sku="w-1")),
+            (InsufficientStock, lambda: backend.adjust("main", "W-1", -2)),
+            (ValidationError, lambda: backend.add_product("X", 1.5, sku="X-1")),
+            (Conflict, lambda: backend.adjust("main", "W-1", 1, expect=5)),
+            (BatchRejected, lambda: backend.apply([BatchRow(2, "W-1", change=-5)])),
+        ]
+        for error, attempt in attempts:
+            with pytest.raises(InventoryError) as raised:
+                attempt()
+            assert type(raised.value) is error
+            assert str(raised.value).strip() != ""
+            assert isinstance(raised.value, RefusedError) == (error is not BatchRejected)
