@@ -5,9 +5,10 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["fsync_folder", "write_atomic"]
+__all__ = ["fsync_folder", "replacing", "write_atomic"]
 
 
 def fsync_folder(folder: Path) -> None:
@@ -18,10 +19,13 @@ def fsync_folder(folder: Path) -> None:
         os.close(fd)
 
 
-def write_atomic(path: Path, data: bytes, *, backup: Path | None = None) -> None:
-    """Write `data` to a temp file in `path`'s own folder, fsync it, and `os.replace` it
-    over `path`, keeping the file's mode.  With `backup`, the previous version is kept
-    there (a hard link, so it costs no copy).  Raises OSError as it comes.
+@contextlib.contextmanager
+def replacing(path: Path, data: bytes, *, backup: Path | None = None) -> Iterator[None]:
+    """Write `data` to a temp file in `path`'s own folder and fsync it; then run the block;
+    then, if it raised nothing, `os.replace` the temp file over `path` (same filesystem, so
+    atomic), keeping the file's mode and, with `backup`, the previous version there (a
+    hard link: no copy).  Raises OSError as it comes, before the block if the folder
+    cannot be written, so the block's own writes happen only when the replace can.
     """
     folder = path.parent
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp")
@@ -30,6 +34,7 @@ def write_atomic(path: Path, data: bytes, *, backup: Path | None = None) -> None
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        yield
         try:
             mode = path.stat().st_mode & 0o777
         except FileNotFoundError:
@@ -52,3 +57,9 @@ def write_atomic(path: Path, data: bytes, *, backup: Path | None = None) -> None
             os.unlink(tmp)
         raise
     fsync_folder(folder)
+
+
+def write_atomic(path: Path, data: bytes, *, backup: Path | None = None) -> None:
+    """Replace `path` with `data` atomically (see `replacing`)."""
+    with replacing(path, data, backup=backup):
+        pass

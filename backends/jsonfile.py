@@ -58,7 +58,7 @@ from .errors import (
     RowProblem,
     ValidationError,
 )
-from .fsutil import write_atomic
+from .fsutil import replacing
 from .models import (
     MAIN_STORE,
     MAX_QUANTITY,
@@ -526,9 +526,10 @@ class JsonBackend(Backend):
         try:
             yield
         except PermissionError as exc:
-            raise PermissionDenied(
-                f"cannot {doing} {exc.filename or self.path}: permission denied"
-            ) from exc
+            where = exc.filename or self.path
+            if Path(where).name.startswith(f".{self.path.name}."):  # our temp file
+                where = f"in {Path(where).parent}"
+            raise PermissionDenied(f"cannot {doing} {where}: permission denied") from exc
         except FileNotFoundError as exc:
             raise ConfigurationError(
                 f"cannot {doing} {exc.filename or self.path}: the folder does not exist"
@@ -620,42 +621,53 @@ class JsonBackend(Backend):
             yield json.loads(_movement_json(movement))
 
     def _save(self, state: _State) -> None:
-        with self._os_errors("write"):
-            # 1. The audit lines, cut back to the committed mark first.
-            if state.new_audit:
-                payload = "".join(_movement_json(m) + "\n" for m in state.new_audit).encode()
-                mark = state.meta["audit_bytes"]
-                # Create the trail only when nothing is recorded yet: a missing trail
-                # with entries recorded is damage to report, not to paper over.
-                flags = os.O_RDWR | (os.O_CREAT if mark == 0 else 0)
-                try:
-                    fd = os.open(self.audit_path, flags, 0o644)
-                except FileNotFoundError:
-                    raise CorruptData(
-                        f"the audit trail {self.audit_path} is missing; restore it from a "
-                        "backup; nothing was written"
-                    ) from None
-                try:
-                    size = os.fstat(fd).st_size
-                    if size < mark:
-                        raise CorruptData(
-                            f"the audit trail {self.audit_path} is shorter than {self.path} "
-                            "records; nothing was written"
-                        )
-                    if size > mark:
-                        os.ftruncate(fd, mark)
-                    os.lseek(fd, mark, os.SEEK_SET)
-                    os.write(fd, payload)
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
-                state.meta["audit_bytes"] = mark + len(payload)
-            # 2. The main file, replaced atomically; the old one stays as .bak.
-            write_atomic(self.path, self._dump(state).encode(), backup=self.backup_path)
-            # Temp files left by a writer killed mid-write (we hold the lock: none is live).
-            for stale in self.path.parent.glob(f".{self.path.name}.*.tmp"):
-                with contextlib.suppress(OSError):
-                    stale.unlink()
+        """Append the new audit lines, then replace the main file that commits them.
+
+        The temp file for the main file is written first, so a folder that cannot be
+        written stops the save before the audit trail is touched.
+        """
+        mark = state.meta["audit_bytes"]
+        payload = "".join(_movement_json(m) + "\n" for m in state.new_audit).encode()
+        state.meta["audit_bytes"] = mark + len(payload)
+        try:
+            with (
+                self._os_errors("write"),
+                replacing(self.path, self._dump(state).encode(), backup=self.backup_path),
+            ):
+                if payload:
+                    self._append_audit(mark, payload)
+        except BaseException:
+            state.meta["audit_bytes"] = mark
+            raise
+        # Temp files left by a writer killed mid-write (we hold the lock: none is live).
+        for stale in self.path.parent.glob(f".{self.path.name}.*.tmp"):
+            with contextlib.suppress(OSError):
+                stale.unlink()
+
+    def _append_audit(self, mark: int, payload: bytes) -> None:
+        """Write `payload` at byte `mark` of the trail, cutting off lines past the mark."""
+        # Create the trail only when nothing is recorded yet: a missing trail with
+        # entries recorded is damage to report, not to paper over.
+        flags = os.O_RDWR | (os.O_CREAT if mark == 0 else 0)
+        try:
+            fd = os.open(self.audit_path, flags, 0o644)
+        except FileNotFoundError:
+            raise CorruptData(
+                f"the audit trail {self.audit_path} is missing; restore it from a backup; "
+                "nothing was written"
+            ) from None
+        with os.fdopen(fd, "r+b") as f:
+            size = os.fstat(fd).st_size
+            if size < mark:
+                raise CorruptData(
+                    f"the audit trail {self.audit_path} is shorter than {self.path} records; "
+                    "nothing was written"
+                )
+            f.truncate(mark)
+            f.seek(mark)
+            f.write(payload)
+            f.flush()
+            os.fsync(fd)
 
     @staticmethod
     def _dump(state: _State) -> str:

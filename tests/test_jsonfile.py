@@ -17,7 +17,6 @@ import signal
 import stat
 import subprocess
 import sys
-import sysconfig
 import tempfile
 from collections.abc import Callable, Iterator
 from decimal import Decimal
@@ -523,38 +522,30 @@ def _give_up(reason: str) -> NoReturn:
 
 
 def _nobody_command(cwd: Path) -> tuple[list[str], dict[str, str]]:
-    """argv prefix and env that run `python` as a user without root's powers.
+    """argv prefix and env that run `python` without root's power to ignore permissions.
 
-    As root, that is `runuser -u nobody`.  The venv's interpreter may sit behind a folder
-    nobody cannot enter (a pyenv build under /root); then a system interpreter of the same
-    version is used with the venv's packages and the source on PYTHONPATH.
+    As root, that is `setpriv --bounding-set=-all`: still uid 0, so it can read the
+    checkout and the venv wherever they are, but with no capability (no
+    CAP_DAC_OVERRIDE), so a folder's mode applies to it as to anyone.
     """
     env = cli_env(cwd, PYTHONDONTWRITEBYTECODE="1")
     if os.geteuid() != 0:
         return [sys.executable], env
-    runuser = shutil.which("runuser")
-    if runuser is None:
-        _give_up("runuser is not installed; cannot drop root to test permissions")
-    version = f"{sys.version_info.major}.{sys.version_info.minor}"
-    paths = os.pathsep.join([str(REPO), sysconfig.get_paths()["purelib"]])
-    candidates: list[tuple[str, dict[str, str]]] = [(sys.executable, env)]
-    for name in (f"/usr/bin/python{version}", f"/usr/local/bin/python{version}"):
-        if os.path.exists(name):
-            candidates.append((name, {**env, "PYTHONPATH": paths}))
-    tried = []
-    for python, candidate_env in candidates:
-        probe = subprocess.run(
-            [runuser, "-u", "nobody", "--", python, "-c", "import inventory_cli.cli"],
-            capture_output=True,
-            text=True,
-            cwd=cwd,
-            env=candidate_env,
-            timeout=CLI_TIMEOUT,
-        )
-        if probe.returncode == 0:
-            return [runuser, "-u", "nobody", "--", python], candidate_env
-        tried.append(f"{python}: {probe.stderr.strip().splitlines()[-1:] or probe.returncode}")
-    _give_up("user nobody cannot run inv with any interpreter: " + "; ".join(tried))
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        _give_up("setpriv (util-linux) is not installed; cannot drop root's capabilities")
+    prefix = [setpriv, "--bounding-set=-all", "--", sys.executable]
+    probe = subprocess.run(
+        [*prefix, "-c", "import inventory_cli.cli"],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=env,
+        timeout=CLI_TIMEOUT,
+    )
+    if probe.returncode != 0:
+        _give_up(f"cannot run inv without capabilities: {probe.stderr.strip()[-300:]}")
+    return prefix, env
 
 
 @pytest.fixture
