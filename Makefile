@@ -44,6 +44,7 @@ test: $(VENV)/.installed-dev services lint typecheck
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: $(VENV)/.installed-dev
+	$(BIN)/python -m compileall -q inventory_cli backends
 	$(BIN)/python bench/startup.py
 	$(BIN)/python bench/json_import.py
 

@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any, Self, TypeVar
 
 from .base import Backend, Progress
-from .batch import BatchResult, BatchRow, OnError
+from .batch import COLUMNS, BatchResult, BatchRow, OnError
 from .errors import (
     AlreadyExists,
     BackendUnavailable,
@@ -456,6 +456,11 @@ def _check_document(doc: Any, path: Path) -> dict[str, Any]:
         except (ValidationError, TypeError) as exc:
             raise bad(where, str(exc)) from None
     return doc
+
+
+def _row_fingerprint(row: BatchRow) -> str:
+    """What a keyed row asks for, without where it stood in its file."""
+    return "row|" + repr([getattr(row, column) for column in COLUMNS])
 
 
 _ROW_CHECKS: dict[str, Callable[[Any], Any]] = {
@@ -1072,12 +1077,22 @@ class JsonBackend(Backend):
                 )
             batch_id = event_id or str(uuid.uuid4())
             result = BatchResult(rows=len(rows), dry_run=dry_run)
-            keys_seen: set[str] = set()
             at = utcnow()
             for done, row in enumerate(rows, 1):
                 key = row.idempotency_key
-                if key is not None and (key in state.events or key in keys_seen):
-                    result.duplicates += 1
+                if key is not None and key in state.events:
+                    # Seen before (in an earlier request or earlier in this batch): the
+                    # same row again is a harmless retry; a different one is a mistake.
+                    if state.events[key]["fp"] == _row_fingerprint(row):
+                        result.duplicates += 1
+                    else:
+                        result.problems.append(
+                            RowProblem(
+                                row.row,
+                                "idempotency_key",
+                                f"key {key!r} was already used for a different change",
+                            )
+                        )
                     continue
                 ctx = _Context(self, key or f"{batch_id}:{row.row}")
                 ctx.at = at
@@ -1089,13 +1104,12 @@ class JsonBackend(Backend):
                     result.problems.append(RowProblem(row.row, failure.column, str(failure)))
                     continue
                 if key is not None:
-                    keys_seen.add(key)
                     state.put(
                         state.events,
                         key,
                         {
                             "at": format_time(at),
-                            "fp": f"row|{row!r}",
+                            "fp": _row_fingerprint(row),
                             "audit": [written[0].id, len(written)] if written else [0, 0],
                         },
                     )

@@ -730,11 +730,11 @@ def export(
         names = {s.code: s.name for s in inv.stores()}
     with progress("Exporting", len(items)) as advance:
         records = export_records(items, names, progress=advance)
-        if output is None:
-            write_rows(records, sys.stdout, fmt)
-            return
         buffer = io.StringIO()
         count = write_rows(records, buffer, fmt)
+    if output is None:
+        sys.stdout.write(buffer.getvalue())
+        return
     try:
         write_atomic(output, buffer.getvalue().encode())
     except FileNotFoundError:

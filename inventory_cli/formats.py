@@ -8,6 +8,7 @@ Rich is imported only to draw a table, so `--format json` starts fast.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import sys
 from collections.abc import Iterator, Sequence
@@ -137,8 +138,8 @@ def _cell(value: Any, *, human: bool = False) -> str:
 
 
 def write_json(value: Any, out: TextIO) -> None:
-    json.dump(_plain(value), out, ensure_ascii=False, indent=2)
-    out.write("\n")
+    # One write: under PYTHONUNBUFFERED each small write would be a system call.
+    out.write(json.dumps(_plain(value), ensure_ascii=False, indent=2) + "\n")
 
 
 def render(
@@ -158,10 +159,11 @@ def render(
     if fmt == Format.json:
         write_json([{c: r[c] for c in columns} for r in records], out)
     elif fmt == Format.csv:
-        writer = csv.writer(out, lineterminator="\n")
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
         writer.writerow(columns)
-        for record in records:
-            writer.writerow([_cell(record[c]) for c in columns])
+        writer.writerows([_cell(record[c]) for c in columns] for record in records)
+        out.write(buffer.getvalue())
     else:
         _table(records, columns, title=title, empty=empty, footer=footer, out=out)
 

@@ -1482,6 +1482,41 @@ class BackendContract:
         assert (mixed.applied, mixed.duplicates) == (1, 1)
         assert backend.get("A-1").stock == {"main": 18}
 
+    def test_apply_row_key_reused_for_a_different_change_is_a_problem(
+        self, backend: Backend
+    ) -> None:
+        backend.add_product("Apple", "0.50", sku="A-1", quantity=10)
+        backend.apply([BatchRow(2, "A-1", change=-1, idempotency_key="till-7")])
+        before = snapshot(backend)
+        with pytest.raises(BatchRejected) as caught:
+            backend.apply([BatchRow(5, "A-1", change=-40, idempotency_key="till-7")])
+        assert [(p.row, p.column) for p in caught.value.problems] == [(5, "idempotency_key")]
+        assert "till-7" in caught.value.problems[0].reason
+        assert snapshot(backend) == before
+        # The same row at another line of a resent file is a retry, not a conflict.
+        again = backend.apply([BatchRow(9, "A-1", change=-1, idempotency_key="till-7")])
+        assert (again.applied, again.duplicates, again.problems) == (0, 1, [])
+        # Within one batch: the second, different use of a key is reported.
+        result = backend.apply(
+            [
+                BatchRow(2, "A-1", change=-1, idempotency_key="till-8"),
+                BatchRow(3, "A-1", change=-2, idempotency_key="till-8"),
+                BatchRow(4, "A-1", change=-1, idempotency_key="till-8"),
+            ],
+            on_error="skip-rows",
+        )
+        assert (result.applied, result.duplicates) == (1, 1)
+        assert [(p.row, p.column) for p in result.problems] == [(3, "idempotency_key")]
+        assert backend.get("A-1").stock == {"main": 8}
+
+    def test_apply_row_key_used_by_a_single_command_conflicts(self, backend: Backend) -> None:
+        backend.add_product("Apple", "0.50", sku="A-1", quantity=10)
+        backend.adjust("main", "A-1", -1, event_id="pos-1")
+        with pytest.raises(BatchRejected) as caught:
+            backend.apply([BatchRow(2, "A-1", change=-1, idempotency_key="pos-1")])
+        assert [(p.row, p.column) for p in caught.value.problems] == [(2, "idempotency_key")]
+        assert backend.get("A-1").stock == {"main": 9}
+
     def test_apply_batch_event_id_returns_first_result(self, backend: Backend) -> None:
         backend.add_product("Apple", "0.50", sku="A-1", quantity=10)
         rows = [BatchRow(2, "A-1", change=5), BatchRow(3, "B-2", name="B", price=Decimal(1))]

@@ -1,0 +1,165 @@
+"""Start-up time of `inv list --format json` against a bare `python -c pass`.
+
+Builds a throw-away inventory of 500 products (one `inv init`, one `inv import` of a
+generated CSV), then runs each command N times as a real subprocess and prints the
+median wall time of both and their ratio.  The raw limit is the interpreter itself:
+`inv` can never start faster than `python -c pass`, so the ratio is what we watch.
+
+It also runs `python -X importtime -m inventory_cli list --format json` once and prints
+which heavy modules that command imported (none should be: the json backend needs no
+database client, and `--format json` needs no Rich).
+
+Always exits 0: the figures are for reading, not for asserting.
+
+    .venv/bin/python bench/startup.py [--runs 20] [--products 500]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+TARGET_RATIO = 20
+HEAVY = ("sqlalchemy", "psycopg", "redis", "confluent_kafka", "rich")
+
+PYTHON = Path(sys.executable)
+INV = PYTHON.parent / "inv"
+
+#: Set in some shells and CI images, absent on a user's machine.  PYTHONUNBUFFERED makes
+#: every JSON token a write() system call; PYTHONDONTWRITEBYTECODE recompiles any module
+#: whose .pyc is stale on every start.  The children run without them (--keep-env: with).
+UNUSUAL_ENV = ("PYTHONUNBUFFERED", "PYTHONDONTWRITEBYTECODE")
+Env = dict[str, str] | None
+
+
+def child_env(keep: bool) -> tuple[Env, list[str]]:
+    """The environment for the children, and the names taken out of it."""
+    removed = [name for name in UNUSUAL_ENV if name in os.environ and not keep]
+    if not removed:
+        return None, []
+    return {k: v for k, v in os.environ.items() if k not in removed}, removed
+
+
+def build_inventory(folder: Path, products: int, env: Env) -> Path:
+    """`inv init` then `inv import` of `products` products stocked at main."""
+    data = folder / "inventory.json"
+    catalog = folder / "catalog.csv"
+    with catalog.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f, lineterminator="\n")
+        writer.writerow(["sku", "name", "price", "unit", "category", "reorder_level", "quantity"])
+        for n in range(1, products + 1):
+            writer.writerow(
+                [
+                    f"SKU{n:05d}",
+                    f"Product {n}",
+                    f"{1 + n % 97}.{n % 100:02d}",
+                    "each",
+                    f"cat-{n % 12}",
+                    n % 5,
+                    n % 40,
+                ]
+            )
+    for args in (["init"], ["import", str(catalog)]):
+        subprocess.run(
+            [str(INV), "--file", str(data), "--quiet", *args],
+            check=True,
+            cwd=folder,
+            env=env,
+            stdin=subprocess.DEVNULL,
+        )
+    return data
+
+
+def median_ms(command: Sequence[str], runs: int, cwd: Path, env: Env) -> float:
+    """Median wall time of `runs` runs, in milliseconds (one untimed warm-up run first)."""
+    times: list[float] = []
+    for i in range(runs + 1):
+        start = time.perf_counter()
+        subprocess.run(
+            command,
+            check=True,
+            cwd=cwd,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+        )
+        if i:
+            times.append((time.perf_counter() - start) * 1000)
+    return statistics.median(times)
+
+
+def heavy_imports(data: Path, cwd: Path, env: Env) -> list[str]:
+    """The HEAVY top-level packages `inv list --format json` imported (-X importtime)."""
+    command = [str(PYTHON), "-X", "importtime", "-m", "inventory_cli"]
+    done = subprocess.run(
+        [*command, "--file", str(data), "list", "--format", "json"],
+        check=True,
+        cwd=cwd,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    # Lines look like: "import time:       123 |        456 |     package.module"
+    seen: set[str] = set()
+    for line in done.stderr.splitlines():
+        if not line.startswith("import time:") or "|" not in line:
+            continue
+        module = line.rsplit("|", 1)[1].strip()
+        top = module.split(".", 1)[0]
+        if top in HEAVY:
+            seen.add(top)
+    return sorted(seen)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=20, help="timed runs of each (default 20)")
+    parser.add_argument(
+        "--products", type=int, default=500, help="products in the inventory (default 500)"
+    )
+    parser.add_argument(
+        "--keep-env",
+        action="store_true",
+        help=f"run the children with {' and '.join(UNUSUAL_ENV)} if set (default: unset them)",
+    )
+    args = parser.parse_args(argv)
+    if args.runs < 1 or args.products < 0:
+        parser.error("--runs must be at least 1 and --products at least 0")
+    env, removed = child_env(args.keep_env)
+    if not INV.exists():
+        print(f"no inv next to {PYTHON}: install the project in this venv first")
+        return 0
+
+    with tempfile.TemporaryDirectory(prefix="inv-bench-") as tmp:
+        folder = Path(tmp)
+        data = build_inventory(folder, args.products, env)
+        inv_ms = median_ms(
+            [str(INV), "--file", str(data), "list", "--format", "json"], args.runs, folder, env
+        )
+        python_ms = median_ms([str(PYTHON), "-c", "pass"], args.runs, folder, env)
+        heavy = heavy_imports(data, folder, env)
+
+    ratio = inv_ms / python_ms
+    print(f"inv list --format json ({args.products} products), median of {args.runs} runs")
+    print(f"  inv list --format json : {inv_ms:8.1f} ms")
+    print(f"  python -c pass         : {python_ms:8.1f} ms")
+    print(f"  ratio                  : {ratio:8.1f}x   (target: at most {TARGET_RATIO}x)")
+    print(f"  heavy modules imported : {', '.join(heavy) if heavy else 'none'}")
+    print(f"                           (checked: {', '.join(HEAVY)})")
+    if removed:
+        print(f"  environment            : ran without {', '.join(removed)} (see --keep-env)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
