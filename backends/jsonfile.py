@@ -42,7 +42,8 @@ from pathlib import Path
 from typing import Any, Self, TypeVar
 
 from .base import Backend, Progress
-from .batch import COLUMNS, BatchResult, BatchRow, OnError
+from .batch import BatchResult, BatchRow, OnError
+from .engine import Context, State, run_batch
 from .errors import (
     AlreadyExists,
     BackendUnavailable,
@@ -50,18 +51,14 @@ from .errors import (
     ConfigurationError,
     Conflict,
     CorruptData,
-    InsufficientStock,
-    InventoryError,
     NotFound,
     PermissionDenied,
-    RefusedError,
     RowProblem,
     ValidationError,
 )
 from .fsutil import replacing
 from .models import (
     MAIN_STORE,
-    MAX_QUANTITY,
     SORT_KEYS,
     Item,
     Movement,
@@ -90,255 +87,6 @@ FORMAT = "inv-inventory"
 SCHEMA_VERSION = 1
 _MISSING = object()
 T = TypeVar("T")
-
-
-class _RowFailure(Exception):
-    """A batch row failed at one column."""
-
-    def __init__(self, column: str | None, error: InventoryError) -> None:
-        super().__init__(str(error))
-        self.column = column
-        self.error = error
-
-
-class _State:
-    """The file's content in memory, with an undo log so a batch row can be rolled back."""
-
-    def __init__(self, doc: dict[str, Any]) -> None:
-        self.stores: dict[str, str] = doc["stores"]
-        # Products are keyed by the case-folded SKU: lookups ignore case, entries keep it.
-        self.products: dict[str, dict[str, Any]] = {
-            sku.casefold(): {"sku": sku, **entry} for sku, entry in doc["products"].items()
-        }
-        self.events: dict[str, dict[str, Any]] = doc["events"]
-        self.meta: dict[str, int] = {
-            "next_sku": doc["next_sku"],
-            "audit_entries": doc["audit"]["entries"],
-            "audit_bytes": doc["audit"]["bytes"],
-        }
-        self.new_audit: list[Movement] = []
-        self._undo: list[tuple[dict[Any, Any], Any, Any]] = []
-
-    # -- changes, each undoable -----------------------------------------------------
-
-    def put(self, mapping: dict[Any, Any], key: Any, value: Any) -> None:
-        self._undo.append((mapping, key, mapping.get(key, _MISSING)))
-        mapping[key] = value
-
-    def drop(self, mapping: dict[Any, Any], key: Any) -> None:
-        self._undo.append((mapping, key, mapping[key]))
-        del mapping[key]
-
-    @property
-    def changed(self) -> bool:
-        return bool(self._undo)
-
-    def savepoint(self) -> tuple[int, int]:
-        return len(self._undo), len(self.new_audit)
-
-    def rollback(self, mark: tuple[int, int]) -> None:
-        undo_len, audit_len = mark
-        while len(self._undo) > undo_len:
-            mapping, key, old = self._undo.pop()
-            if old is _MISSING:
-                mapping.pop(key, None)
-            else:
-                mapping[key] = old
-        del self.new_audit[audit_len:]
-
-    # -- look-ups -------------------------------------------------------------------
-
-    def product(self, sku: str) -> dict[str, Any]:
-        try:
-            return self.products[sku.strip().casefold()]
-        except KeyError:
-            raise NotFound(f"no product with SKU {sku.strip()!r}") from None
-
-    def store(self, code: str, *, field: str = "store") -> str:
-        code = validate_store_code(code, field=field)
-        if code not in self.stores:
-            raise NotFound(f"no store {code!r}")
-        return code
-
-    def record(
-        self,
-        ctx: _Context,
-        action: str,
-        *,
-        store: str | None,
-        sku: str | None,
-        delta: int | None = None,
-        quantity_after: int | None = None,
-        reason: str | None = None,
-    ) -> Movement:
-        number = self.meta["audit_entries"] + 1
-        self.put(self.meta, "audit_entries", number)
-        movement = Movement(
-            id=number,
-            at=ctx.at,
-            actor=ctx.actor,
-            source=ctx.source,
-            event_id=ctx.event_id,
-            store=store,
-            sku=sku,
-            action=action,
-            delta=delta,
-            quantity_after=quantity_after,
-            reason=reason,
-        )
-        self.new_audit.append(movement)
-        return movement
-
-    # -- the rules ------------------------------------------------------------------
-
-    def create_product(
-        self,
-        ctx: _Context,
-        *,
-        sku: str | None,
-        name: str,
-        price: Decimal,
-        unit: str,
-        category: str | None,
-        reorder_level: int,
-        store: str | None,
-        quantity: int,
-        reason: str | None,
-    ) -> tuple[dict[str, Any], Movement]:
-        if sku is None:
-            number = self.meta["next_sku"]
-            while f"P{number:06d}".casefold() in self.products:
-                number += 1
-            sku = f"P{number:06d}"
-            self.put(self.meta, "next_sku", number + 1)
-        elif sku.casefold() in self.products:
-            existing = self.products[sku.casefold()]["sku"]
-            raise AlreadyExists(f"SKU {sku!r} already exists (as {existing!r})")
-        entry: dict[str, Any] = {
-            "sku": sku,
-            "name": name,
-            "price": price,
-            "unit": unit,
-            "category": category,
-            "reorder_level": reorder_level,
-            "stock": {},
-        }
-        if store is not None:
-            entry["stock"][store] = quantity
-        self.put(self.products, sku.casefold(), entry)
-        movement = self.record(
-            ctx,
-            "product.create",
-            store=store,
-            sku=sku,
-            delta=quantity if store is not None else None,
-            quantity_after=quantity if store is not None else None,
-            reason=reason,
-        )
-        return entry, movement
-
-    def update_product(
-        self, ctx: _Context, entry: dict[str, Any], changes: Mapping[str, Any]
-    ) -> Movement | None:
-        said = []
-        for key, value in changes.items():
-            old = entry[key]
-            if value == old:
-                continue
-            self.put(entry, key, value)
-            said.append(f"{key} {_show(old)} -> {_show(value)}")
-        if not said:
-            return None
-        return self.record(
-            ctx, "product.update", store=None, sku=entry["sku"], reason="; ".join(said)
-        )
-
-    def change_stock(
-        self,
-        ctx: _Context,
-        entry: dict[str, Any],
-        store: str,
-        *,
-        delta: int | None = None,
-        quantity: int | None = None,
-        expect: int | None = None,
-        reason: str | None = None,
-        action: str | None = None,
-    ) -> Movement:
-        stock = entry["stock"]
-        current = stock.get(store, 0)
-        if expect is not None and current != expect:
-            raise Conflict(
-                f"{entry['sku']} at {store} is {current}, not the expected {expect}; "
-                "nothing changed"
-            )
-        if quantity is None:
-            assert delta is not None
-            quantity = current + delta
-            if quantity < 0:
-                raise InsufficientStock(
-                    f"not enough {entry['sku']} at {store}: {current} on hand, {-delta} asked for",
-                    available=current,
-                    requested=-delta,
-                )
-            if quantity > MAX_QUANTITY:
-                raise ValidationError(
-                    f"change: {entry['sku']} at {store} would exceed {MAX_QUANTITY}",
-                    field="change",
-                )
-            action = action or "stock.adjust"
-        else:
-            delta = quantity - current
-            action = action or "stock.set"
-        self.put(stock, store, quantity)
-        return self.record(
-            ctx,
-            action,
-            store=store,
-            sku=entry["sku"],
-            delta=delta,
-            quantity_after=quantity,
-            reason=reason,
-        )
-
-    def unstock(
-        self, ctx: _Context, entry: dict[str, Any], store: str, *, force: bool, reason: str | None
-    ) -> Movement:
-        on_hand = entry["stock"][store]
-        if on_hand and not force:
-            raise Conflict(
-                f"{entry['sku']} still has {on_hand} on hand at {store}; "
-                "use --force to write it off"
-            )
-        self.drop(entry["stock"], store)
-        return self.record(
-            ctx,
-            "product.delete",
-            store=store,
-            sku=entry["sku"],
-            delta=-on_hand,
-            quantity_after=0,
-            reason=reason,
-        )
-
-
-class _Context:
-    """Who and when, shared by every entry one request writes."""
-
-    __slots__ = ("actor", "at", "event_id", "source")
-
-    def __init__(self, backend: JsonBackend, event_id: str) -> None:
-        self.actor = backend.actor
-        self.source = backend.source
-        self.event_id = event_id
-        self.at = utcnow()
-
-
-def _show(value: Any) -> str:
-    return "none" if value is None else str(value)
-
-
-# -- the file format ---------------------------------------------------------------
 
 
 def _movement_json(m: Movement) -> str:
@@ -458,36 +206,10 @@ def _check_document(doc: Any, path: Path) -> dict[str, Any]:
     return doc
 
 
-def _row_fingerprint(row: BatchRow) -> str:
-    """What a keyed row asks for, without where it stood in its file."""
-    return "row|" + repr([getattr(row, column) for column in COLUMNS])
-
-
-_ROW_CHECKS: dict[str, Callable[[Any], Any]] = {
-    "name": validate_name,
-    "price": parse_price,
-    "unit": validate_unit,
-    "category": validate_category,
-    "reorder_level": lambda v: parse_int(v, field="reorder_level", minimum=0),
-}
-
-
 def _text(value: Any) -> str:
     if not isinstance(value, str):
         raise TypeError(f"{value!r} is not text")
     return value
-
-
-def _new_document() -> dict[str, Any]:
-    return {
-        "format": FORMAT,
-        "schema_version": SCHEMA_VERSION,
-        "next_sku": 1,
-        "audit": {"entries": 0, "bytes": 0},
-        "stores": {MAIN_STORE: "Main store"},
-        "products": {},
-        "events": {},
-    }
 
 
 class JsonBackend(Backend):
@@ -597,10 +319,19 @@ class JsonBackend(Backend):
             ) from None
         return _check_document(doc, self.path)
 
-    def _load(self) -> _State:
-        return _State(self._read_document())
+    def _load(self) -> State:
+        doc = self._read_document()
+        state = State(
+            doc["stores"],
+            {sku.casefold(): {"sku": sku, **entry} for sku, entry in doc["products"].items()},
+            next_sku=doc["next_sku"],
+            audit_entries=doc["audit"]["entries"],
+            events=doc["events"],
+        )
+        state.meta["audit_bytes"] = doc["audit"]["bytes"]
+        return state
 
-    def _audit_lines(self, state: _State) -> Iterator[dict[str, Any]]:
+    def _audit_lines(self, state: State) -> Iterator[dict[str, Any]]:
         """The committed audit entries, oldest first (lines past the mark are ignored)."""
         size = state.meta["audit_bytes"]
         if size:
@@ -625,7 +356,7 @@ class JsonBackend(Backend):
         for movement in state.new_audit:
             yield json.loads(_movement_json(movement))
 
-    def _save(self, state: _State) -> None:
+    def _save(self, state: State) -> None:
         """Append the new audit lines, then replace the main file that commits them.
 
         The temp file for the main file is written first, so a folder that cannot be
@@ -675,7 +406,7 @@ class JsonBackend(Backend):
             os.fsync(fd)
 
     @staticmethod
-    def _dump(state: _State) -> str:
+    def _dump(state: State) -> str:
         doc = {
             "format": FORMAT,
             "schema_version": SCHEMA_VERSION,
@@ -691,7 +422,7 @@ class JsonBackend(Backend):
         return json.dumps(doc, ensure_ascii=False, separators=(",", ":")) + "\n"
 
     @contextlib.contextmanager
-    def _writing(self) -> Iterator[_State]:
+    def _writing(self) -> Iterator[State]:
         """Lock, load, yield the state; save it if it changed and no error was raised."""
         with self._locked():
             state = self._load()
@@ -703,8 +434,8 @@ class JsonBackend(Backend):
         self,
         event_id: str | None,
         fingerprint: str,
-        work: Callable[[_State, _Context], T],
-        replay: Callable[[_State, dict[str, Any]], T],
+        work: Callable[[State, Context], T],
+        replay: Callable[[State, dict[str, Any]], T],
         remember: Callable[[T], dict[str, Any]],
     ) -> T:
         """Run `work` once per event id: the same id again replays the first result."""
@@ -717,7 +448,7 @@ class JsonBackend(Backend):
                         "request; nothing changed"
                     )
                 return replay(state, seen)
-            ctx = _Context(self, event_id or str(uuid.uuid4()))
+            ctx = Context(self.actor, self.source, event_id or str(uuid.uuid4()))
             first = len(state.new_audit)
             result = work(state, ctx)
             if event_id is not None:
@@ -731,7 +462,7 @@ class JsonBackend(Backend):
                 state.put(state.events, event_id, record)
             return result
 
-    def _replayed_movements(self, state: _State, seen: dict[str, Any]) -> list[Movement]:
+    def _replayed_movements(self, state: State, seen: dict[str, Any]) -> list[Movement]:
         first, count = seen["audit"]
         if not count:
             return []
@@ -742,7 +473,7 @@ class JsonBackend(Backend):
         ]
 
     def _movement_once(
-        self, event_id: str | None, fingerprint: str, work: Callable[[_State, _Context], Movement]
+        self, event_id: str | None, fingerprint: str, work: Callable[[State, Context], Movement]
     ) -> Movement:
         return self._once(
             event_id,
@@ -767,8 +498,9 @@ class JsonBackend(Backend):
         with self._locked():
             if self.path.exists():  # another process won the race
                 return False
-            state = _State(_new_document())
-            ctx = _Context(self, str(uuid.uuid4()))
+            state = State({MAIN_STORE: "Main store"}, {})
+            state.meta["audit_bytes"] = 0
+            ctx = Context(self.actor, self.source, str(uuid.uuid4()))
             state.record(ctx, "store.create", store=MAIN_STORE, sku=None, reason="init")
             self._save(state)
         return True
@@ -781,7 +513,7 @@ class JsonBackend(Backend):
         code = validate_store_code(code)
         name = validate_name(name, field="name") if name is not None else code
 
-        def work(state: _State, ctx: _Context) -> Store:
+        def work(state: State, ctx: Context) -> Store:
             if code in state.stores:
                 raise AlreadyExists(f"store {code!r} already exists")
             state.put(state.stores, code, name)
@@ -801,7 +533,7 @@ class JsonBackend(Backend):
         if code == MAIN_STORE:
             raise ValidationError("store 'main' cannot be removed", field="store")
 
-        def work(state: _State, ctx: _Context) -> None:
+        def work(state: State, ctx: Context) -> None:
             state.store(code)
             held = [e for e in state.products.values() if code in e["stock"]]
             on_hand = sum(e["stock"][code] for e in held)
@@ -847,7 +579,7 @@ class JsonBackend(Backend):
         store = validate_store_code(store)
         quantity = parse_quantity(quantity)
 
-        def work(state: _State, ctx: _Context) -> Product:
+        def work(state: State, ctx: Context) -> Product:
             state.store(store)
             entry, _ = state.create_product(
                 ctx, store=store, quantity=quantity, reason=None, **fields
@@ -885,7 +617,7 @@ class JsonBackend(Backend):
         if reorder_level is not None:
             changes["reorder_level"] = parse_int(reorder_level, field="reorder_level", minimum=0)
 
-        def work(state: _State, ctx: _Context) -> Product:
+        def work(state: State, ctx: Context) -> Product:
             entry = state.product(sku)
             state.update_product(ctx, entry, changes)
             return _product(entry)
@@ -908,7 +640,7 @@ class JsonBackend(Backend):
     ) -> list[Movement]:
         code = validate_store_code(store) if store is not None else None
 
-        def work(state: _State, ctx: _Context) -> list[Movement]:
+        def work(state: State, ctx: Context) -> list[Movement]:
             entry = state.product(sku)
             if code is not None:
                 state.store(code)
@@ -957,7 +689,7 @@ class JsonBackend(Backend):
         reason = validate_reason(reason)
         expect = parse_quantity(expect, field="expect") if expect is not None else None
 
-        def work(state: _State, ctx: _Context) -> Movement:
+        def work(state: State, ctx: Context) -> Movement:
             state.store(code)
             entry = state.product(sku)
             return state.change_stock(ctx, entry, code, delta=delta, expect=expect, reason=reason)
@@ -983,7 +715,7 @@ class JsonBackend(Backend):
         reason = validate_reason(reason)
         expect = parse_quantity(expect, field="expect") if expect is not None else None
 
-        def work(state: _State, ctx: _Context) -> Movement:
+        def work(state: State, ctx: Context) -> Movement:
             state.store(code)
             entry = state.product(sku)
             return state.change_stock(
@@ -1013,7 +745,7 @@ class JsonBackend(Backend):
         if source == target:
             raise ValidationError(f"cannot transfer from {source} to itself", field="to")
 
-        def work(state: _State, ctx: _Context) -> tuple[Movement, Movement]:
+        def work(state: State, ctx: Context) -> tuple[Movement, Movement]:
             state.store(source, field="from")
             state.store(target, field="to")
             entry = state.product(sku)
@@ -1025,7 +757,7 @@ class JsonBackend(Backend):
             )
             return out, into
 
-        def replay(state: _State, seen: dict[str, Any]) -> tuple[Movement, Movement]:
+        def replay(state: State, seen: dict[str, Any]) -> tuple[Movement, Movement]:
             out, into = self._replayed_movements(state, seen)
             return out, into
 
@@ -1075,53 +807,29 @@ class JsonBackend(Backend):
                     problems=[RowProblem(*p) for p in seen["problems"]],
                     changes=self._replayed_movements(state, seen),
                 )
-            batch_id = event_id or str(uuid.uuid4())
-            result = BatchResult(rows=len(rows), dry_run=dry_run)
-            at = utcnow()
-            for done, row in enumerate(rows, 1):
-                key = row.idempotency_key
-                if key is not None and key in state.events:
-                    # Seen before (in an earlier request or earlier in this batch): the
-                    # same row again is a harmless retry; a different one is a mistake.
-                    if state.events[key]["fp"] == _row_fingerprint(row):
-                        result.duplicates += 1
-                    else:
-                        result.problems.append(
-                            RowProblem(
-                                row.row,
-                                "idempotency_key",
-                                f"key {key!r} was already used for a different change",
-                            )
-                        )
-                    continue
-                ctx = _Context(self, key or f"{batch_id}:{row.row}")
-                ctx.at = at
-                mark = state.savepoint()
-                try:
-                    written = self._apply_row(state, ctx, row, default_store)
-                except _RowFailure as failure:
-                    state.rollback(mark)
-                    result.problems.append(RowProblem(row.row, failure.column, str(failure)))
-                    continue
-                if key is not None:
-                    state.put(
-                        state.events,
-                        key,
-                        {
-                            "at": format_time(at),
-                            "fp": _row_fingerprint(row),
-                            "audit": [written[0].id, len(written)] if written else [0, 0],
-                        },
-                    )
-                if written:
-                    result.applied += 1
-                    result.changes.extend(written)
-                else:
-                    result.unchanged += 1
-                if progress is not None and done % 1000 == 0:
-                    progress(done)
-            if progress is not None:
-                progress(len(rows))
+
+            def remember(key: str, fingerprint: str, written: list[Movement]) -> None:
+                state.put(
+                    state.events,
+                    key,
+                    {
+                        "at": format_time(written[0].at if written else utcnow()),
+                        "fp": fingerprint,
+                        "audit": [written[0].id, len(written)] if written else [0, 0],
+                    },
+                )
+
+            result = run_batch(
+                state,
+                rows,
+                actor=self.actor,
+                source=self.source,
+                batch_id=event_id or str(uuid.uuid4()),
+                default_store=default_store,
+                dry_run=dry_run,
+                progress=progress,
+                remember=remember,
+            )
             if dry_run:
                 return result
             if result.problems and on_error == "reject-all":
@@ -1131,7 +839,7 @@ class JsonBackend(Backend):
                     state.events,
                     event_id,
                     {
-                        "at": format_time(at),
+                        "at": format_time(utcnow()),
                         "fp": fingerprint,
                         "audit": [result.changes[0].id, len(result.changes)]
                         if result.changes
@@ -1146,100 +854,6 @@ class JsonBackend(Backend):
             if state.changed:
                 self._save(state)
             return result
-
-    @staticmethod
-    def _apply_row(
-        state: _State, ctx: _Context, row: BatchRow, default_store: str
-    ) -> list[Movement]:
-        column: str | None = "sku"
-        try:
-            sku = validate_sku(row.sku)
-            fields: dict[str, Any] = {}
-            for column, check in _ROW_CHECKS.items():
-                value = getattr(row, column)
-                if value is not None:
-                    fields[column] = check(value)
-            column = "change"
-            if row.quantity is not None and row.change is not None:
-                raise ValidationError("give quantity or change, not both")
-            quantity = parse_quantity(row.quantity) if row.quantity is not None else None
-            change = parse_delta(row.change) if row.change is not None else None
-            column = "expect"
-            expect = parse_quantity(row.expect, field="expect") if row.expect is not None else None
-            column = "reason"
-            reason = validate_reason(row.reason)
-            written: list[Movement] = []
-            column = "store"
-            explicit_store = row.store is not None
-            store = validate_store_code(row.store) if row.store is not None else default_store
-            if store not in state.stores:
-                if row.store_name is None:
-                    raise NotFound(f"no store {store!r} (give store_name to create it)")
-                column = "store_name"
-                name = validate_name(row.store_name, field="store_name")
-                state.put(state.stores, store, name)
-                written.append(
-                    state.record(ctx, "store.create", store=store, sku=None, reason=name)
-                )
-            entry = state.products.get(sku.casefold())
-            if entry is None:
-                column = "sku"
-                if not fields:
-                    raise NotFound(f"unknown SKU {sku!r} (a new SKU needs a name and a price)")
-                for column in ("name", "price"):
-                    if column not in fields:
-                        raise ValidationError(f"new SKU {sku!r} needs a {column}")
-                column = "expect"
-                if expect not in (None, 0):
-                    raise Conflict(f"new SKU {sku!r} has 0 on hand, not the expected {expect}")
-                column = "change"
-                initial = quantity if quantity is not None else change or 0
-                if initial < 0:
-                    raise InsufficientStock(
-                        f"new SKU {sku!r} has 0 on hand, {-initial} asked for",
-                        available=0,
-                        requested=-initial,
-                    )
-                touches_store = explicit_store or quantity is not None or change is not None
-                _, movement = state.create_product(
-                    ctx,
-                    sku=sku,
-                    name=fields["name"],
-                    price=fields["price"],
-                    unit=fields.get("unit", "each"),
-                    category=fields.get("category"),
-                    reorder_level=fields.get("reorder_level", 0),
-                    store=store if touches_store else None,
-                    quantity=initial,
-                    reason=reason,
-                )
-                written.append(movement)
-                return written
-            update = state.update_product(ctx, entry, fields)
-            if update is not None:
-                written.append(update)
-            if quantity is not None or change is not None:
-                column = "quantity" if quantity is not None else "change"
-                written.append(
-                    state.change_stock(
-                        ctx,
-                        entry,
-                        store,
-                        quantity=quantity,
-                        delta=change,
-                        expect=expect,
-                        reason=reason,
-                    )
-                )
-            elif explicit_store and store not in entry["stock"]:
-                written.append(state.change_stock(ctx, entry, store, quantity=0, reason=reason))
-            return written
-        except Conflict as exc:
-            raise _RowFailure("expect" if row.expect is not None else column, exc) from None
-        except ValidationError as exc:
-            raise _RowFailure(exc.field or column, exc) from None
-        except RefusedError as exc:
-            raise _RowFailure(column, exc) from None
 
     # -- reads ----------------------------------------------------------------------
 

@@ -1,0 +1,471 @@
+"""The rules, applied to an in-memory copy of the inventory.
+
+The JSON backend keeps its whole inventory in a `State`; other backends load into one
+just the part a batch touches (under row locks) and write back what changed.  Either
+way a batch row means the same thing everywhere (`backends.batch`), decided here once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from .base import Progress
+from .batch import COLUMNS, BatchResult, BatchRow
+from .errors import (
+    AlreadyExists,
+    Conflict,
+    InsufficientStock,
+    InventoryError,
+    NotFound,
+    RefusedError,
+    RowProblem,
+    ValidationError,
+)
+from .models import (
+    MAX_QUANTITY,
+    Movement,
+    parse_delta,
+    parse_int,
+    parse_price,
+    parse_quantity,
+    utcnow,
+    validate_category,
+    validate_name,
+    validate_reason,
+    validate_sku,
+    validate_store_code,
+    validate_unit,
+)
+
+__all__ = [
+    "Context",
+    "RowFailure",
+    "State",
+    "apply_row",
+    "row_fingerprint",
+    "run_batch",
+    "show",
+]
+
+MISSING = object()
+
+
+class RowFailure(Exception):
+    """A batch row failed at one column."""
+
+    def __init__(self, column: str | None, error: InventoryError) -> None:
+        super().__init__(str(error))
+        self.column = column
+        self.error = error
+
+
+class State:
+    """Stores, products and their stock in memory, with an undo log for rollbacks.
+
+    `stores` maps code -> name.  `products` maps the case-folded SKU (lookups ignore
+    case) to an entry: a dict with sku, name, price, unit, category, reorder_level and
+    stock (store -> quantity).  `meta` holds counters: next_sku, audit_entries (the id of
+    the last audit entry; new entries continue from it).  `events` maps idempotency keys
+    to what the backend remembers of them (it needs at least `fp`, the fingerprint).
+    """
+
+    def __init__(
+        self,
+        stores: dict[str, str],
+        products: dict[str, dict[str, Any]],
+        *,
+        next_sku: int = 1,
+        audit_entries: int = 0,
+        events: dict[str, dict[str, Any]] | None = None,
+    ) -> None:
+        self.stores = stores
+        self.products = products
+        self.events: dict[str, dict[str, Any]] = events if events is not None else {}
+        self.meta: dict[str, int] = {"next_sku": next_sku, "audit_entries": audit_entries}
+        self.new_audit: list[Movement] = []
+        self._undo: list[tuple[dict[Any, Any], Any, Any]] = []
+
+    # -- changes, each undoable -----------------------------------------------------
+
+    def put(self, mapping: dict[Any, Any], key: Any, value: Any) -> None:
+        self._undo.append((mapping, key, mapping.get(key, MISSING)))
+        mapping[key] = value
+
+    def drop(self, mapping: dict[Any, Any], key: Any) -> None:
+        self._undo.append((mapping, key, mapping[key]))
+        del mapping[key]
+
+    @property
+    def changed(self) -> bool:
+        return bool(self._undo)
+
+    def savepoint(self) -> tuple[int, int]:
+        return len(self._undo), len(self.new_audit)
+
+    def rollback(self, mark: tuple[int, int]) -> None:
+        undo_len, audit_len = mark
+        while len(self._undo) > undo_len:
+            mapping, key, old = self._undo.pop()
+            if old is MISSING:
+                mapping.pop(key, None)
+            else:
+                mapping[key] = old
+        del self.new_audit[audit_len:]
+
+    # -- look-ups -------------------------------------------------------------------
+
+    def product(self, sku: str) -> dict[str, Any]:
+        try:
+            return self.products[sku.strip().casefold()]
+        except KeyError:
+            raise NotFound(f"no product with SKU {sku.strip()!r}") from None
+
+    def store(self, code: str, *, field: str = "store") -> str:
+        code = validate_store_code(code, field=field)
+        if code not in self.stores:
+            raise NotFound(f"no store {code!r}")
+        return code
+
+    def record(
+        self,
+        ctx: Context,
+        action: str,
+        *,
+        store: str | None,
+        sku: str | None,
+        delta: int | None = None,
+        quantity_after: int | None = None,
+        reason: str | None = None,
+    ) -> Movement:
+        number = self.meta["audit_entries"] + 1
+        self.put(self.meta, "audit_entries", number)
+        movement = Movement(
+            id=number,
+            at=ctx.at,
+            actor=ctx.actor,
+            source=ctx.source,
+            event_id=ctx.event_id,
+            store=store,
+            sku=sku,
+            action=action,
+            delta=delta,
+            quantity_after=quantity_after,
+            reason=reason,
+        )
+        self.new_audit.append(movement)
+        return movement
+
+    # -- the rules ------------------------------------------------------------------
+
+    def create_product(
+        self,
+        ctx: Context,
+        *,
+        sku: str | None,
+        name: str,
+        price: Decimal,
+        unit: str,
+        category: str | None,
+        reorder_level: int,
+        store: str | None,
+        quantity: int,
+        reason: str | None,
+    ) -> tuple[dict[str, Any], Movement]:
+        if sku is None:
+            number = self.meta["next_sku"]
+            while f"P{number:06d}".casefold() in self.products:
+                number += 1
+            sku = f"P{number:06d}"
+            self.put(self.meta, "next_sku", number + 1)
+        elif sku.casefold() in self.products:
+            existing = self.products[sku.casefold()]["sku"]
+            raise AlreadyExists(f"SKU {sku!r} already exists (as {existing!r})")
+        entry: dict[str, Any] = {
+            "sku": sku,
+            "name": name,
+            "price": price,
+            "unit": unit,
+            "category": category,
+            "reorder_level": reorder_level,
+            "stock": {},
+        }
+        if store is not None:
+            entry["stock"][store] = quantity
+        self.put(self.products, sku.casefold(), entry)
+        movement = self.record(
+            ctx,
+            "product.create",
+            store=store,
+            sku=sku,
+            delta=quantity if store is not None else None,
+            quantity_after=quantity if store is not None else None,
+            reason=reason,
+        )
+        return entry, movement
+
+    def update_product(
+        self, ctx: Context, entry: dict[str, Any], changes: Mapping[str, Any]
+    ) -> Movement | None:
+        said = []
+        for key, value in changes.items():
+            old = entry[key]
+            if value == old:
+                continue
+            self.put(entry, key, value)
+            said.append(f"{key} {show(old)} -> {show(value)}")
+        if not said:
+            return None
+        return self.record(
+            ctx, "product.update", store=None, sku=entry["sku"], reason="; ".join(said)
+        )
+
+    def change_stock(
+        self,
+        ctx: Context,
+        entry: dict[str, Any],
+        store: str,
+        *,
+        delta: int | None = None,
+        quantity: int | None = None,
+        expect: int | None = None,
+        reason: str | None = None,
+        action: str | None = None,
+    ) -> Movement:
+        stock = entry["stock"]
+        current = stock.get(store, 0)
+        if expect is not None and current != expect:
+            raise Conflict(
+                f"{entry['sku']} at {store} is {current}, not the expected {expect}; "
+                "nothing changed"
+            )
+        if quantity is None:
+            assert delta is not None
+            quantity = current + delta
+            if quantity < 0:
+                raise InsufficientStock(
+                    f"not enough {entry['sku']} at {store}: {current} on hand, {-delta} asked for",
+                    available=current,
+                    requested=-delta,
+                )
+            if quantity > MAX_QUANTITY:
+                raise ValidationError(
+                    f"change: {entry['sku']} at {store} would exceed {MAX_QUANTITY}",
+                    field="change",
+                )
+            action = action or "stock.adjust"
+        else:
+            delta = quantity - current
+            action = action or "stock.set"
+        self.put(stock, store, quantity)
+        return self.record(
+            ctx,
+            action,
+            store=store,
+            sku=entry["sku"],
+            delta=delta,
+            quantity_after=quantity,
+            reason=reason,
+        )
+
+    def unstock(
+        self, ctx: Context, entry: dict[str, Any], store: str, *, force: bool, reason: str | None
+    ) -> Movement:
+        on_hand = entry["stock"][store]
+        if on_hand and not force:
+            raise Conflict(
+                f"{entry['sku']} still has {on_hand} on hand at {store}; "
+                "use --force to write it off"
+            )
+        self.drop(entry["stock"], store)
+        return self.record(
+            ctx,
+            "product.delete",
+            store=store,
+            sku=entry["sku"],
+            delta=-on_hand,
+            quantity_after=0,
+            reason=reason,
+        )
+
+
+class Context:
+    """Who and when, shared by every entry one request writes."""
+
+    __slots__ = ("actor", "at", "event_id", "source")
+
+    def __init__(self, actor: str, source: str, event_id: str, at: datetime | None = None) -> None:
+        self.actor = actor
+        self.source = source
+        self.event_id = event_id
+        self.at = at or utcnow()
+
+
+def show(value: Any) -> str:
+    return "none" if value is None else str(value)
+
+
+def row_fingerprint(row: BatchRow) -> str:
+    """What a keyed row asks for, without where it stood in its file."""
+    return "row|" + repr([getattr(row, column) for column in COLUMNS])
+
+
+ROW_CHECKS: dict[str, Callable[[Any], Any]] = {
+    "name": validate_name,
+    "price": parse_price,
+    "unit": validate_unit,
+    "category": validate_category,
+    "reorder_level": lambda v: parse_int(v, field="reorder_level", minimum=0),
+}
+
+
+def apply_row(state: State, ctx: Context, row: BatchRow, default_store: str) -> list[Movement]:
+    """Apply one batch row to `state` (see `backends.batch`); raises RowFailure."""
+    column: str | None = "sku"
+    try:
+        sku = validate_sku(row.sku)
+        fields: dict[str, Any] = {}
+        for column, check in ROW_CHECKS.items():
+            value = getattr(row, column)
+            if value is not None:
+                fields[column] = check(value)
+        column = "change"
+        if row.quantity is not None and row.change is not None:
+            raise ValidationError("give quantity or change, not both")
+        quantity = parse_quantity(row.quantity) if row.quantity is not None else None
+        change = parse_delta(row.change) if row.change is not None else None
+        column = "expect"
+        expect = parse_quantity(row.expect, field="expect") if row.expect is not None else None
+        column = "reason"
+        reason = validate_reason(row.reason)
+        written: list[Movement] = []
+        column = "store"
+        explicit_store = row.store is not None
+        store = validate_store_code(row.store) if row.store is not None else default_store
+        if store not in state.stores:
+            if row.store_name is None:
+                raise NotFound(f"no store {store!r} (give store_name to create it)")
+            column = "store_name"
+            name = validate_name(row.store_name, field="store_name")
+            state.put(state.stores, store, name)
+            written.append(state.record(ctx, "store.create", store=store, sku=None, reason=name))
+        entry = state.products.get(sku.casefold())
+        if entry is None:
+            column = "sku"
+            if not fields:
+                raise NotFound(f"unknown SKU {sku!r} (a new SKU needs a name and a price)")
+            for column in ("name", "price"):
+                if column not in fields:
+                    raise ValidationError(f"new SKU {sku!r} needs a {column}")
+            column = "expect"
+            if expect not in (None, 0):
+                raise Conflict(f"new SKU {sku!r} has 0 on hand, not the expected {expect}")
+            column = "change"
+            initial = quantity if quantity is not None else change or 0
+            if initial < 0:
+                raise InsufficientStock(
+                    f"new SKU {sku!r} has 0 on hand, {-initial} asked for",
+                    available=0,
+                    requested=-initial,
+                )
+            touches_store = explicit_store or quantity is not None or change is not None
+            _, movement = state.create_product(
+                ctx,
+                sku=sku,
+                name=fields["name"],
+                price=fields["price"],
+                unit=fields.get("unit", "each"),
+                category=fields.get("category"),
+                reorder_level=fields.get("reorder_level", 0),
+                store=store if touches_store else None,
+                quantity=initial,
+                reason=reason,
+            )
+            written.append(movement)
+            return written
+        update = state.update_product(ctx, entry, fields)
+        if update is not None:
+            written.append(update)
+        if quantity is not None or change is not None:
+            column = "quantity" if quantity is not None else "change"
+            written.append(
+                state.change_stock(
+                    ctx,
+                    entry,
+                    store,
+                    quantity=quantity,
+                    delta=change,
+                    expect=expect,
+                    reason=reason,
+                )
+            )
+        elif explicit_store and store not in entry["stock"]:
+            written.append(state.change_stock(ctx, entry, store, quantity=0, reason=reason))
+        return written
+    except Conflict as exc:
+        raise RowFailure("expect" if row.expect is not None else column, exc) from None
+    except ValidationError as exc:
+        raise RowFailure(exc.field or column, exc) from None
+    except RefusedError as exc:
+        raise RowFailure(column, exc) from None
+
+
+def run_batch(
+    state: State,
+    rows: Sequence[BatchRow],
+    *,
+    actor: str,
+    source: str,
+    batch_id: str,
+    default_store: str,
+    dry_run: bool = False,
+    progress: Progress | None = None,
+    remember: Callable[[str, str, list[Movement]], None],
+) -> BatchResult:
+    """Apply `rows` in order to `state`, each all or nothing; collect every problem.
+
+    A row whose idempotency key is in `state.events` is a duplicate if it asks for the
+    same change (same fingerprint), else a problem.  `remember(key, fingerprint,
+    written)` is called for each keyed row applied, and must put the key in
+    `state.events` (through `state.put`, so a rollback forgets it).
+    """
+    result = BatchResult(rows=len(rows), dry_run=dry_run)
+    at = utcnow()
+    for done, row in enumerate(rows, 1):
+        key = row.idempotency_key
+        if key is not None and key in state.events:
+            # Seen before (in an earlier request or earlier in this batch): the same row
+            # again is a harmless retry; a different one is a mistake.
+            if state.events[key]["fp"] == row_fingerprint(row):
+                result.duplicates += 1
+            else:
+                result.problems.append(
+                    RowProblem(
+                        row.row,
+                        "idempotency_key",
+                        f"key {key!r} was already used for a different change",
+                    )
+                )
+            continue
+        ctx = Context(actor, source, key or f"{batch_id}:{row.row}", at)
+        mark = state.savepoint()
+        try:
+            written = apply_row(state, ctx, row, default_store)
+        except RowFailure as failure:
+            state.rollback(mark)
+            result.problems.append(RowProblem(row.row, failure.column, str(failure)))
+            continue
+        if key is not None:
+            remember(key, row_fingerprint(row), written)
+        if written:
+            result.applied += 1
+            result.changes.extend(written)
+        else:
+            result.unchanged += 1
+        if progress is not None and done % 1000 == 0:
+            progress(done)
+    if progress is not None:
+        progress(len(rows))
+    return result
