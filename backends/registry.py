@@ -23,9 +23,10 @@ class Known(NamedTuple):
 
 KNOWN_BACKENDS: dict[str, Known] = {
     "json": Known("backends.jsonfile:JsonBackend", None),
+    "postgres": Known("backends.postgres:PostgresBackend", "postgres"),
 }
 #: Named in the design, not built yet: said plainly rather than "unknown".
-PLANNED_BACKENDS = ("postgres", "kafka", "http")
+PLANNED_BACKENDS = ("kafka", "http")
 
 
 def get_backend_class(name: str) -> type[Backend]:

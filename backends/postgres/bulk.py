@@ -1,0 +1,260 @@
+"""Bulk paths: batches (import), with COPY into temporary tables and set-based SQL.
+
+`load_state` locks and loads only what a batch touches (its SKUs' products and stock,
+all stores) into a `backends.engine.State`; the shared rules run on it in memory; then
+`write_back` writes the difference in a handful of set-based statements: COPY into
+temporary tables, then one INSERT/UPDATE each for stores, products, stock, audit rows
+and idempotency keys.  No row-at-a-time round trips.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.engine import Connection
+
+from ..batch import BatchRow
+from ..engine import State
+from ..models import Movement
+
+__all__ = ["Loaded", "batch_fingerprint", "copy_rows", "load_state", "write_back"]
+
+PRODUCT_FIELDS = ("name", "price", "unit", "category", "reorder_level")
+
+
+def batch_fingerprint(rows: Sequence[BatchRow], default_store: str) -> str:
+    digest = hashlib.sha256(repr(list(rows)).encode()).hexdigest()
+    return f"batch|{default_store}|{len(rows)}|{digest}"
+
+
+def copy_rows(
+    connection: Connection, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]
+) -> None:
+    """COPY `rows` into `table` through psycopg's COPY protocol."""
+    raw = connection.connection.driver_connection
+    assert raw is not None
+    with (
+        raw.cursor() as cursor,
+        cursor.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy,
+    ):
+        for row in rows:
+            copy.write_row(row)
+
+
+@dataclass
+class Loaded:
+    """A batch's slice of the database, as loaded, and the State the rules will change."""
+
+    state: State
+    store_ids: dict[str, int]
+    product_ids: dict[str, int]  # case-folded SKU -> id
+    original: dict[str, dict[str, Any]]  # case-folded SKU -> fields and stock as loaded
+
+
+def load_state(connection: Connection, rows: Sequence[BatchRow]) -> Loaded:
+    """Lock and load the products and stock the batch's rows name, and every store."""
+    store_rows = connection.execute(text("SELECT id, code, name FROM stores")).all()
+    store_ids = {r.code: r.id for r in store_rows}
+    stores = {r.code: r.name for r in store_rows}
+    connection.execute(text("CREATE TEMP TABLE batch_skus (key text PRIMARY KEY) ON COMMIT DROP"))
+    keys = {row.sku.strip().lower() for row in rows}
+    copy_rows(connection, "batch_skus", ("key",), ((k,) for k in keys))
+    found = connection.execute(
+        text(
+            "SELECT p.id, p.sku, p.name, p.price, p.unit, p.category, p.reorder_level "
+            "FROM products p JOIN batch_skus b ON lower(p.sku) = b.key "
+            "ORDER BY p.id FOR UPDATE OF p"
+        )
+    ).all()
+    products: dict[str, dict[str, Any]] = {}
+    product_ids: dict[str, int] = {}
+    by_id: dict[int, dict[str, Any]] = {}
+    for r in found:
+        entry = {
+            "sku": r.sku,
+            "name": r.name,
+            "price": r.price,
+            "unit": r.unit,
+            "category": r.category,
+            "reorder_level": r.reorder_level,
+            "stock": {},
+        }
+        products[r.sku.casefold()] = entry
+        product_ids[r.sku.casefold()] = r.id
+        by_id[r.id] = entry
+    if by_id:
+        stock = connection.execute(
+            text(
+                "SELECT i.product_id, s.code, i.quantity FROM inventory i "
+                "JOIN stores s ON s.id = i.store_id WHERE i.product_id = ANY(:ids) "
+                "ORDER BY i.store_id, i.product_id FOR UPDATE OF i"
+            ),
+            {"ids": list(by_id)},
+        )
+        for product_id, code, quantity in stock:
+            by_id[product_id]["stock"][code] = quantity
+    original = {
+        key: {**{f: e[f] for f in PRODUCT_FIELDS}, "stock": dict(e["stock"])}
+        for key, e in products.items()
+    }
+    keyed = [row.idempotency_key for row in rows if row.idempotency_key is not None]
+    events: dict[str, dict[str, Any]] = {}
+    if keyed:
+        seen = connection.execute(
+            text("SELECT event_id, fingerprint FROM applied_events WHERE event_id = ANY(:k)"),
+            {"k": keyed},
+        )
+        events = {event_id: {"fp": fp} for event_id, fp in seen}
+    state = State(stores, products, events=events)
+    return Loaded(state, store_ids, product_ids, original)
+
+
+def write_back(connection: Connection, loaded: Loaded, changes: list[Movement]) -> list[Movement]:
+    """Write what the rules changed; returns the audit entries with their real ids."""
+    state = loaded.state
+    new_stores = [
+        (code, name) for code, name in state.stores.items() if code not in loaded.store_ids
+    ]
+    if new_stores:
+        created = connection.execute(
+            text(
+                "INSERT INTO stores (code, name) SELECT * FROM unnest(CAST(:c AS text[]), "
+                "CAST(:n AS text[])) RETURNING id, code"
+            ),
+            {"c": [c for c, _ in new_stores], "n": [n for _, n in new_stores]},
+        )
+        loaded.store_ids.update({code: store_id for store_id, code in created})
+
+    new_products = [e for key, e in state.products.items() if key not in loaded.original]
+    changed_products = [
+        (loaded.product_ids[key], e)
+        for key, e in state.products.items()
+        if key in loaded.original and any(e[f] != loaded.original[key][f] for f in PRODUCT_FIELDS)
+    ]
+    if new_products:
+        connection.execute(
+            text(
+                "CREATE TEMP TABLE batch_products (sku text, name text, price numeric(12,2), "
+                "unit text, category text, reorder_level integer) ON COMMIT DROP"
+            )
+        )
+        copy_rows(
+            connection,
+            "batch_products",
+            ("sku", *PRODUCT_FIELDS),
+            ((e["sku"], *(e[f] for f in PRODUCT_FIELDS)) for e in new_products),
+        )
+        created = connection.execute(
+            text(
+                "INSERT INTO products (sku, name, price, unit, category, reorder_level) "
+                "SELECT sku, name, price, unit, category, reorder_level FROM batch_products "
+                "RETURNING id, sku"
+            )
+        )
+        loaded.product_ids.update({sku.casefold(): pid for pid, sku in created})
+    if changed_products:
+        connection.execute(
+            text(
+                "CREATE TEMP TABLE batch_changed (id bigint, name text, price numeric(12,2), "
+                "unit text, category text, reorder_level integer) ON COMMIT DROP"
+            )
+        )
+        copy_rows(
+            connection,
+            "batch_changed",
+            ("id", *PRODUCT_FIELDS),
+            ((pid, *(e[f] for f in PRODUCT_FIELDS)) for pid, e in changed_products),
+        )
+        connection.execute(
+            text(
+                "UPDATE products p SET name = c.name, price = c.price, unit = c.unit, "
+                "category = c.category, reorder_level = c.reorder_level, updated_at = now() "
+                "FROM batch_changed c WHERE p.id = c.id"
+            )
+        )
+
+    stock_rows = []
+    for key, entry in state.products.items():
+        before = loaded.original.get(key, {}).get("stock", {})
+        for code, quantity in entry["stock"].items():
+            if before.get(code) != quantity:
+                stock_rows.append((loaded.store_ids[code], loaded.product_ids[key], quantity))
+    if stock_rows:
+        connection.execute(
+            text(
+                "CREATE TEMP TABLE batch_stock (store_id integer, product_id bigint, "
+                "quantity integer) ON COMMIT DROP"
+            )
+        )
+        copy_rows(connection, "batch_stock", ("store_id", "product_id", "quantity"), stock_rows)
+        connection.execute(
+            text(
+                "INSERT INTO inventory AS i (store_id, product_id, quantity) "
+                "SELECT store_id, product_id, quantity FROM batch_stock "
+                "ON CONFLICT (store_id, product_id) DO UPDATE SET quantity = EXCLUDED.quantity, "
+                "version = i.version + 1, updated_at = now()"
+            )
+        )
+
+    written = _renumber(connection, changes)
+    if written:
+        for month in {
+            m.at.replace(day=1, hour=0, minute=0, second=0, microsecond=0) for m in written
+        }:
+            connection.execute(text("SELECT audit_log_partition(:at)"), {"at": month})
+        copy_rows(
+            connection,
+            "audit_log",
+            (
+                "id",
+                "at",
+                "actor",
+                "source",
+                "event_id",
+                "store",
+                "sku",
+                "action",
+                "delta",
+                "quantity_after",
+                "reason",
+            ),
+            (
+                (
+                    m.id,
+                    m.at,
+                    m.actor,
+                    m.source,
+                    m.event_id,
+                    m.store,
+                    m.sku,
+                    m.action,
+                    m.delta,
+                    m.quantity_after,
+                    m.reason,
+                )
+                for m in written
+            ),
+        )
+    new_keys = [(k, e["fp"]) for k, e in state.events.items() if e.get("new")]
+    if new_keys:
+        copy_rows(connection, "applied_events", ("event_id", "fingerprint"), new_keys)
+    return written
+
+
+def _renumber(connection: Connection, changes: list[Movement]) -> list[Movement]:
+    """Give the entries real ids from the audit sequence, in order."""
+    if not changes:
+        return []
+    ids = (
+        connection.execute(
+            text("SELECT nextval('audit_log_id_seq') FROM generate_series(1, :n)"),
+            {"n": len(changes)},
+        )
+        .scalars()
+        .all()
+    )
+    return [replace(m, id=i) for m, i in zip(changes, sorted(ids), strict=True)]
