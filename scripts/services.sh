@@ -24,6 +24,17 @@ elif ! command -v pg_isready >/dev/null; then
   echo "PostgreSQL tools not found" >&2; failed=1
 fi
 
+# The read-replica tests stream a replica from this primary: allow replication
+# connections from 127.0.0.1 (Debian's default pg_hba.conf has none).
+if pg_up; then
+  hba=$(psql -h 127.0.0.1 -U postgres -Atc "show hba_file" 2>/dev/null)
+  if [ -n "$hba" ] && [ -w "$hba" ] && ! grep -qE '^host\s+replication\s+\S+\s+127\.0\.0\.1/32' "$hba"; then
+    echo "allowing replication connections from 127.0.0.1 in $hba" >&2
+    printf '%s\n' "host replication postgres 127.0.0.1/32 trust" >> "$hba"
+    psql -h 127.0.0.1 -U postgres -qAtc "select pg_reload_conf()" >/dev/null
+  fi
+fi
+
 if command -v redis-server >/dev/null && ! redis_up; then
   echo "Redis is down; starting it" >&2
   redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no >/dev/null

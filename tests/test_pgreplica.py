@@ -1,0 +1,121 @@
+"""tests/pgreplica.py gives a real streaming replica of the local PostgreSQL, and cleans up.
+
+Needs the PostgreSQL of `make services` on 127.0.0.1:5432 with a `host replication`
+line for 127.0.0.1 in pg_hba.conf.  Without either, the test skips saying why, except
+under CI=true, where it fails.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import time
+from collections.abc import Iterator
+from typing import NoReturn
+
+import psycopg
+import pytest
+from pgreplica import (
+    PrimaryNotReady,
+    PrimaryUnreachable,
+    pg_url,
+    replica_lag_bytes,
+    streaming_replica,
+    wait_for_replay,
+)
+from psycopg import sql
+
+PRIMARY_HOST = "127.0.0.1"
+PRIMARY_PORT = 5432
+USER = "postgres"
+
+
+def _give_up(reason: str) -> NoReturn:
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"cannot test the PostgreSQL replica under CI: {reason}")
+    pytest.skip(reason)
+
+
+def _primary(dbname: str = "postgres") -> str:
+    return pg_url(PRIMARY_HOST, PRIMARY_PORT, USER, dbname)
+
+
+@pytest.fixture
+def scratch_db() -> Iterator[str]:
+    """A database of its own on the primary, dropped afterwards (with any session on it)."""
+    name = f"inv_replica_test_{secrets.token_hex(4)}"
+    try:
+        admin = psycopg.connect(_primary(), autocommit=True, connect_timeout=5)
+    except psycopg.OperationalError as e:
+        _give_up(f"no PostgreSQL at {PRIMARY_HOST}:{PRIMARY_PORT}: {e}")
+    with admin:
+        admin.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
+    try:
+        yield name
+    finally:
+        with psycopg.connect(_primary(), autocommit=True) as admin:
+            admin.execute(
+                sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name))
+            )
+
+
+def _slots_and_senders() -> tuple[set[str], set[str]]:
+    with psycopg.connect(_primary(), autocommit=True) as conn:
+        slots = {str(r[0]) for r in conn.execute("select slot_name from pg_replication_slots")}
+        senders = {
+            str(r[0]) for r in conn.execute("select application_name from pg_stat_replication")
+        }
+    return slots, senders
+
+
+@pytest.mark.slow
+def test_a_streaming_replica_replays_refuses_writes_and_leaves_nothing(scratch_db: str) -> None:
+    slots_before, _ = _slots_and_senders()
+    primary = _primary(scratch_db)
+
+    with contextlib.ExitStack() as stack:
+        try:
+            replica = stack.enter_context(streaming_replica(PRIMARY_HOST, PRIMARY_PORT, USER))
+        except (PrimaryUnreachable, PrimaryNotReady) as e:
+            _give_up(str(e))
+        assert replica.host == PRIMARY_HOST
+        assert replica.port != PRIMARY_PORT
+        assert (
+            replica.url(scratch_db)
+            == f"postgresql://postgres@127.0.0.1:{replica.port}/{scratch_db}"
+        )
+        data_dir = replica.data_dir
+        assert (data_dir / "standby.signal").exists()
+
+        with psycopg.connect(primary, autocommit=True) as conn:
+            conn.execute("create table items (sku text primary key, quantity int not null)")
+            conn.execute("insert into items values (%s, %s)", ("MUG", 12))
+        wait_for_replay(primary, replica.url(scratch_db))
+
+        with psycopg.connect(replica.url(scratch_db), autocommit=True) as conn:
+            assert conn.execute("select pg_is_in_recovery()").fetchone() == (True,)
+            assert conn.execute("select quantity from items where sku = 'MUG'").fetchall() == [
+                (12,)
+            ]
+            with pytest.raises(
+                psycopg.errors.ReadOnlySqlTransaction,
+                match="cannot execute INSERT in a read-only transaction",
+            ):
+                conn.execute("insert into items values ('TEA', 1)")
+
+        lag = replica_lag_bytes(_primary(), replica.application_name)
+        assert isinstance(lag, int)
+        assert lag >= 0
+        assert replica_lag_bytes(_primary()) >= 0  # the largest over all standbys
+
+    # Torn down: no postmaster, no folder, no walsender nor slot left on the primary.
+    assert not data_dir.exists()
+    deadline = time.monotonic() + 10
+    while True:
+        slots, senders = _slots_and_senders()
+        if replica.application_name not in senders and slots <= slots_before:
+            break
+        assert time.monotonic() < deadline, f"left on the primary: {senders=} {slots=}"
+        time.sleep(0.1)
+    assert set(replica.timings) == {"basebackup", "start", "streaming", "teardown"}
