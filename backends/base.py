@@ -25,7 +25,8 @@ from types import TracebackType
 from typing import Any, ClassVar, Self
 
 from .batch import BatchResult, BatchRow, OnError
-from .models import Item, Movement, MovementSummary, Product, Store, StoreValue
+from .errors import ConfigurationError
+from .models import Item, Movement, MovementSummary, Product, Snapshot, Store, StoreValue
 
 __all__ = ["Backend", "Progress"]
 
@@ -288,4 +289,38 @@ class Backend(abc.ABC):
 
         Counts stock entries (adjust, set, transfers, and stock created or written off
         with a product); catalog-only entries are left out.  Ordered by store, then sku.
+        """
+
+    # -- operations (not every backend has each; the default says so) ------------------
+
+    def upgrade(self) -> tuple[str | None, str]:
+        """`inv db upgrade`: bring the storage's schema to this code's; (before, after)."""
+        raise ConfigurationError(f"the {self.name} backend has no schema to upgrade")
+
+    def status(self) -> dict[str, Any]:
+        """Health of every service behind the backend, for `inv status`."""
+        return {"backend": self.name, "where": self.describe(), "ok": True}
+
+    def prune_audit(self, older_than: datetime) -> list[str]:
+        """Drop whole months of history older than `older_than`; returns what went."""
+        raise ConfigurationError(
+            f"the {self.name} backend keeps all its history; pruning needs postgres"
+        )
+
+    def seed(
+        self, *, stores: int, products: int, progress: Progress | None = None
+    ) -> dict[str, int]:
+        """Generate a realistic data set for demos and benchmarks; returns counts."""
+        raise ConfigurationError(f"seeding is for the postgres backend, not {self.name}")
+
+    @abc.abstractmethod
+    def export_state(self) -> Snapshot:
+        """Everything, for `inv migrate`: stores, catalog with stock, history oldest first."""
+
+    @abc.abstractmethod
+    def import_state(self, snapshot: Snapshot, *, progress: Progress | None = None) -> None:
+        """Add `snapshot` to this backend in one unit, for `inv migrate`.
+
+        Stores already here are kept; products must not be here yet; history entries are
+        appended in order with new ids, keeping their times, actors and event ids.
         """

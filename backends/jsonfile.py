@@ -36,6 +36,7 @@ import os
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import replace
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
@@ -64,6 +65,7 @@ from .models import (
     Movement,
     MovementSummary,
     Product,
+    Snapshot,
     Store,
     StoreValue,
     format_time,
@@ -854,6 +856,62 @@ class JsonBackend(Backend):
             if state.changed:
                 self._save(state)
             return result
+
+    # -- operations -----------------------------------------------------------------
+
+    def upgrade(self) -> tuple[str | None, str]:
+        self._read_document()  # refuses a file newer than this code
+        return str(SCHEMA_VERSION), str(SCHEMA_VERSION)
+
+    def status(self) -> dict[str, Any]:
+        state = self._load()
+        return {
+            "backend": self.name,
+            "where": str(self.path),
+            "ok": True,
+            "bytes": self.path.stat().st_size,
+            "audit_bytes": state.meta["audit_bytes"],
+            "stores": len(state.stores),
+            "products": len(state.products),
+            "history": state.meta["audit_entries"],
+        }
+
+    def export_state(self) -> Snapshot:
+        state = self._load()
+        return Snapshot(
+            stores=[Store(code, name) for code, name in sorted(state.stores.items())],
+            products=sorted((_product(e) for e in state.products.values()), key=lambda p: p.sku),
+            history=[_movement_from(line) for line in self._audit_lines(state)],
+        )
+
+    def import_state(self, snapshot: Snapshot, *, progress: Progress | None = None) -> None:
+        with self._writing() as state:
+            for store in snapshot.stores:
+                if store.code not in state.stores:
+                    state.put(state.stores, store.code, store.name)
+            for product in snapshot.products:
+                key = product.sku.casefold()
+                if key in state.products:
+                    raise AlreadyExists(f"SKU {product.sku!r} already exists here")
+                state.put(
+                    state.products,
+                    key,
+                    {
+                        "sku": product.sku,
+                        "name": product.name,
+                        "price": product.price,
+                        "unit": product.unit,
+                        "category": product.category,
+                        "reorder_level": product.reorder_level,
+                        "stock": dict(product.stock),
+                    },
+                )
+            for done, m in enumerate(snapshot.history, 1):
+                number = state.meta["audit_entries"] + 1
+                state.put(state.meta, "audit_entries", number)
+                state.new_audit.append(replace(m, id=number))
+                if progress is not None and done % 10000 == 0:
+                    progress(done)
 
     # -- reads ----------------------------------------------------------------------
 

@@ -24,6 +24,7 @@ __all__ = [
     "Movement",
     "MovementSummary",
     "Product",
+    "Snapshot",
     "Store",
     "StoreValue",
     "format_time",
@@ -57,6 +58,7 @@ ACTIONS = (
     "stock.transfer_in",
     "store.create",
     "store.delete",
+    "audit.prune",
 )
 SOURCES = ("cli", "api", "import", "worker", "migrate")
 SORT_KEYS = ("sku", "name", "quantity", "value")
@@ -120,6 +122,15 @@ class Movement:
     delta: int | None
     quantity_after: int | None
     reason: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """A whole inventory, for migrating it: stores, products with stock, history."""
+
+    stores: list[Store]
+    products: list[Product]
+    history: list[Movement]
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,13 +12,14 @@ from collections import Counter
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
+from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
-from .errors import DATA_ERROR, REFUSED, fail, guard
+from .errors import DATA_ERROR, REFUSED, TEMP_FAILURE, fail, guard
 from .formats import FileFormat, Format, ShowFormat
 
 if TYPE_CHECKING:
@@ -46,8 +47,12 @@ app = typer.Typer(
 )
 store_app = typer.Typer(help="Add, list and remove stores.", no_args_is_help=True)
 report_app = typer.Typer(help="Reports: stock value, low stock, movements.", no_args_is_help=True)
+db_app = typer.Typer(help="The database schema (postgres).", no_args_is_help=True)
+audit_app = typer.Typer(help="The audit log.", no_args_is_help=True)
 app.add_typer(store_app, name="store")
 app.add_typer(report_app, name="report")
+app.add_typer(db_app, name="db")
+app.add_typer(audit_app, name="audit")
 
 
 def command(group: typer.Typer, name: str | None = None) -> Callable[[F], F]:
@@ -745,6 +750,159 @@ def export(
         raise fail(f"cannot write {output}: {exc.strerror}", 75) from None
     if not (quiet or _options(ctx).quiet):
         print(f"Exported {count} rows to {output}", file=sys.stderr)
+
+
+# -- operations -----------------------------------------------------------------------
+
+
+@command(db_app, "upgrade")
+def db_upgrade(ctx: typer.Context, quiet: Quiet = False) -> None:
+    """Migrate the schema to this version of inv (safe to run again)."""
+    with _options(ctx).open() as inv:
+        before, after = inv.upgrade()
+        where = inv.describe()
+    if before == after:
+        _say(ctx, quiet, f"{where}: schema already at {after}")
+    else:
+        _say(ctx, quiet, f"{where}: schema upgraded from {before or 'nothing'} to {after}")
+
+
+def _age(text: str) -> datetime:
+    """`7y`, `18mo`, `6w`, `90d` before now, in UTC."""
+    import re
+    from datetime import UTC, timedelta
+
+    from backends import ValidationError
+
+    match = re.fullmatch(r"\s*(\d+)\s*(y|mo|w|d)\s*", text)
+    if not match:
+        raise ValidationError(f"older-than: {text!r} is not an age such as 7y, 18mo, 6w or 90d")
+    amount, unit = int(match.group(1)), match.group(2)
+    now = datetime.now(UTC)
+    if unit == "y":
+        return now.replace(year=now.year - amount, day=min(now.day, 28))
+    if unit == "mo":
+        months = now.year * 12 + now.month - 1 - amount
+        return now.replace(year=months // 12, month=months % 12 + 1, day=min(now.day, 28))
+    return now - timedelta(weeks=amount if unit == "w" else 0, days=amount if unit == "d" else 0)
+
+
+@command(audit_app, "prune")
+def audit_prune(
+    ctx: typer.Context,
+    older_than: Annotated[
+        str, typer.Option("--older-than", help="Retention: 7y, 18mo, 6w, 90d.")
+    ] = "7y",
+    quiet: Quiet = False,
+) -> None:
+    """Drop whole months of history older than the retention (7 years by default)."""
+    cutoff = _age(older_than)
+    with _options(ctx).open() as inv:
+        dropped = inv.prune_audit(cutoff)
+    if dropped:
+        _say(ctx, quiet, "Dropped " + ", ".join(dropped))
+    else:
+        _say(ctx, quiet, f"Nothing older than {cutoff:%Y-%m-%d} to drop")
+
+
+@command(app)
+def seed(
+    ctx: typer.Context,
+    stores: Annotated[int, typer.Option("--stores", help="How many stores.")] = 10_000,
+    products: Annotated[int, typer.Option("--products", help="How many products.")] = 500,
+    quiet: Quiet = False,
+) -> None:
+    """Generate a realistic data set (every product at every store), for demos."""
+    from .formats import progress
+
+    with _options(ctx).open() as inv, progress("Seeding stores", stores) as advance:
+        counts = inv.seed(stores=stores, products=products, progress=advance)
+    _say(
+        ctx,
+        quiet,
+        f"Seeded {counts['stores']} stores, {counts['products']} products, "
+        f"{counts['stock_rows']} stock rows",
+    )
+
+
+@command(app)
+def status(
+    ctx: typer.Context,
+    fmt: Annotated[ShowFormat, typer.Option("--format", "-f")] = ShowFormat.table,
+) -> None:
+    """Health of the backend's services: database, replicas and their lag."""
+    from .formats import render_one
+
+    with _options(ctx).open() as inv:
+        report = inv.status()
+    render_one(report, fmt, title=f"inv status ({report['backend']})")
+    if not report.get("ok", True):
+        raise typer.Exit(TEMP_FAILURE)
+
+
+@command(app)
+def migrate(
+    ctx: typer.Context,
+    to: Annotated[str, typer.Option("--to", help="The backend to move to: postgres or json.")],
+    to_database_url: Annotated[
+        str | None,
+        typer.Option(
+            "--to-database-url",
+            help="Target database.",
+            show_default="INV_DATABASE_URL",
+        ),
+    ] = None,
+    to_file: Annotated[
+        Path | None,
+        typer.Option("--to-file", help="Target JSON file.", show_default="--file"),
+    ] = None,
+    merge: Annotated[
+        bool, typer.Option("--merge", help="Add to a target that already has data.")
+    ] = False,
+    quiet: Quiet = False,
+) -> None:
+    """Copy stores, catalog, stock and history to another backend, and verify them."""
+    from backends import get_backend_class
+    from backends.migrate import migrate as run_migration
+
+    from .formats import progress
+    from .settings import load_settings
+
+    options = _options(ctx)
+    settings = load_settings(options.config, backend=options.backend, file=options.file)
+    if to == settings.backend:
+        raise typer.BadParameter(f"the inventory is already on {to}", param_hint="--to")
+    target_settings = settings.model_dump()
+    target_settings["backend"] = to
+    if to_database_url is not None:
+        target_settings["database_url"] = to_database_url
+    if to_file is not None:
+        target_settings["file"] = to_file
+    source_cls = get_backend_class(settings.backend)
+    target_cls = get_backend_class(to)
+    with (
+        source_cls.from_settings(
+            settings.model_dump(), actor=settings.who(), source="migrate"
+        ) as source,
+        target_cls.from_settings(target_settings, actor=settings.who(), source="migrate") as target,
+        progress("Copying history", None) as advance,
+    ):
+        report = run_migration(source, target, merge=merge, progress=advance)
+        where = target.describe()
+    if quiet or options.quiet:
+        return
+    if report.nothing_to_do:
+        print(f"{where} already has everything; nothing changed")
+    else:
+        print(
+            f"Copied {report.copied_stores} stores, {report.copied_products} products and "
+            f"{report.copied_history} history entries to {where}"
+        )
+    print("checked      source   target")
+    for key in ("stores", "products", "stock_rows", "history"):
+        print(f"{key:<12} {report.source[key]:>7}  {report.target[key]:>7}")
+    for code, (mine, theirs) in sorted(report.totals.items()):
+        print(f"units at {code:<12} {mine:>7}  {theirs:>7}")
 
 
 def main() -> None:

@@ -63,6 +63,7 @@ from ..models import (
     Movement,
     MovementSummary,
     Product,
+    Snapshot,
     Store,
     StoreValue,
     format_time,
@@ -1114,6 +1115,146 @@ class PostgresBackend(Backend):
             return self._write(work)
         except _DryRun as dry:
             return dry.result
+
+    # -- operations -------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        """The primary's health and size, and each replica's health and lag."""
+        report: dict[str, Any] = {"backend": self.name, "where": self.describe(), "ok": True}
+        with self._connect(self.url) as connection:
+            counts = connection.execute(
+                text(
+                    "SELECT (SELECT count(*) FROM stores) AS stores, "
+                    "(SELECT count(*) FROM products) AS products, "
+                    "(SELECT count(*) FROM inventory) AS stock_rows, "
+                    "(SELECT coalesce(max(id), 0) FROM audit_log) AS last_audit_id"
+                )
+            ).one()
+            report.update(counts._asdict())
+            report["schema"] = schema.current_revision(connection)
+            senders = {
+                r.application_name: r
+                for r in connection.execute(
+                    text(
+                        "SELECT application_name, client_addr, state, "
+                        "pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn) AS lag_bytes, "
+                        "extract(epoch FROM replay_lag) AS lag_seconds "
+                        "FROM pg_stat_replication"
+                    )
+                )
+            }
+        replicas = []
+        for url in self.read_urls:
+            entry: dict[str, Any] = {"where": _where(url), "ok": True}
+            try:
+                with self._connect(url) as connection:
+                    row = connection.execute(
+                        text(
+                            "SELECT pg_is_in_recovery() AS recovering, "
+                            "current_setting('cluster_name') AS name, "
+                            "extract(epoch FROM now() - pg_last_xact_replay_timestamp()) "
+                            "AS replay_age"
+                        )
+                    ).one()
+                entry["in_recovery"] = row.recovering
+                sender = senders.get(row.name)
+                if sender is not None:
+                    entry["lag_bytes"] = int(sender.lag_bytes or 0)
+                    entry["lag_seconds"] = float(sender.lag_seconds or 0)
+                    entry["state"] = sender.state
+            except InventoryError as exc:
+                entry.update(ok=False, error=str(exc))
+                report["ok"] = False
+            replicas.append(entry)
+        report["replicas"] = replicas
+        return report
+
+    def prune_audit(self, older_than: datetime) -> list[str]:
+        """Drop the monthly partitions that end at or before `older_than`, whole, and
+        record that in the audit log (`audit.prune`)."""
+
+        def work(connection: Connection) -> list[str]:
+            partitions = connection.execute(
+                text(
+                    "SELECT c.relname, pg_get_expr(c.relpartbound, c.oid) AS bound "
+                    "FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+                    "WHERE i.inhparent = 'audit_log'::regclass ORDER BY c.relname"
+                )
+            ).all()
+            dropped = []
+            for name, bound in partitions:
+                upper = connection.execute(
+                    text("SELECT CAST(substring(:b FROM 'TO \\(''([^'']+)''\\)') AS timestamptz)"),
+                    {"b": bound},
+                ).scalar()
+                if upper is not None and upper <= older_than:
+                    rows = connection.execute(text(f'SELECT count(*) FROM "{name}"')).scalar_one()
+                    connection.execute(text(f'ALTER TABLE audit_log DETACH PARTITION "{name}"'))
+                    connection.execute(text(f'DROP TABLE "{name}"'))
+                    dropped.append(f"{name} ({rows} entries)")
+            if dropped:
+                self._audit(
+                    connection,
+                    str(uuid.uuid4()),
+                    "audit.prune",
+                    store=None,
+                    sku=None,
+                    reason=f"older than {format_time(older_than)}: {', '.join(dropped)}",
+                )
+            return dropped
+
+        return self._write(work)
+
+    def seed(
+        self, *, stores: int, products: int, progress: Progress | None = None
+    ) -> dict[str, int]:
+        from . import seeding
+
+        return seeding.seed(self, stores=stores, products=products, progress=progress)
+
+    def export_state(self) -> Snapshot:
+        with self._connect(self.url) as connection, connection.begin():
+            connection.execute(text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ"))
+            stores = [
+                Store(code, name)
+                for code, name in connection.execute(
+                    text('SELECT code, name FROM stores ORDER BY code COLLATE "C"')
+                )
+            ]
+            stock: dict[int, dict[str, int]] = {}
+            for product_id, code, quantity in connection.execute(
+                text(
+                    "SELECT i.product_id, s.code, i.quantity FROM inventory i "
+                    'JOIN stores s ON s.id = i.store_id ORDER BY s.code COLLATE "C"'
+                )
+            ):
+                stock.setdefault(product_id, {})[code] = quantity
+            products = [
+                Product(
+                    r.sku, r.name, r.price, r.unit, r.category, r.reorder_level, stock.get(r.id, {})
+                )
+                for r in connection.execute(
+                    text(
+                        "SELECT id, sku, name, price, unit, category, reorder_level "
+                        'FROM products ORDER BY sku COLLATE "C"'
+                    )
+                )
+            ]
+            history = [
+                _movement(r)
+                for r in connection.execute(
+                    text(f"SELECT {AUDIT_COLUMNS} FROM audit_log ORDER BY id")
+                )
+            ]
+        return Snapshot(stores, products, history)
+
+    def import_state(self, snapshot: Snapshot, *, progress: Progress | None = None) -> None:
+        from . import bulk
+
+        def work(connection: Connection) -> None:
+            bulk.import_snapshot(connection, snapshot, progress=progress)
+
+        self._write(work)
 
     # -- reads ------------------------------------------------------------------------
 

@@ -17,11 +17,20 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
+from ..base import Progress
 from ..batch import BatchRow
 from ..engine import State
-from ..models import Movement
+from ..errors import AlreadyExists
+from ..models import Movement, Snapshot
 
-__all__ = ["Loaded", "batch_fingerprint", "copy_rows", "load_state", "write_back"]
+__all__ = [
+    "Loaded",
+    "batch_fingerprint",
+    "copy_rows",
+    "import_snapshot",
+    "load_state",
+    "write_back",
+]
 
 PRODUCT_FIELDS = ("name", "price", "unit", "category", "reorder_level")
 
@@ -202,50 +211,14 @@ def write_back(connection: Connection, loaded: Loaded, changes: list[Movement]) 
 
     written = _renumber(connection, changes)
     if written:
-        for month in {
-            m.at.replace(day=1, hour=0, minute=0, second=0, microsecond=0) for m in written
-        }:
-            connection.execute(text("SELECT audit_log_partition(:at)"), {"at": month})
-        copy_rows(
-            connection,
-            "audit_log",
-            (
-                "id",
-                "at",
-                "actor",
-                "source",
-                "event_id",
-                "store",
-                "sku",
-                "action",
-                "delta",
-                "quantity_after",
-                "reason",
-            ),
-            (
-                (
-                    m.id,
-                    m.at,
-                    m.actor,
-                    m.source,
-                    m.event_id,
-                    m.store,
-                    m.sku,
-                    m.action,
-                    m.delta,
-                    m.quantity_after,
-                    m.reason,
-                )
-                for m in written
-            ),
-        )
+        copy_audit(connection, written)
     new_keys = [(k, e["fp"]) for k, e in state.events.items() if e.get("new")]
     if new_keys:
         copy_rows(connection, "applied_events", ("event_id", "fingerprint"), new_keys)
     return written
 
 
-def _renumber(connection: Connection, changes: list[Movement]) -> list[Movement]:
+def _renumber(connection: Connection, changes: Sequence[Movement]) -> list[Movement]:
     """Give the entries real ids from the audit sequence, in order."""
     if not changes:
         return []
@@ -258,3 +231,129 @@ def _renumber(connection: Connection, changes: list[Movement]) -> list[Movement]
         .all()
     )
     return [replace(m, id=i) for m, i in zip(changes, sorted(ids), strict=True)]
+
+
+def _ensure_partitions(connection: Connection, movements: Iterable[Movement]) -> None:
+    months = {m.at.replace(day=1, hour=0, minute=0, second=0, microsecond=0) for m in movements}
+    for month in sorted(months):
+        connection.execute(text("SELECT audit_log_partition(:at)"), {"at": month})
+
+
+def copy_audit(connection: Connection, movements: Sequence[Movement]) -> None:
+    """COPY audit entries (ids given) into audit_log, creating the months they need."""
+    _ensure_partitions(connection, movements)
+    copy_rows(
+        connection,
+        "audit_log",
+        (
+            "id",
+            "at",
+            "actor",
+            "source",
+            "event_id",
+            "store",
+            "sku",
+            "action",
+            "delta",
+            "quantity_after",
+            "reason",
+        ),
+        (
+            (
+                m.id,
+                m.at,
+                m.actor,
+                m.source,
+                m.event_id,
+                m.store,
+                m.sku,
+                m.action,
+                m.delta,
+                m.quantity_after,
+                m.reason,
+            )
+            for m in movements
+        ),
+    )
+
+
+def import_snapshot(
+    connection: Connection, snapshot: Snapshot, *, progress: Progress | None = None
+) -> None:
+    """Add a whole inventory: stores (missing ones), products with stock, history."""
+    have = {code for (code,) in connection.execute(text("SELECT code FROM stores"))}
+    missing = [s for s in snapshot.stores if s.code not in have]
+    if missing:
+        connection.execute(
+            text(
+                "INSERT INTO stores (code, name) SELECT * FROM unnest(CAST(:c AS text[]), "
+                "CAST(:n AS text[]))"
+            ),
+            {"c": [s.code for s in missing], "n": [s.name for s in missing]},
+        )
+    if snapshot.products:
+        connection.execute(
+            text(
+                "CREATE TEMP TABLE import_products (sku text, name text, price numeric(12,2), "
+                "unit text, category text, reorder_level integer) ON COMMIT DROP"
+            )
+        )
+        copy_rows(
+            connection,
+            "import_products",
+            ("sku", *PRODUCT_FIELDS),
+            (
+                (p.sku, p.name, p.price, p.unit, p.category, p.reorder_level)
+                for p in snapshot.products
+            ),
+        )
+        clash = (
+            connection.execute(
+                text(
+                    "SELECT p.sku FROM products p JOIN import_products i "
+                    "ON lower(p.sku) = lower(i.sku) LIMIT 5"
+                )
+            )
+            .scalars()
+            .all()
+        )
+        if clash:
+            raise AlreadyExists(f"SKUs already here: {', '.join(clash)}")
+        connection.execute(
+            text(
+                "INSERT INTO products (sku, name, price, unit, category, reorder_level) "
+                "SELECT sku, name, price, unit, category, reorder_level FROM import_products"
+            )
+        )
+        connection.execute(
+            text(
+                "CREATE TEMP TABLE import_stock (sku text, store text, quantity integer) "
+                "ON COMMIT DROP"
+            )
+        )
+        copy_rows(
+            connection,
+            "import_stock",
+            ("sku", "store", "quantity"),
+            ((p.sku, code, q) for p in snapshot.products for code, q in p.stock.items()),
+        )
+        connection.execute(
+            text(
+                "INSERT INTO inventory (store_id, product_id, quantity) "
+                "SELECT s.id, p.id, t.quantity FROM import_stock t "
+                "JOIN stores s ON s.code = t.store JOIN products p ON p.sku = t.sku"
+            )
+        )
+        # Generated SKUs continue after the highest P-number brought in.
+        connection.execute(
+            text(
+                "SELECT setval('product_sku_seq', greatest((SELECT last_value FROM "
+                "product_sku_seq), coalesce((SELECT max(CAST(substr(sku, 2) AS bigint)) "
+                "FROM products WHERE sku ~ '^P[0-9]{6,18}$'), 1)))"
+            )
+        )
+    if snapshot.history:
+        renumbered = _renumber(connection, snapshot.history)
+        copy_audit(connection, renumbered)
+        if progress is not None:
+            progress(len(renumbered))
