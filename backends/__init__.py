@@ -21,7 +21,7 @@ from .errors import (
     RowProblem,
     ValidationError,
 )
-from .models import Item, Movement, MovementSummary, Product, Store, StoreValue
+from .models import Item, Movement, MovementSummary, Product, Snapshot, Store, StoreValue
 from .registry import KNOWN_BACKENDS, get_backend_class
 
 __all__ = [
@@ -47,6 +47,7 @@ __all__ = [
     "Progress",
     "RefusedError",
     "RowProblem",
+    "Snapshot",
     "Store",
     "StoreValue",
     "ValidationError",

@@ -1,0 +1,190 @@
+"""Operations on real PostgreSQL through the real CLI: migrate, seed, status, db upgrade,
+audit prune."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from pg import admin, drop_database, fresh_database, url_for
+
+from backends import Movement, Snapshot, Store
+from backends.postgres import PostgresBackend
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def inv(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None):
+    return subprocess.run(
+        [sys.executable, "-m", "inventory_cli", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        cwd=cwd,
+        timeout=300,
+    )
+
+
+@pytest.fixture
+def database() -> str:
+    url = fresh_database()
+    yield url
+    drop_database(url)
+
+
+@pytest.fixture
+def empty_database() -> str:
+    """A database with no schema at all, as a new user would create it."""
+    name = f"inv_empty_{os.getpid()}_{os.urandom(3).hex()}"
+    with admin() as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    yield url_for(name)
+    drop_database(url_for(name))
+
+
+def test_migrate_json_to_postgres_and_back(tmp_path: Path, empty_database: str) -> None:
+    shop = tmp_path / "inventory.json"
+    base = ["--file", str(shop)]
+    assert inv(*base, "init").returncode == 0
+    for name in ("catalog.csv", "movements.csv"):
+        assert inv(*base, "import", str(EXAMPLES / name)).returncode == 0
+    inv(*base, "add", "Nowhere", "--price", "1", "--sku", "NW-1")
+    inv(*base, "remove", "NW-1", "--store", "main")
+    env = {"INV_DATABASE_URL": empty_database}
+    before = inv(*base, "export").stdout
+    history = json.loads(inv(*base, "history", "--format", "json").stdout)
+
+    moved = inv(*base, "migrate", "--to", "postgres", env=env)
+    assert moved.returncode == 0, moved.stderr
+    assert "Copied 1 stores, 18 products" in moved.stdout
+    assert "units at main" in moved.stdout
+    pg = ["--backend", "postgres"]
+    assert inv(*pg, "export", env=env).stdout == before
+    pg_history = json.loads(inv(*pg, "history", "--format", "json", env=env).stdout)
+    copied = [
+        (e["at"], e["event_id"], e["action"], e["store"], e["sku"], e["delta"], e["actor"])
+        for e in pg_history
+    ]
+    for entry in history:
+        key = (
+            entry["at"],
+            entry["event_id"],
+            entry["action"],
+            entry["store"],
+            entry["sku"],
+            entry["delta"],
+            entry["actor"],
+        )
+        assert key in copied
+
+    again = inv(*base, "migrate", "--to", "postgres", env=env)
+    assert again.returncode == 0
+    assert "already has everything; nothing changed" in again.stdout
+    assert len(json.loads(inv(*pg, "history", "--format", "json", env=env).stdout)) == len(
+        pg_history
+    )
+
+    back = tmp_path / "back.json"
+    returned = inv(*pg, "migrate", "--to", "json", "--to-file", str(back), env=env)
+    assert returned.returncode == 0, returned.stderr
+    assert inv("--file", str(back), "export").stdout == before
+
+
+def test_migrate_refuses_a_target_with_other_data(tmp_path: Path, database: str) -> None:
+    shop = tmp_path / "inventory.json"
+    inv("--file", str(shop), "init")
+    inv("--file", str(shop), "add", "Mug", "--price", "1", "--sku", "MUG", "--qty", "3")
+    env = {"INV_DATABASE_URL": database}
+    inv("--backend", "postgres", "add", "Other", "--price", "2", "--sku", "OTH", env=env)
+    refused = inv("--file", str(shop), "migrate", "--to", "postgres", env=env)
+    assert refused.returncode == 1
+    assert refused.stderr.startswith("Error: ") and "use --merge" in refused.stderr
+    merged = inv("--file", str(shop), "migrate", "--to", "postgres", "--merge", env=env)
+    assert merged.returncode == 0, merged.stderr
+    rows = json.loads(inv("--backend", "postgres", "list", "--format", "json", env=env).stdout)
+    assert {(r["sku"], r["quantity"]) for r in rows} == {("MUG", 3), ("OTH", 0)}
+    inv("--backend", "postgres", "update", "MUG", "--change", "1", env=env)
+    clash = inv("--file", str(shop), "migrate", "--to", "postgres", "--merge", env=env)
+    assert clash.returncode == 1
+    assert "different data for 1 SKUs (MUG)" in clash.stderr
+
+
+def test_seed_status_and_reports(database: str) -> None:
+    env = {"INV_DATABASE_URL": database}
+    seeded = inv("--backend", "postgres", "seed", "--stores", "30", "--products", "20", env=env)
+    assert seeded.returncode == 0, seeded.stderr
+    assert seeded.stdout == "Seeded 30 stores, 20 products, 600 stock rows\n"
+    status = json.loads(inv("--backend", "postgres", "status", "--format", "json", env=env).stdout)
+    assert status["ok"] is True and status["schema"] == "0001"
+    assert (status["stores"], status["products"], status["stock_rows"]) == (31, 20, 600)
+    value = json.loads(
+        inv("--backend", "postgres", "report", "value", "--format", "json", env=env).stdout
+    )
+    assert len(value) == 31 and sum(r["products"] for r in value) == 600
+    one = json.loads(
+        inv(
+            "--backend", "postgres", "list", "--store", "store-00007", "--format", "json", env=env
+        ).stdout
+    )
+    assert len(one) == 20
+    history = json.loads(
+        inv(
+            "--backend",
+            "postgres",
+            "history",
+            "--store",
+            "store-00007",
+            "--format",
+            "json",
+            env=env,
+        ).stdout
+    )
+    sets = {e["sku"]: e["quantity_after"] for e in history if e["action"] == "stock.set"}
+    assert sets == {r["sku"]: r["quantity"] for r in one}
+    again = inv("--backend", "postgres", "seed", "--stores", "2", "--products", "2", env=env)
+    assert again.returncode == 1
+    assert "seed needs an empty catalog" in again.stderr
+
+
+def test_db_upgrade_brings_a_behind_schema_forward(empty_database: str) -> None:
+    env = {"INV_DATABASE_URL": empty_database}
+    before = inv("--backend", "postgres", "list", env=env)
+    assert before.returncode == 78
+    assert "has no inv schema; run 'inv init'" in before.stderr
+    upgraded = inv("--backend", "postgres", "db", "upgrade", env=env)
+    assert upgraded.returncode == 0, upgraded.stderr
+    assert "schema upgraded from nothing to 0001" in upgraded.stdout
+    again = inv("--backend", "postgres", "db", "upgrade", env=env)
+    assert "schema already at 0001" in again.stdout
+    assert inv("--backend", "postgres", "init", env=env).returncode == 0
+    assert inv("--backend", "postgres", "list", env=env).returncode == 0
+
+
+def test_audit_prune_drops_whole_old_months_and_says_so(database: str) -> None:
+    backend = PostgresBackend(database, actor="tester")
+    old = datetime(2015, 3, 10, 12, 0, tzinfo=UTC)
+    entry = Movement(
+        0, old, "old-actor", "cli", "old-1", "main", None, "store.create", None, None, "long ago"
+    )
+    backend.import_state(Snapshot([Store("main", "Main store")], [], [entry] * 3))
+    recent_before = len(backend.history())
+    backend.close()
+    env = {"INV_DATABASE_URL": database}
+    pruned = inv("--backend", "postgres", "audit", "prune", "--older-than", "7y", env=env)
+    assert pruned.returncode == 0, pruned.stderr
+    assert pruned.stdout == "Dropped audit_log_2015_03 (3 entries)\n"
+    history = json.loads(
+        inv("--backend", "postgres", "history", "--format", "json", env=env).stdout
+    )
+    assert len(history) == recent_before - 3 + 1
+    assert history[0]["action"] == "audit.prune"
+    assert "audit_log_2015_03" in history[0]["reason"]
+    with admin() as conn:
+        conn.execute("SELECT 1")  # the server is still fine
+    nothing = inv("--backend", "postgres", "audit", "prune", env=env)
+    assert nothing.stdout.startswith("Nothing older than")
