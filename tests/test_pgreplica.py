@@ -119,3 +119,53 @@ def test_a_streaming_replica_replays_refuses_writes_and_leaves_nothing(scratch_d
         assert time.monotonic() < deadline, f"left on the primary: {senders=} {slots=}"
         time.sleep(0.1)
     assert set(replica.timings) == {"basebackup", "start", "streaming", "teardown"}
+
+
+@pytest.mark.slow
+def test_the_postgres_backend_reads_from_a_replica_and_reports_its_lag() -> None:
+    """Reads go to the replica; after a write, the same backend reads the primary."""
+    from pg import drop_database, fresh_database
+
+    from backends.postgres import PostgresBackend
+
+    primary_url = fresh_database()
+    database = primary_url.rpartition("/")[2]
+    try:
+        try:
+            replica_cm = streaming_replica(PRIMARY_HOST, PRIMARY_PORT, USER)
+            replica = replica_cm.__enter__()
+        except (PrimaryUnreachable, PrimaryNotReady) as e:
+            _give_up(str(e))
+        try:
+            replica_url = replica.url(database)
+            writer = PostgresBackend(primary_url, actor="tester")
+            writer.add_product("Blue mug", "4.50", sku="MUG", quantity=5)
+            wait_for_replay(primary_url, replica_url)
+            reader = PostgresBackend(primary_url, read_urls=[replica_url], actor="tester")
+            assert [i.quantity for i in reader.list_items()] == [5]
+
+            # Freeze the replica: what it serves stops moving.
+            with psycopg.connect(replica_url, autocommit=True) as conn:
+                conn.execute("SELECT pg_wal_replay_pause()")
+            writer.adjust("main", "MUG", 3)
+            fresh_reader = PostgresBackend(primary_url, read_urls=[replica_url], actor="t")
+            assert fresh_reader.get("MUG").stock == {"main": 5}  # served by the replica
+            assert writer.get("MUG").stock == {"main": 8}  # the writer reads the primary
+            reader.adjust("main", "MUG", 1)
+            assert reader.get("MUG").stock == {"main": 9}  # read-your-own-write
+
+            status = fresh_reader.status()
+            (entry,) = status["replicas"]
+            assert entry["ok"] is True and entry["in_recovery"] is True
+            assert entry["lag_bytes"] > 0
+
+            with psycopg.connect(replica_url, autocommit=True) as conn:
+                conn.execute("SELECT pg_wal_replay_resume()")
+            wait_for_replay(primary_url, replica_url)
+            assert fresh_reader.get("MUG").stock == {"main": 9}
+            for backend in (writer, reader, fresh_reader):
+                backend.close()
+        finally:
+            replica_cm.__exit__(None, None, None)
+    finally:
+        drop_database(primary_url)
