@@ -846,7 +846,7 @@ class PostgresBackend(Backend):
                 text(
                     "UPDATE inventory SET quantity = quantity + :d, version = version + 1, "
                     "updated_at = now() WHERE store_id = :s AND product_id = :p "
-                    "AND quantity + :d BETWEEN 0 AND 2147483647 "
+                    "AND CAST(quantity AS bigint) + :d BETWEEN 0 AND 2147483647 "
                     "AND (CAST(:e AS integer) IS NULL OR quantity = :e) "
                     "RETURNING quantity, quantity - :d AS before"
                 ),
