@@ -307,6 +307,11 @@ class Backend(abc.ABC):
             f"the {self.name} backend keeps all its history; pruning needs postgres"
         )
 
+    @abc.abstractmethod
+    def verify_audit(self) -> tuple[int, list[str]]:
+        """Check the stock against its history: every (store, sku)'s last recorded
+        quantity equals what is on hand.  Returns (stock rows checked, mismatches)."""
+
     def seed(
         self, *, stores: int, products: int, progress: Progress | None = None
     ) -> dict[str, int]:

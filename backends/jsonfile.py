@@ -876,6 +876,32 @@ class JsonBackend(Backend):
             "history": state.meta["audit_entries"],
         }
 
+    def verify_audit(self) -> tuple[int, list[str]]:
+        state = self._load()
+        last: dict[tuple[str, str], int] = {}
+        problems = []
+        expected_id = 0
+        for line in self._audit_lines(state):
+            expected_id += 1
+            if line["id"] != expected_id:
+                problems.append(f"history entry {expected_id} is missing (found {line['id']})")
+                expected_id = line["id"]
+            if line["store"] and line["sku"] and line["quantity_after"] is not None:
+                last[(line["store"], line["sku"].casefold())] = line["quantity_after"]
+        checked = 0
+        for key, entry in state.products.items():
+            for code, quantity in entry["stock"].items():
+                checked += 1
+                recorded = last.pop((code, key), None)
+                if recorded != quantity:
+                    problems.append(
+                        f"{entry['sku']} at {code}: {quantity} on hand, history says {recorded}"
+                    )
+        for (code, sku), recorded in sorted(last.items()):
+            if recorded:
+                problems.append(f"{sku} at {code}: not stocked, history says {recorded}")
+        return checked, problems
+
     def export_state(self) -> Snapshot:
         state = self._load()
         return Snapshot(

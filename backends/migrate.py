@@ -106,8 +106,11 @@ def migrate(
     mine, theirs = _totals(have), _totals(after)
     report.totals = {code: (mine[code], theirs.get(code, 0)) for code in mine}
     landed = {p.sku.casefold(): p for p in after.products}
-    missing = [p.sku for p in have.products if not _same(p, landed.get(p.sku.casefold(), p)) or
-               p.sku.casefold() not in landed]
+    missing = [
+        p.sku
+        for p in have.products
+        if not _same(p, landed.get(p.sku.casefold(), p)) or p.sku.casefold() not in landed
+    ]
     wrong_totals = [code for code, (a, b) in report.totals.items() if a != b and target_is_empty]
     after_seen = {_entry_key(m) for m in after.history}
     lost = sum(1 for m in have.history if _entry_key(m) not in after_seen)

@@ -805,6 +805,18 @@ def audit_prune(
         _say(ctx, quiet, f"Nothing older than {cutoff:%Y-%m-%d} to drop")
 
 
+@command(audit_app, "verify")
+def audit_verify(ctx: typer.Context, quiet: Quiet = False) -> None:
+    """Check every stock level against its history; exit 1 on any mismatch."""
+    with _options(ctx).open() as inv:
+        checked, problems = inv.verify_audit()
+    for problem in problems:
+        print(f"Error: {problem}", file=sys.stderr)
+    if problems:
+        raise fail(f"{len(problems)} of {checked} stock rows disagree with the history", REFUSED)
+    _say(ctx, quiet, f"{checked} stock rows agree with the history")
+
+
 @command(app)
 def seed(
     ctx: typer.Context,

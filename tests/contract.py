@@ -1517,6 +1517,25 @@ class BackendContract:
         assert [(p.row, p.column) for p in caught.value.problems] == [(2, "idempotency_key")]
         assert backend.get("A-1").stock == {"main": 9}
 
+    def test_verify_audit_agrees_after_every_kind_of_change(self, backend: Backend) -> None:
+        backend.add_store("north")
+        backend.add_product("Apple", "0.50", sku="A-1", quantity=10)
+        backend.add_product("Pear", "0.70", sku="B-1", quantity=3, store="north")
+        backend.adjust("main", "A-1", -4)
+        backend.set_quantity("north", "A-1", 7)
+        backend.transfer("A-1", "main", "north", 2)
+        backend.apply(
+            [
+                BatchRow(2, "C-1", name="Fig", price=Decimal("1.00"), quantity=4),
+                BatchRow(3, "A-1", change=1, store="north"),
+            ]
+        )
+        backend.remove_product("B-1", force=True)
+        backend.remove_product("A-1", store="main", force=True)
+        checked, problems = backend.verify_audit()
+        assert problems == []
+        assert checked == 2  # A-1 at north, C-1 at main
+
     def test_apply_batch_event_id_returns_first_result(self, backend: Backend) -> None:
         backend.add_product("Apple", "0.50", sku="A-1", quantity=10)
         rows = [BatchRow(2, "A-1", change=5), BatchRow(3, "B-2", name="B", price=Decimal(1))]

@@ -574,3 +574,20 @@ def test_import_non_utf8(shop: CliCall, inventory: Path) -> None:
     assert result.exit_code == 65
     assert result.stderr.startswith("Error: stdin: row 2: not UTF-8 text (invalid continuation")
     assert inventory.read_bytes() == before
+
+
+def test_audit_verify_finds_a_stock_level_edited_behind_its_back(
+    shop: CliCall, inventory: Path
+) -> None:
+    shop("update", "MUG-1", "--change", "-2")
+    ok = shop("audit", "verify")
+    assert (ok.exit_code, ok.stdout) == (0, "3 stock rows agree with the history\n")
+    doc = json.loads(inventory.read_text())
+    doc["products"]["MUG-1"]["stock"]["main"] = 99
+    inventory.write_text(json.dumps(doc))
+    bad = shop("audit", "verify")
+    assert bad.exit_code == 1
+    assert bad.stderr.splitlines() == [
+        "Error: MUG-1 at main: 99 on hand, history says 10",
+        "Error: 1 of 3 stock rows disagree with the history",
+    ]

@@ -230,7 +230,7 @@ class PostgresBackend(Backend):
 
     # -- connections and errors -------------------------------------------------------
 
-    def _translate(self, exc: DBAPIError | psycopg.Error, url: str) -> InventoryError:
+    def _translate(self, exc: DBAPIError | psycopg.Error, url: str) -> InventoryError | None:
         """A driver error as one of the contract's errors, naming the server, never the
         password."""
         orig = exc.orig if isinstance(exc, DBAPIError) else exc
@@ -247,6 +247,8 @@ class PostgresBackend(Backend):
             return PermissionDenied(f"PostgreSQL at {where}: {message}")
         if state == "22003":
             return ValidationError(f"a number is out of range: {message}")
+        if state is not None and state.startswith(("42", "0A")):
+            return None  # syntax or semantics of our own SQL: a bug, not the user's doing
         if state is None or state.startswith(("08", "57P")):
             return BackendUnavailable(f"cannot reach PostgreSQL at {where}: {message}")
         return BackendUnavailable(f"PostgreSQL at {where} failed: {message}")
@@ -280,7 +282,10 @@ class PostgresBackend(Backend):
                     connection.rollback()  # end the check's implicit transaction
                 yield connection
         except (DBAPIError, psycopg.Error) as exc:
-            raise self._translate(exc, url) from exc
+            error = self._translate(exc, url)
+            if error is None:
+                raise  # a bug in our SQL: let it show
+            raise error from exc
 
     def _read(self) -> Any:
         """A connection for reads: a replica, unless this backend has written."""
@@ -1211,6 +1216,36 @@ class PostgresBackend(Backend):
         from . import seeding
 
         return seeding.seed(self, stores=stores, products=products, progress=progress)
+
+    def verify_audit(self) -> tuple[int, list[str]]:
+        with self._read() as connection:
+            checked = connection.execute(text("SELECT count(*) FROM inventory")).scalar_one()
+            rows = connection.execute(
+                text(
+                    "WITH last AS (SELECT DISTINCT ON (store, lower(sku)) store, "
+                    "lower(sku) AS key, sku, quantity_after FROM audit_log "
+                    "WHERE store IS NOT NULL AND sku IS NOT NULL "
+                    "AND quantity_after IS NOT NULL ORDER BY store, lower(sku), id DESC), "
+                    "stock AS (SELECT s.code AS store, lower(p.sku) AS key, p.sku, i.quantity "
+                    "FROM inventory i JOIN stores s ON s.id = i.store_id "
+                    "JOIN products p ON p.id = i.product_id) "
+                    "SELECT coalesce(stock.sku, last.sku) AS sku, "
+                    "coalesce(stock.store, last.store) AS store, stock.quantity, "
+                    "last.quantity_after FROM stock FULL JOIN last "
+                    "ON last.store = stock.store AND last.key = stock.key "
+                    "WHERE stock.quantity IS DISTINCT FROM last.quantity_after "
+                    "AND NOT (stock.quantity IS NULL AND last.quantity_after = 0) "
+                    'ORDER BY coalesce(stock.store, last.store) COLLATE "C", '
+                    'coalesce(stock.sku, last.sku) COLLATE "C" LIMIT 1000'
+                )
+            ).all()
+        problems = [
+            f"{r.sku} at {r.store}: "
+            + (f"{r.quantity} on hand" if r.quantity is not None else "not stocked")
+            + f", history says {r.quantity_after}"
+            for r in rows
+        ]
+        return int(checked), problems
 
     def export_state(self) -> Snapshot:
         with self._connect(self.url) as connection, connection.begin():

@@ -26,8 +26,28 @@ __all__ = ["seed"]
 SLICE = 250  # stores per statement
 
 ADJECTIVES = ["Blue", "Red", "Large", "Small", "Steel", "Oak", "Classic", "Eco", "Pro", "Mini"]
-NOUNS = ["mug", "hammer", "towel", "kettle", "lamp", "bowl", "drill", "brush", "jar", "tray",
-         "glove", "bucket", "candle", "clock", "vase", "pan", "saw", "rope", "tape", "fan"]
+NOUNS = [
+    "mug",
+    "hammer",
+    "towel",
+    "kettle",
+    "lamp",
+    "bowl",
+    "drill",
+    "brush",
+    "jar",
+    "tray",
+    "glove",
+    "bucket",
+    "candle",
+    "clock",
+    "vase",
+    "pan",
+    "saw",
+    "rope",
+    "tape",
+    "fan",
+]
 CATEGORIES = ["kitchen", "tools", "garden", "lighting", "cleaning", "decor", "storage"]
 UNITS = ["each", "each", "each", "pack", "box", "kg", "m"]
 
@@ -74,9 +94,7 @@ def seed(
             ),
             {"n": products},
         )
-        connection.execute(
-            text("SELECT setval('product_sku_seq', :n)"), {"n": products}
-        )
+        connection.execute(text("SELECT setval('product_sku_seq', :n)"), {"n": products})
         connection.execute(
             text(
                 "INSERT INTO audit_log (actor, source, event_id, store, sku, action, reason) "
@@ -93,9 +111,11 @@ def seed(
             ),
             params,
         )
-        store_ids = connection.execute(
-            text("SELECT id FROM stores WHERE code LIKE 'store-%' ORDER BY id")
-        ).scalars().all()
+        store_ids = (
+            connection.execute(text("SELECT id FROM stores WHERE code LIKE 'store-%' ORDER BY id"))
+            .scalars()
+            .all()
+        )
         done = 0
         for start in range(0, len(store_ids), SLICE):
             part = store_ids[start : start + SLICE]
