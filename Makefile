@@ -47,6 +47,7 @@ bench: $(VENV)/.installed-dev
 	$(BIN)/python -m compileall -q inventory_cli backends
 	$(BIN)/python bench/startup.py
 	$(BIN)/python bench/json_import.py
+	$(BIN)/python bench/postgres.py
 
 clean:
 	rm -rf $(VENV) demo .pytest_cache .mypy_cache .ruff_cache .hypothesis
