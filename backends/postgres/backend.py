@@ -87,7 +87,7 @@ T = TypeVar("T")
 _ENGINES: dict[str, Engine] = {}
 
 AUDIT_COLUMNS = "id, at, actor, source, event_id, store, sku, action, delta, quantity_after, reason"
-RETRYABLE = {"40001", "40P01"}  # serialization failure, deadlock
+RETRYABLE = {"40001", "40P01", "23505"}  # serialization failure, deadlock, a racing insert
 
 
 def _driver_url(url: str) -> str:
@@ -1394,19 +1394,21 @@ class PostgresBackend(Backend):
     def report_value(self, *, store: str | None = None) -> list[StoreValue]:
         code = validate_store_code(store) if store is not None else None
         with self._read() as connection:
-            if code is not None:
-                self._read_store_id(connection, code)
+            # Aggregate stock by store id first (parallel-friendly), then name the stores.
+            store_id = self._read_store_id(connection, code) if code is not None else None
+            only = "WHERE i.store_id = :store_id " if store_id is not None else ""
             rows = connection.execute(
                 text(
-                    "SELECT s.code, count(i.product_id) AS products, "
-                    "coalesce(sum(i.quantity), 0) AS units, "
-                    "coalesce(sum(i.quantity * p.price), 0) AS value "
-                    "FROM stores s LEFT JOIN inventory i ON i.store_id = s.id "
-                    "LEFT JOIN products p ON p.id = i.product_id "
-                    "WHERE CAST(:code AS text) IS NULL OR s.code = :code "
-                    'GROUP BY s.code ORDER BY s.code COLLATE "C"'
+                    "SELECT s.code, coalesce(t.products, 0) AS products, "
+                    "coalesce(t.units, 0) AS units, coalesce(t.value, 0) AS value "
+                    "FROM stores s LEFT JOIN (SELECT i.store_id, count(*) AS products, "
+                    "sum(i.quantity) AS units, sum(i.quantity * p.price) AS value "
+                    "FROM inventory i JOIN products p ON p.id = i.product_id "
+                    f"{only}GROUP BY i.store_id) t ON t.store_id = s.id "
+                    + ("WHERE s.id = :store_id " if store_id is not None else "")
+                    + 'ORDER BY s.code COLLATE "C"'
                 ),
-                {"code": code},
+                {"store_id": store_id},
             )
             return [
                 StoreValue(r.code, r.products, r.units, Decimal(r.value).quantize(Decimal("0.01")))

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import text
@@ -186,26 +186,40 @@ def write_back(connection: Connection, loaded: Loaded, changes: list[Movement]) 
             )
         )
 
-    stock_rows = []
+    new_stock, changed_stock = [], []
     for key, entry in state.products.items():
         before = loaded.original.get(key, {}).get("stock", {})
         for code, quantity in entry["stock"].items():
-            if before.get(code) != quantity:
-                stock_rows.append((loaded.store_ids[code], loaded.product_ids[key], quantity))
-    if stock_rows:
+            if code not in before:
+                new_stock.append((loaded.store_ids[code], loaded.product_ids[key], quantity))
+            elif before[code] != quantity:
+                changed_stock.append((loaded.store_ids[code], loaded.product_ids[key], quantity))
+    if new_stock or changed_stock:
         connection.execute(
             text(
                 "CREATE TEMP TABLE batch_stock (store_id integer, product_id bigint, "
-                "quantity integer) ON COMMIT DROP"
+                "quantity integer, existing boolean) ON COMMIT DROP"
             )
         )
-        copy_rows(connection, "batch_stock", ("store_id", "product_id", "quantity"), stock_rows)
+        copy_rows(
+            connection,
+            "batch_stock",
+            ("store_id", "product_id", "quantity", "existing"),
+            [*((*r, False) for r in new_stock), *((*r, True) for r in changed_stock)],
+        )
+        # Rows locked by load_state change in place: an UPDATE keeps its keys, so no
+        # foreign-key check fires, unlike an upsert.
         connection.execute(
             text(
-                "INSERT INTO inventory AS i (store_id, product_id, quantity) "
-                "SELECT store_id, product_id, quantity FROM batch_stock "
-                "ON CONFLICT (store_id, product_id) DO UPDATE SET quantity = EXCLUDED.quantity, "
-                "version = i.version + 1, updated_at = now()"
+                "UPDATE inventory i SET quantity = b.quantity, version = i.version + 1, "
+                "updated_at = now() FROM batch_stock b WHERE b.existing "
+                "AND i.store_id = b.store_id AND i.product_id = b.product_id"
+            )
+        )
+        connection.execute(
+            text(
+                "INSERT INTO inventory (store_id, product_id, quantity) "
+                "SELECT store_id, product_id, quantity FROM batch_stock WHERE NOT existing"
             )
         )
 
@@ -230,7 +244,22 @@ def _renumber(connection: Connection, changes: Sequence[Movement]) -> list[Movem
         .scalars()
         .all()
     )
-    return [replace(m, id=i) for m, i in zip(changes, sorted(ids), strict=True)]
+    return [
+        Movement(
+            i,
+            m.at,
+            m.actor,
+            m.source,
+            m.event_id,
+            m.store,
+            m.sku,
+            m.action,
+            m.delta,
+            m.quantity_after,
+            m.reason,
+        )
+        for m, i in zip(changes, sorted(ids), strict=True)
+    ]
 
 
 def _ensure_partitions(connection: Connection, movements: Iterable[Movement]) -> None:

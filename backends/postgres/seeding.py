@@ -1,5 +1,7 @@
 """`inv seed`: a realistic data set for demos and benchmarks, generated in the database.
 
+It holds its tables locked for the whole load: seed a new database, not a busy one.
+
 Stores `store-00001`..., products `P000001`... with names, categories, units, prices and
 reorder levels drawn from small word lists, and every product stocked at every store
 with a random quantity (default 10,000 x 500 = 5,000,000 stock rows).  Each step is one
@@ -54,6 +56,42 @@ UNITS = ["each", "each", "each", "pack", "box", "kg", "m"]
 
 def _array(values: list[str]) -> str:
     return "ARRAY[" + ", ".join("'" + v.replace("'", "''") + "'" for v in values) + "]"
+
+
+# Loading millions of rows is 2-3 times faster with the stock table's foreign keys and
+# secondary indexes, and the audit log's, built once at the end rather than row by row.
+# Their definitions are read from the catalog, so the migrations stay their one source.
+DEFERRED_INDEXES = (
+    "inventory_product_idx",
+    "inventory_store_quantity_idx",
+    "audit_log_sku_idx",
+    "audit_log_store_idx",
+    "audit_log_at_idx",
+)
+
+
+def _defer_checks(connection: Connection) -> list[str]:
+    """Drop the stock table's foreign keys and the secondary indexes; return the
+    statements that put them back (run inside the same transaction)."""
+    restore = []
+    for name, definition in connection.execute(
+        text(
+            "SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint "
+            "WHERE conrelid = 'inventory'::regclass AND contype = 'f' ORDER BY conname"
+        )
+    ).all():
+        connection.execute(text(f'ALTER TABLE inventory DROP CONSTRAINT "{name}"'))
+        restore.append(f'ALTER TABLE inventory ADD CONSTRAINT "{name}" {definition}')
+    for name, definition in connection.execute(
+        text(
+            "SELECT indexname, indexdef FROM pg_indexes "
+            "WHERE schemaname = current_schema() AND indexname = ANY(:names)"
+        ),
+        {"names": list(DEFERRED_INDEXES)},
+    ).all():
+        connection.execute(text(f'DROP INDEX "{name}"'))
+        restore.append(definition.replace(" ON ONLY ", " ON "))
+    return restore
 
 
 def seed(
@@ -116,6 +154,7 @@ def seed(
             .scalars()
             .all()
         )
+        restore = _defer_checks(connection)
         done = 0
         for start in range(0, len(store_ids), SLICE):
             part = store_ids[start : start + SLICE]
@@ -135,6 +174,8 @@ def seed(
             done += len(part)
             if progress is not None:
                 progress(done)
+        for statement in restore:
+            connection.execute(text(statement))
         return {
             "stores": len(store_ids),
             "products": products,
