@@ -60,7 +60,6 @@ from .errors import (
 from .fsutil import replacing
 from .models import (
     MAIN_STORE,
-    SORT_KEYS,
     Item,
     Movement,
     MovementSummary,
@@ -70,18 +69,29 @@ from .models import (
     StoreValue,
     format_time,
     is_low,
-    parse_delta,
     parse_int,
     parse_price,
     parse_quantity,
     utcnow,
     validate_category,
     validate_name,
-    validate_reason,
     validate_sku,
     validate_store_code,
     validate_unit,
 )
+from .requests import (
+    StockChange,
+    check_page,
+    movement_from_json,
+    movement_json,
+    new_product,
+    product_changes,
+    product_from_json,
+    product_json,
+    sku_key,
+    stock_change,
+)
+from .requests import transfer as transfer_request
 
 __all__ = ["SCHEMA_VERSION", "JsonBackend"]
 
@@ -92,39 +102,10 @@ T = TypeVar("T")
 
 
 def _movement_json(m: Movement) -> str:
-    return json.dumps(
-        {
-            "id": m.id,
-            "at": format_time(m.at),
-            "actor": m.actor,
-            "source": m.source,
-            "event_id": m.event_id,
-            "store": m.store,
-            "sku": m.sku,
-            "action": m.action,
-            "delta": m.delta,
-            "quantity_after": m.quantity_after,
-            "reason": m.reason,
-        },
-        ensure_ascii=False,
-        separators=(",", ":"),
-    )
+    return json.dumps(movement_json(m), ensure_ascii=False, separators=(",", ":"))
 
 
-def _movement_from(data: dict[str, Any]) -> Movement:
-    return Movement(
-        id=data["id"],
-        at=datetime.fromisoformat(data["at"].replace("Z", "+00:00")),
-        actor=data["actor"],
-        source=data["source"],
-        event_id=data["event_id"],
-        store=data["store"],
-        sku=data["sku"],
-        action=data["action"],
-        delta=data["delta"],
-        quantity_after=data["quantity_after"],
-        reason=data["reason"],
-    )
+_movement_from = movement_from_json
 
 
 def _product(entry: dict[str, Any]) -> Product:
@@ -570,30 +551,39 @@ class JsonBackend(Backend):
         reorder_level: int = 0,
         event_id: str | None = None,
     ) -> Product:
-        fields: dict[str, Any] = {
-            "sku": validate_sku(sku) if sku is not None else None,
-            "name": validate_name(name),
-            "price": parse_price(price),
-            "unit": validate_unit(unit),
-            "category": validate_category(category),
-            "reorder_level": parse_int(reorder_level, field="reorder_level", minimum=0),
-        }
-        store = validate_store_code(store)
-        quantity = parse_quantity(quantity)
+        request = new_product(
+            name,
+            price,
+            sku=sku,
+            store=store,
+            quantity=quantity,
+            unit=unit,
+            category=category,
+            reorder_level=reorder_level,
+        )
 
         def work(state: State, ctx: Context) -> Product:
-            state.store(store)
+            state.store(request.store)
             entry, _ = state.create_product(
-                ctx, store=store, quantity=quantity, reason=None, **fields
+                ctx,
+                sku=request.sku,
+                name=request.name,
+                price=request.price,
+                unit=request.unit,
+                category=request.category,
+                reorder_level=request.reorder_level,
+                store=request.store,
+                quantity=request.quantity,
+                reason=None,
             )
             return _product(entry)
 
         return self._once(
             event_id,
-            f"product.create|{sorted(fields.items())}|{store}|{quantity}",
+            request.fingerprint,
             work,
-            lambda state, seen: _product_from_json(seen["product"]),
-            lambda product: {"product": _product_to_json(product)},
+            lambda state, seen: product_from_json(seen["product"]),
+            lambda product: {"product": product_json(product)},
         )
 
     def edit_product(
@@ -607,17 +597,9 @@ class JsonBackend(Backend):
         reorder_level: int | None = None,
         event_id: str | None = None,
     ) -> Product:
-        changes: dict[str, Any] = {}
-        if name is not None:
-            changes["name"] = validate_name(name)
-        if price is not None:
-            changes["price"] = parse_price(price)
-        if unit is not None:
-            changes["unit"] = validate_unit(unit)
-        if category is not None:
-            changes["category"] = validate_category(category)
-        if reorder_level is not None:
-            changes["reorder_level"] = parse_int(reorder_level, field="reorder_level", minimum=0)
+        changes = product_changes(
+            name=name, price=price, unit=unit, category=category, reorder_level=reorder_level
+        )
 
         def work(state: State, ctx: Context) -> Product:
             entry = state.product(sku)
@@ -626,10 +608,10 @@ class JsonBackend(Backend):
 
         return self._once(
             event_id,
-            f"product.update|{sku.strip().casefold()}|{sorted(changes.items())}",
+            f"product.update|{sku_key(sku)}|{sorted(changes.items())}",
             work,
-            lambda state, seen: _product_from_json(seen["product"]),
-            lambda product: {"product": _product_to_json(product)},
+            lambda state, seen: product_from_json(seen["product"]),
+            lambda product: {"product": product_json(product)},
         )
 
     def remove_product(
@@ -665,7 +647,7 @@ class JsonBackend(Backend):
 
         return self._once(
             event_id,
-            f"product.delete|{sku.strip().casefold()}|{code}|{force}",
+            f"product.delete|{sku_key(sku)}|{code}|{force}",
             work,
             self._replayed_movements,
             lambda _: {},
@@ -686,20 +668,8 @@ class JsonBackend(Backend):
         expect: int | None = None,
         event_id: str | None = None,
     ) -> Movement:
-        code = validate_store_code(store)
-        delta = parse_delta(delta)
-        reason = validate_reason(reason)
-        expect = parse_quantity(expect, field="expect") if expect is not None else None
-
-        def work(state: State, ctx: Context) -> Movement:
-            state.store(code)
-            entry = state.product(sku)
-            return state.change_stock(ctx, entry, code, delta=delta, expect=expect, reason=reason)
-
-        return self._movement_once(
-            event_id,
-            f"stock.adjust|{code}|{sku.strip().casefold()}|{delta}|{expect}|{reason}",
-            work,
+        return self._change_stock(
+            stock_change(store, sku, delta=delta, expect=expect, reason=reason), event_id
         )
 
     def set_quantity(
@@ -712,23 +682,25 @@ class JsonBackend(Backend):
         expect: int | None = None,
         event_id: str | None = None,
     ) -> Movement:
-        code = validate_store_code(store)
-        quantity = parse_quantity(quantity)
-        reason = validate_reason(reason)
-        expect = parse_quantity(expect, field="expect") if expect is not None else None
+        return self._change_stock(
+            stock_change(store, sku, quantity=quantity, expect=expect, reason=reason), event_id
+        )
 
+    def _change_stock(self, change: StockChange, event_id: str | None) -> Movement:
         def work(state: State, ctx: Context) -> Movement:
-            state.store(code)
-            entry = state.product(sku)
+            state.store(change.store)
+            entry = state.product(change.sku)
             return state.change_stock(
-                ctx, entry, code, quantity=quantity, expect=expect, reason=reason
+                ctx,
+                entry,
+                change.store,
+                delta=change.delta,
+                quantity=change.quantity,
+                expect=change.expect,
+                reason=change.reason,
             )
 
-        return self._movement_once(
-            event_id,
-            f"stock.set|{code}|{sku.strip().casefold()}|{quantity}|{expect}|{reason}",
-            work,
-        )
+        return self._movement_once(event_id, change.fingerprint, work)
 
     def transfer(
         self,
@@ -740,22 +712,27 @@ class JsonBackend(Backend):
         *,
         event_id: str | None = None,
     ) -> tuple[Movement, Movement]:
-        source = validate_store_code(from_store, field="from")
-        target = validate_store_code(to_store, field="to")
-        quantity = parse_int(quantity, field="qty", minimum=1)
-        reason = validate_reason(reason)
-        if source == target:
-            raise ValidationError(f"cannot transfer from {source} to itself", field="to")
+        move = transfer_request(sku, from_store, to_store, quantity, reason)
 
         def work(state: State, ctx: Context) -> tuple[Movement, Movement]:
-            state.store(source, field="from")
-            state.store(target, field="to")
-            entry = state.product(sku)
+            state.store(move.source, field="from")
+            state.store(move.target, field="to")
+            entry = state.product(move.sku)
             out = state.change_stock(
-                ctx, entry, source, delta=-quantity, reason=reason, action="stock.transfer_out"
+                ctx,
+                entry,
+                move.source,
+                delta=-move.quantity,
+                reason=move.reason,
+                action="stock.transfer_out",
             )
             into = state.change_stock(
-                ctx, entry, target, delta=quantity, reason=reason, action="stock.transfer_in"
+                ctx,
+                entry,
+                move.target,
+                delta=move.quantity,
+                reason=move.reason,
+                action="stock.transfer_in",
             )
             return out, into
 
@@ -763,13 +740,7 @@ class JsonBackend(Backend):
             out, into = self._replayed_movements(state, seen)
             return out, into
 
-        return self._once(
-            event_id,
-            f"stock.transfer|{sku.strip().casefold()}|{source}|{target}|{quantity}|{reason}",
-            work,
-            replay,
-            lambda _: {},
-        )
+        return self._once(event_id, move.fingerprint, work, replay, lambda _: {})
 
     # -- batches --------------------------------------------------------------------
 
@@ -953,14 +924,7 @@ class JsonBackend(Backend):
         limit: int | None = None,
         offset: int = 0,
     ) -> list[Item]:
-        if sort not in SORT_KEYS:
-            raise ValidationError(
-                f"sort: {sort!r} is not one of {', '.join(SORT_KEYS)}", field="sort"
-            )
-        if limit is not None and limit < 0:
-            raise ValidationError("limit: must be 0 or more", field="limit")
-        if offset < 0:
-            raise ValidationError("offset: must be 0 or more", field="offset")
+        check_page(sort=sort, limit=limit, offset=offset)
         state = self._load()
         code = state.store(store) if store is not None else None
         needle = search.strip().casefold() if search else None
@@ -1020,8 +984,7 @@ class JsonBackend(Backend):
         since: datetime | None = None,
         limit: int | None = None,
     ) -> list[Movement]:
-        if limit is not None and limit < 0:
-            raise ValidationError("limit: must be 0 or more", field="limit")
+        check_page(limit=limit)
         state = self._load()
         code = validate_store_code(store) if store is not None else None
         wanted = sku.strip().casefold() if sku is not None else None
@@ -1085,27 +1048,3 @@ class JsonBackend(Backend):
             MovementSummary(store, sku, count, units_in, units_out)
             for (store, sku), (count, units_in, units_out) in sorted(sums.items())
         ]
-
-
-def _product_to_json(product: Product) -> dict[str, Any]:
-    return {
-        "sku": product.sku,
-        "name": product.name,
-        "price": str(product.price),
-        "unit": product.unit,
-        "category": product.category,
-        "reorder_level": product.reorder_level,
-        "stock": product.stock,
-    }
-
-
-def _product_from_json(data: dict[str, Any]) -> Product:
-    return Product(
-        sku=data["sku"],
-        name=data["name"],
-        price=Decimal(data["price"]),
-        unit=data["unit"],
-        category=data["category"],
-        reorder_level=data["reorder_level"],
-        stock=dict(data["stock"]),
-    )

@@ -58,7 +58,6 @@ from ..errors import (
 from ..models import (
     MAIN_STORE,
     MAX_QUANTITY,
-    SORT_KEYS,
     Item,
     Movement,
     MovementSummary,
@@ -67,17 +66,22 @@ from ..models import (
     Store,
     StoreValue,
     format_time,
-    parse_delta,
-    parse_int,
-    parse_price,
-    parse_quantity,
-    validate_category,
     validate_name,
-    validate_reason,
-    validate_sku,
     validate_store_code,
-    validate_unit,
 )
+from ..requests import (
+    StockChange,
+    check_page,
+    movement_from_json,
+    movement_json,
+    new_product,
+    product_changes,
+    product_from_json,
+    product_json,
+    sku_key,
+    stock_change,
+)
+from ..requests import transfer as transfer_request
 from . import schema
 
 __all__ = ["PostgresBackend"]
@@ -135,42 +139,6 @@ def _movement(row: Any) -> Movement:
         quantity_after=row.quantity_after,
         reason=row.reason,
     )
-
-
-def _movement_json(m: Movement) -> dict[str, Any]:
-    return {
-        "id": m.id,
-        "at": format_time(m.at),
-        "actor": m.actor,
-        "source": m.source,
-        "event_id": m.event_id,
-        "store": m.store,
-        "sku": m.sku,
-        "action": m.action,
-        "delta": m.delta,
-        "quantity_after": m.quantity_after,
-        "reason": m.reason,
-    }
-
-
-def _movement_from_json(data: dict[str, Any]) -> Movement:
-    return Movement(**{**data, "at": datetime.fromisoformat(data["at"].replace("Z", "+00:00"))})
-
-
-def _product_json(p: Product) -> dict[str, Any]:
-    return {
-        "sku": p.sku,
-        "name": p.name,
-        "price": str(p.price),
-        "unit": p.unit,
-        "category": p.category,
-        "reorder_level": p.reorder_level,
-        "stock": p.stock,
-    }
-
-
-def _product_from_json(data: dict[str, Any]) -> Product:
-    return Product(**{**data, "price": Decimal(data["price"])})
 
 
 class _Refused(Exception):
@@ -594,24 +562,32 @@ class PostgresBackend(Backend):
         reorder_level: int = 0,
         event_id: str | None = None,
     ) -> Product:
+        request = new_product(
+            name,
+            price,
+            sku=sku,
+            store=store,
+            quantity=quantity,
+            unit=unit,
+            category=category,
+            reorder_level=reorder_level,
+        )
+        code, quantity = request.store, request.quantity
         fields: dict[str, Any] = {
-            "sku": validate_sku(sku) if sku is not None else None,
-            "name": validate_name(name),
-            "price": parse_price(price),
-            "unit": validate_unit(unit),
-            "category": validate_category(category),
-            "reorder_level": parse_int(reorder_level, field="reorder_level", minimum=0),
+            "name": request.name,
+            "price": request.price,
+            "unit": request.unit,
+            "category": request.category,
+            "reorder_level": request.reorder_level,
         }
-        code = validate_store_code(store)
-        quantity = parse_quantity(quantity)
-        fingerprint = f"product.create|{sorted(fields.items())}|{code}|{quantity}"
+        fingerprint = request.fingerprint
 
         def work(connection: Connection) -> Product:
             seen = self._claim(connection, event_id, fingerprint)
             if seen is not None:
-                return _product_from_json(seen["product"])
+                return product_from_json(seen["product"])
             store_id = self._store_id(connection, code)
-            new_sku = fields["sku"]
+            new_sku = request.sku
             while True:
                 candidate = new_sku or "P{:06d}".format(
                     connection.execute(text("SELECT nextval('product_sku_seq')")).scalar_one()
@@ -647,16 +623,8 @@ class PostgresBackend(Backend):
                 delta=quantity,
                 quantity_after=quantity,
             )
-            product = Product(
-                sku=candidate,
-                name=fields["name"],
-                price=fields["price"],
-                unit=fields["unit"],
-                category=fields["category"],
-                reorder_level=fields["reorder_level"],
-                stock={code: quantity},
-            )
-            self._remember(connection, event_id, {"product": _product_json(product)})
+            product = Product(sku=candidate, **fields, stock={code: quantity})
+            self._remember(connection, event_id, {"product": product_json(product)})
             return product
 
         return self._write(work)
@@ -672,23 +640,15 @@ class PostgresBackend(Backend):
         reorder_level: int | None = None,
         event_id: str | None = None,
     ) -> Product:
-        changes: dict[str, Any] = {}
-        if name is not None:
-            changes["name"] = validate_name(name)
-        if price is not None:
-            changes["price"] = parse_price(price)
-        if unit is not None:
-            changes["unit"] = validate_unit(unit)
-        if category is not None:
-            changes["category"] = validate_category(category)
-        if reorder_level is not None:
-            changes["reorder_level"] = parse_int(reorder_level, field="reorder_level", minimum=0)
-        fingerprint = f"product.update|{sku.strip().casefold()}|{sorted(changes.items())}"
+        changes = product_changes(
+            name=name, price=price, unit=unit, category=category, reorder_level=reorder_level
+        )
+        fingerprint = f"product.update|{sku_key(sku)}|{sorted(changes.items())}"
 
         def work(connection: Connection) -> Product:
             seen = self._claim(connection, event_id, fingerprint)
             if seen is not None:
-                return _product_from_json(seen["product"])
+                return product_from_json(seen["product"])
             row = self._product_row(connection, sku, lock=True)
             said = [
                 f"{key} {show(getattr(row, key))} -> {show(value)}"
@@ -714,7 +674,7 @@ class PostgresBackend(Backend):
                 )
                 row = self._product_row(connection, row.sku)
             product = self._product(connection, row)
-            self._remember(connection, event_id, {"product": _product_json(product)})
+            self._remember(connection, event_id, {"product": product_json(product)})
             return product
 
         return self._write(work)
@@ -728,12 +688,12 @@ class PostgresBackend(Backend):
         event_id: str | None = None,
     ) -> list[Movement]:
         code = validate_store_code(store) if store is not None else None
-        fingerprint = f"product.delete|{sku.strip().casefold()}|{code}|{force}"
+        fingerprint = f"product.delete|{sku_key(sku)}|{code}|{force}"
 
         def work(connection: Connection) -> list[Movement]:
             seen = self._claim(connection, event_id, fingerprint)
             if seen is not None:
-                return [_movement_from_json(m) for m in seen["movements"]]
+                return [movement_from_json(m) for m in seen["movements"]]
             eid = event_id or str(uuid.uuid4())
             if code is not None:
                 store_id = self._store_id(connection, code)
@@ -800,9 +760,7 @@ class PostgresBackend(Backend):
                 written.append(
                     self._audit(connection, eid, "product.delete", store=None, sku=row.sku)
                 )
-            self._remember(
-                connection, event_id, {"movements": [_movement_json(m) for m in written]}
-            )
+            self._remember(connection, event_id, {"movements": [movement_json(m) for m in written]})
             return written
 
         return self._write(work)
@@ -911,9 +869,9 @@ class PostgresBackend(Backend):
         def run(connection: Connection) -> Movement:
             seen = self._claim(connection, event_id, fingerprint)
             if seen is not None:
-                return _movement_from_json(seen["movements"][0])
+                return movement_from_json(seen["movements"][0])
             moved = work(connection, event_id or str(uuid.uuid4()))
-            self._remember(connection, event_id, {"movements": [_movement_json(moved)]})
+            self._remember(connection, event_id, {"movements": [movement_json(moved)]})
             return moved
 
         return self._write(run)
@@ -928,23 +886,8 @@ class PostgresBackend(Backend):
         expect: int | None = None,
         event_id: str | None = None,
     ) -> Movement:
-        code = validate_store_code(store)
-        delta = parse_delta(delta)
-        reason = validate_reason(reason)
-        expect = parse_quantity(expect, field="expect") if expect is not None else None
-        return self._movement_once(
-            event_id,
-            f"stock.adjust|{code}|{sku.strip().casefold()}|{delta}|{expect}|{reason}",
-            lambda connection, eid: self._move(
-                connection,
-                eid,
-                store=code,
-                sku=sku,
-                delta=delta,
-                expect=expect,
-                reason=reason,
-                action="stock.adjust",
-            ),
+        return self._change_stock(
+            stock_change(store, sku, delta=delta, expect=expect, reason=reason), event_id
         )
 
     def set_quantity(
@@ -957,22 +900,24 @@ class PostgresBackend(Backend):
         expect: int | None = None,
         event_id: str | None = None,
     ) -> Movement:
-        code = validate_store_code(store)
-        quantity = parse_quantity(quantity)
-        reason = validate_reason(reason)
-        expect = parse_quantity(expect, field="expect") if expect is not None else None
+        return self._change_stock(
+            stock_change(store, sku, quantity=quantity, expect=expect, reason=reason), event_id
+        )
+
+    def _change_stock(self, change: StockChange, event_id: str | None) -> Movement:
         return self._movement_once(
             event_id,
-            f"stock.set|{code}|{sku.strip().casefold()}|{quantity}|{expect}|{reason}",
+            change.fingerprint,
             lambda connection, eid: self._move(
                 connection,
                 eid,
-                store=code,
-                sku=sku,
-                quantity=quantity,
-                expect=expect,
-                reason=reason,
-                action="stock.set",
+                store=change.store,
+                sku=change.sku,
+                delta=change.delta,
+                quantity=change.quantity,
+                expect=change.expect,
+                reason=change.reason,
+                action=change.action,
             ),
         )
 
@@ -986,20 +931,14 @@ class PostgresBackend(Backend):
         *,
         event_id: str | None = None,
     ) -> tuple[Movement, Movement]:
-        source = validate_store_code(from_store, field="from")
-        target = validate_store_code(to_store, field="to")
-        quantity = parse_int(quantity, field="qty", minimum=1)
-        reason = validate_reason(reason)
-        if source == target:
-            raise ValidationError(f"cannot transfer from {source} to itself", field="to")
-        fingerprint = (
-            f"stock.transfer|{sku.strip().casefold()}|{source}|{target}|{quantity}|{reason}"
-        )
+        move = transfer_request(sku, from_store, to_store, quantity, reason)
+        source, target, quantity, reason = move.source, move.target, move.quantity, move.reason
+        fingerprint = move.fingerprint
 
         def work(connection: Connection) -> tuple[Movement, Movement]:
             seen = self._claim(connection, event_id, fingerprint)
             if seen is not None:
-                out, into = (_movement_from_json(m) for m in seen["movements"])
+                out, into = (movement_from_json(m) for m in seen["movements"])
                 return out, into
             source_id = self._store_id(connection, source)
             target_id = self._store_id(connection, target)
@@ -1043,7 +982,7 @@ class PostgresBackend(Backend):
                 ids=(target_id, product.id),
             )
             self._remember(
-                connection, event_id, {"movements": [_movement_json(out), _movement_json(into)]}
+                connection, event_id, {"movements": [movement_json(out), movement_json(into)]}
             )
             return out, into
 
@@ -1077,7 +1016,7 @@ class PostgresBackend(Backend):
                     unchanged=seen["unchanged"],
                     duplicates=seen["duplicates"],
                     problems=[RowProblem(*p) for p in seen["problems"]],
-                    changes=[_movement_from_json(m) for m in seen["changes"]],
+                    changes=[movement_from_json(m) for m in seen["changes"]],
                 )
             loaded = bulk.load_state(connection, rows)
             state: State = loaded.state
@@ -1111,7 +1050,7 @@ class PostgresBackend(Backend):
                         "unchanged": result.unchanged,
                         "duplicates": result.duplicates,
                         "problems": [[p.row, p.column, p.reason] for p in result.problems],
-                        "changes": [_movement_json(m) for m in result.changes],
+                        "changes": [movement_json(m) for m in result.changes],
                     },
                 )
             return result
@@ -1305,14 +1244,7 @@ class PostgresBackend(Backend):
         limit: int | None = None,
         offset: int = 0,
     ) -> list[Item]:
-        if sort not in SORT_KEYS:
-            raise ValidationError(
-                f"sort: {sort!r} is not one of {', '.join(SORT_KEYS)}", field="sort"
-            )
-        if limit is not None and limit < 0:
-            raise ValidationError("limit: must be 0 or more", field="limit")
-        if offset < 0:
-            raise ValidationError("offset: must be 0 or more", field="offset")
+        check_page(sort=sort, limit=limit, offset=offset)
         code = validate_store_code(store) if store is not None else None
         where = []
         params: dict[str, Any] = {"limit": limit, "offset": offset}
@@ -1369,8 +1301,7 @@ class PostgresBackend(Backend):
         since: datetime | None = None,
         limit: int | None = None,
     ) -> list[Movement]:
-        if limit is not None and limit < 0:
-            raise ValidationError("limit: must be 0 or more", field="limit")
+        check_page(limit=limit)
         code = validate_store_code(store) if store is not None else None
         where = []
         params: dict[str, Any] = {"limit": limit}
