@@ -27,6 +27,7 @@ from typing import Any, ClassVar, Self
 from .batch import BatchResult, BatchRow, OnError
 from .errors import ConfigurationError
 from .models import Item, Movement, MovementSummary, Product, Snapshot, Store, StoreValue
+from .requests import StockChange, stock_change
 
 __all__ = ["Backend", "Progress"]
 
@@ -165,7 +166,6 @@ class Backend(abc.ABC):
 
     # -- stock ---------------------------------------------------------------------
 
-    @abc.abstractmethod
     def adjust(
         self,
         store: str,
@@ -182,8 +182,9 @@ class Backend(abc.ABC):
         `InsufficientStock`; a quantity other than `expect` raises `Conflict`.  The product
         becomes stocked at the store if it was not.  Returns the `stock.adjust` entry.
         """
+        change = stock_change(store, sku, delta=delta, expect=expect, reason=reason)
+        return self._change_stock(change, event_id)
 
-    @abc.abstractmethod
     def set_quantity(
         self,
         store: str,
@@ -195,6 +196,12 @@ class Backend(abc.ABC):
         event_id: str | None = None,
     ) -> Movement:
         """Set the stock (a count); the `stock.set` entry records the delta it implies."""
+        change = stock_change(store, sku, quantity=quantity, expect=expect, reason=reason)
+        return self._change_stock(change, event_id)
+
+    @abc.abstractmethod
+    def _change_stock(self, change: StockChange, event_id: str | None) -> Movement:
+        """Apply a checked `adjust` or `set_quantity`, once per `event_id`."""
 
     @abc.abstractmethod
     def transfer(

@@ -89,7 +89,6 @@ from .requests import (
     product_from_json,
     product_json,
     sku_key,
-    stock_change,
 )
 from .requests import transfer as transfer_request
 
@@ -657,34 +656,6 @@ class JsonBackend(Backend):
         return _product(self._load().product(sku))
 
     # -- stock ----------------------------------------------------------------------
-
-    def adjust(
-        self,
-        store: str,
-        sku: str,
-        delta: int,
-        reason: str | None = None,
-        *,
-        expect: int | None = None,
-        event_id: str | None = None,
-    ) -> Movement:
-        return self._change_stock(
-            stock_change(store, sku, delta=delta, expect=expect, reason=reason), event_id
-        )
-
-    def set_quantity(
-        self,
-        store: str,
-        sku: str,
-        quantity: int,
-        reason: str | None = None,
-        *,
-        expect: int | None = None,
-        event_id: str | None = None,
-    ) -> Movement:
-        return self._change_stock(
-            stock_change(store, sku, quantity=quantity, expect=expect, reason=reason), event_id
-        )
 
     def _change_stock(self, change: StockChange, event_id: str | None) -> Movement:
         def work(state: State, ctx: Context) -> Movement:
