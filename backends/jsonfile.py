@@ -30,7 +30,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
-import hashlib
 import json
 import os
 import time
@@ -81,6 +80,7 @@ from .models import (
 )
 from .requests import (
     StockChange,
+    batch_fingerprint,
     check_page,
     movement_from_json,
     movement_json,
@@ -728,12 +728,7 @@ class JsonBackend(Backend):
         if on_error not in ("reject-all", "skip-rows"):
             raise ValidationError(f"on_error: {on_error!r} is not reject-all or skip-rows")
         default_store = validate_store_code(default_store)
-        fingerprint = (
-            f"batch|{default_store}|{len(rows)}|"
-            + hashlib.sha256(repr(list(rows)).encode()).hexdigest()
-            if event_id is not None
-            else "batch"
-        )
+        fingerprint = batch_fingerprint(rows, default_store) if event_id is not None else "batch"
         with self._locked():
             state = self._load()
             if event_id is not None and event_id in state.events:

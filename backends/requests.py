@@ -6,11 +6,14 @@ Each backend's public method starts with one of these, then does its storage's p
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+from .batch import BatchRow
 from .errors import ValidationError
 from .models import (
     SORT_KEYS,
@@ -33,6 +36,7 @@ __all__ = [
     "NewProduct",
     "StockChange",
     "Transfer",
+    "batch_fingerprint",
     "check_page",
     "movement_from_json",
     "movement_json",
@@ -44,6 +48,12 @@ __all__ = [
     "stock_change",
     "transfer",
 ]
+
+
+def batch_fingerprint(rows: Sequence[BatchRow], default_store: str) -> str:
+    """A whole batch, for its idempotency key: every row, in order."""
+    digest = hashlib.sha256(repr(list(rows)).encode()).hexdigest()
+    return f"batch|{default_store}|{len(rows)}|{digest}"
 
 
 def sku_key(sku: str) -> str:

@@ -71,6 +71,7 @@ from ..models import (
 )
 from ..requests import (
     StockChange,
+    batch_fingerprint,
     check_page,
     movement_from_json,
     movement_json,
@@ -976,7 +977,7 @@ class PostgresBackend(Backend):
         if on_error not in ("reject-all", "skip-rows"):
             raise ValidationError(f"on_error: {on_error!r} is not reject-all or skip-rows")
         default_store = validate_store_code(default_store)
-        fingerprint = bulk.batch_fingerprint(rows, default_store) if event_id else "batch"
+        fingerprint = batch_fingerprint(rows, default_store) if event_id else "batch"
 
         def work(connection: Connection) -> BatchResult:
             seen = self._claim(connection, event_id, fingerprint)

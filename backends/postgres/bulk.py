@@ -9,7 +9,6 @@ and idempotency keys.  No row-at-a-time round trips.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -25,7 +24,6 @@ from ..models import Movement, Snapshot
 
 __all__ = [
     "Loaded",
-    "batch_fingerprint",
     "copy_rows",
     "import_snapshot",
     "load_state",
@@ -33,11 +31,6 @@ __all__ = [
 ]
 
 PRODUCT_FIELDS = ("name", "price", "unit", "category", "reorder_level")
-
-
-def batch_fingerprint(rows: Sequence[BatchRow], default_store: str) -> str:
-    digest = hashlib.sha256(repr(list(rows)).encode()).hexdigest()
-    return f"batch|{default_store}|{len(rows)}|{digest}"
 
 
 def copy_rows(
