@@ -19,9 +19,7 @@ timings are for reading, not for asserting.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -29,58 +27,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from backends.jsonfile import JsonBackend, _State
+from common import HEADER, INV, PYTHON, UNUSUAL_ENV, Env, child_env, write_csv
+
+from backends.engine import State
+from backends.jsonfile import JsonBackend
 from inventory_cli.files import FileFormat, read_rows
 
 TARGET_ROWS = 100_000
 TARGET_SECONDS = 5.0
-
-PYTHON = Path(sys.executable)
-INV = PYTHON.parent / "inv"
-HEADER = ["sku", "name", "price", "unit", "category", "reorder_level"]
-HEADER += ["store", "store_name", "quantity"]
-UNITS = ("each", "box", "kg", "m", "pack")
-
-#: Set in some shells and CI images, absent on a user's machine.  PYTHONUNBUFFERED makes
-#: every JSON token `inv list` prints a write() system call; PYTHONDONTWRITEBYTECODE
-#: recompiles any module whose .pyc is stale on every start.  The children run without
-#: them (--keep-env: with).
-UNUSUAL_ENV = ("PYTHONUNBUFFERED", "PYTHONDONTWRITEBYTECODE")
-Env = dict[str, str] | None
-
-
-def store_code(n: int) -> str:
-    return "main" if n == 0 else f"store-{n + 1:02d}"
-
-
-def write_csv(path: Path, rows: int, stores: int) -> None:
-    """`rows` rows: row i is product i // stores at store i % stores."""
-    with path.open("w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f, lineterminator="\n")
-        writer.writerow(HEADER)
-        for i in range(rows):
-            p, s = divmod(i, stores)
-            writer.writerow(
-                [
-                    f"SKU{p:07d}",
-                    f"Product {p}",
-                    f"{1 + p % 250}.{(p * 7) % 100:02d}",
-                    UNITS[p % len(UNITS)],
-                    f"category-{p % 40}",
-                    p % 10,
-                    store_code(s),
-                    "Main" if s == 0 else f"Store {s + 1}",
-                    (p * 13 + s) % 200,
-                ]
-            )
-
-
-def child_env(keep: bool) -> tuple[Env, list[str]]:
-    """The environment for the children, and the names taken out of it."""
-    removed = [name for name in UNUSUAL_ENV if name in os.environ and not keep]
-    if not removed:
-        return None, []
-    return {k: v for k, v in os.environ.items() if k not in removed}, removed
 
 
 def run(*args: str, cwd: Path, env: Env) -> subprocess.CompletedProcess[bytes]:
@@ -95,13 +49,13 @@ class TimedJsonBackend(JsonBackend):
     save_seconds = 0.0
     dump_seconds = 0.0
 
-    def _save(self, state: _State) -> None:
+    def _save(self, state: State) -> None:
         start = time.perf_counter()
         super()._save(state)
         TimedJsonBackend.save_seconds += time.perf_counter() - start
 
     @staticmethod
-    def _dump(state: _State) -> str:
+    def _dump(state: State) -> str:
         start = time.perf_counter()
         text = JsonBackend._dump(state)
         TimedJsonBackend.dump_seconds += time.perf_counter() - start

@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import csv
 import os
 import re
 import secrets
@@ -60,6 +59,7 @@ from typing import Any
 from unittest import mock
 
 import psycopg
+from common import INV, PYTHON, UNUSUAL_ENV, write_csv
 from psycopg import sql
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
@@ -76,17 +76,8 @@ TARGET_LIST_MS = 5.0  # at most
 TARGET_UPDATE_MS = 400.0  # at most
 
 DEFAULT_SERVER = "postgresql://postgres@127.0.0.1:5432"
-PYTHON = Path(sys.executable)
-INV = PYTHON.parent / "inv"
-HEADER = ["sku", "name", "price", "unit", "category", "reorder_level"]
-HEADER += ["store", "store_name", "quantity"]
-UNITS = ("each", "box", "kg", "m", "pack")
 UPDATE_BATCH = 1_000
 
-#: Set in some shells and CI images, absent on a user's machine.  PYTHONUNBUFFERED makes
-#: every write a system call; PYTHONDONTWRITEBYTECODE recompiles any module whose .pyc is
-#: stale on every start.  The children run without them (--keep-env: with).
-UNUSUAL_ENV = ("PYTHONUNBUFFERED", "PYTHONDONTWRITEBYTECODE")
 
 RAW_VALUE = """
 SELECT s.code, v.products, v.units, v.value
@@ -126,35 +117,6 @@ def median_of(runs: int, work: Callable[[], object]) -> float:
 def short_sql(statement: str, width: int = 64) -> str:
     flat = " ".join(statement.split())
     return flat if len(flat) <= width else flat[: width - 3] + "..."
-
-
-def store_code(n: int) -> str:
-    return "main" if n == 0 else f"store-{n + 1:02d}"
-
-
-def write_csv(path: Path, rows: int, stores: int) -> None:
-    """The file json_import.py writes: row i is product i // stores at store i % stores."""
-    with path.open("w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f, lineterminator="\n")
-        writer.writerow(HEADER)
-        for i in range(rows):
-            p, s = divmod(i, stores)
-            writer.writerow(
-                [
-                    f"SKU{p:07d}",
-                    f"Product {p}",
-                    f"{1 + p % 250}.{(p * 7) % 100:02d}",
-                    UNITS[p % len(UNITS)],
-                    f"category-{p % 40}",
-                    p % 10,
-                    store_code(s),
-                    "Main" if s == 0 else f"Store {s + 1}",
-                    (p * 13 + s) % 200,
-                ]
-            )
-
-
-# -- databases -------------------------------------------------------------------------
 
 
 class Databases:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import os
 import statistics
 import subprocess
 import sys
@@ -27,25 +26,10 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from common import INV, PYTHON, UNUSUAL_ENV, Env, child_env
+
 TARGET_RATIO = 20
 HEAVY = ("sqlalchemy", "psycopg", "redis", "confluent_kafka", "rich")
-
-PYTHON = Path(sys.executable)
-INV = PYTHON.parent / "inv"
-
-#: Set in some shells and CI images, absent on a user's machine.  PYTHONUNBUFFERED makes
-#: every JSON token a write() system call; PYTHONDONTWRITEBYTECODE recompiles any module
-#: whose .pyc is stale on every start.  The children run without them (--keep-env: with).
-UNUSUAL_ENV = ("PYTHONUNBUFFERED", "PYTHONDONTWRITEBYTECODE")
-Env = dict[str, str] | None
-
-
-def child_env(keep: bool) -> tuple[Env, list[str]]:
-    """The environment for the children, and the names taken out of it."""
-    removed = [name for name in UNUSUAL_ENV if name in os.environ and not keep]
-    if not removed:
-        return None, []
-    return {k: v for k, v in os.environ.items() if k not in removed}, removed
 
 
 def build_inventory(folder: Path, products: int, env: Env) -> Path:

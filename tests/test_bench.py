@@ -1,0 +1,58 @@
+"""The benchmark scripts still run (on tiny sizes): a bench that rots is not measured."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parent.parent / "bench"
+
+
+def run(script: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(BENCH / script), *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def test_startup_bench_runs() -> None:
+    result = run("startup.py", "--runs", "2", "--products", "20")
+    assert result.returncode == 0, result.stderr
+    assert "ratio" in result.stdout and "heavy modules imported : none" in result.stdout
+
+
+def test_json_import_bench_runs() -> None:
+    result = run("json_import.py", "--rows", "600", "--stores", "3")
+    assert result.returncode == 0, result.stderr
+    assert "rows/s" in result.stdout and "in process" in result.stdout
+
+
+@pytest.mark.slow
+def test_postgres_bench_runs() -> None:
+    result = run(
+        "postgres.py",
+        "--rows",
+        "600",
+        "--import-stores",
+        "3",
+        "--stores",
+        "20",
+        "--products",
+        "10",
+        "--runs",
+        "2",
+        "--report-runs",
+        "2",
+        "--list-runs",
+        "3",
+        "--no-vacuum",
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr
+    assert "summary:" in result.stdout
+    for figure in ("inv import", "inv seed", "report value", "list --store", "inv update"):
+        assert figure in result.stdout
