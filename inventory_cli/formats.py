@@ -181,7 +181,7 @@ def render_one(record: Record, fmt: str, *, title: str | None = None) -> None:
     table.add_column()
     for key, value in record.items():
         table.add_row(key, _cell(value, human=True) if value not in (None, {}) else "-")
-    Console().print(table)
+    Console(width=_width(sys.stdout)).print(table)
 
 
 _RIGHT = {
@@ -213,7 +213,7 @@ def _table(
     from rich.console import Console
     from rich.table import Table
 
-    console = Console(file=out)
+    console = Console(file=out, width=_width(out))
     if not records:
         console.print(f"[dim]{empty}[/dim]")
         return
@@ -230,6 +230,11 @@ def _table(
             *("-" if record[c] is None else _cell(record[c], human=True) for c in columns)
         )
     console.print(table)
+
+
+def _width(out: TextIO) -> int | None:
+    """A terminal's own width; a wide page when piped, so rows don't wrap in files."""
+    return None if out.isatty() else 200
 
 
 @contextmanager
