@@ -18,6 +18,7 @@ __all__ = [
     "ACTIONS",
     "MAX_PRICE",
     "MAX_QUANTITY",
+    "MOVEMENT_FIELDS",
     "SORT_KEYS",
     "SOURCES",
     "Item",
@@ -131,6 +132,22 @@ class Snapshot:
     stores: list[Store]
     products: list[Product]
     history: list[Movement]
+
+
+#: The fields of an audit entry, in the order every file and table keeps them.
+MOVEMENT_FIELDS = (
+    "id",
+    "at",
+    "actor",
+    "source",
+    "event_id",
+    "store",
+    "sku",
+    "action",
+    "delta",
+    "quantity_after",
+    "reason",
+)
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,6 +19,8 @@ from typing import IO, TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
+from backends.models import MOVEMENT_FIELDS
+
 from .errors import DATA_ERROR, REFUSED, TEMP_FAILURE, fail, guard
 from .formats import FileFormat, Format, ShowFormat
 
@@ -411,19 +413,7 @@ def show(
 
 
 HISTORY_TABLE = ("id", "at", "actor", "action", "store", "sku", "delta", "quantity_after", "reason")
-HISTORY_COLUMNS = (
-    "id",
-    "at",
-    "actor",
-    "source",
-    "event_id",
-    "store",
-    "sku",
-    "action",
-    "delta",
-    "quantity_after",
-    "reason",
-)
+HISTORY_COLUMNS = MOVEMENT_FIELDS
 
 Since = Annotated[
     str | None,

@@ -58,6 +58,7 @@ from ..errors import (
 from ..models import (
     MAIN_STORE,
     MAX_QUANTITY,
+    MOVEMENT_FIELDS,
     Item,
     Movement,
     MovementSummary,
@@ -90,7 +91,7 @@ T = TypeVar("T")
 
 _ENGINES: dict[str, Engine] = {}
 
-AUDIT_COLUMNS = "id, at, actor, source, event_id, store, sku, action, delta, quantity_after, reason"
+AUDIT_COLUMNS = ", ".join(MOVEMENT_FIELDS)
 RETRYABLE = {"40001", "40P01", "23505"}  # serialization failure, deadlock, a racing insert
 
 

@@ -20,7 +20,7 @@ from ..base import Progress
 from ..batch import BatchRow
 from ..engine import State
 from ..errors import AlreadyExists
-from ..models import Movement, Snapshot
+from ..models import MOVEMENT_FIELDS, Movement, Snapshot
 
 __all__ = [
     "Loaded",
@@ -267,19 +267,7 @@ def copy_audit(connection: Connection, movements: Sequence[Movement]) -> None:
     copy_rows(
         connection,
         "audit_log",
-        (
-            "id",
-            "at",
-            "actor",
-            "source",
-            "event_id",
-            "store",
-            "sku",
-            "action",
-            "delta",
-            "quantity_after",
-            "reason",
-        ),
+        MOVEMENT_FIELDS,
         (
             (
                 m.id,
