@@ -41,6 +41,10 @@ class Backend(abc.ABC):
     #: The name users select it by (`--backend NAME`).
     name: ClassVar[str]
 
+    #: Block until a movement is applied (`--wait`).  Only the kafka backend applies
+    #: movements later; the others have applied them when the call returns.
+    wait: bool = False
+
     def __init__(self, *, actor: str = "unknown", source: str = "cli") -> None:
         #: Who the audit entries name, and through what they came.
         self.actor = actor

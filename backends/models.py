@@ -124,6 +124,12 @@ class Movement:
     quantity_after: int | None
     reason: str | None
 
+    @property
+    def pending(self) -> bool:
+        """Published and not applied yet (the kafka backend without `wait`): no id, and
+        no quantity after, except a set's target."""
+        return self.id == 0
+
 
 @dataclass(frozen=True, slots=True)
 class Snapshot:

@@ -8,6 +8,7 @@ backend error maps to one exit code (`inventory_cli.errors`).
 from __future__ import annotations
 
 import sys
+import time
 from collections import Counter
 from collections.abc import Callable
 from contextlib import ExitStack
@@ -26,6 +27,8 @@ from .formats import FileFormat, Format, ShowFormat
 
 if TYPE_CHECKING:
     from backends import Backend, Movement, RowProblem
+
+    from .settings import Settings
 
 __all__ = ["app", "main"]
 
@@ -79,12 +82,20 @@ class Options:
     config: Path | None = None
     quiet: bool = False
 
-    def open(self, source: str = "cli") -> Backend:
-        from backends import get_backend_class
-
+    def settings(self) -> Settings:
         from .settings import load_settings
 
-        settings = load_settings(self.config, backend=self.backend, file=self.file)
+        return load_settings(self.config, backend=self.backend, file=self.file)
+
+    def open(self, source: str = "cli", settings: Settings | None = None) -> Backend:
+        import logging
+
+        from backends import get_backend_class
+
+        if not logging.getLogger().handlers:
+            # Backends warn (a replica or the cache is down) through logging: one line each.
+            logging.basicConfig(level=logging.WARNING, format="Warning: %(message)s")
+        settings = settings or self.settings()
         cls = get_backend_class(settings.backend)
         return cls.from_settings(settings.model_dump(), actor=settings.who(), source=source)
 
@@ -112,6 +123,10 @@ Key = Annotated[
 ]
 Reason = Annotated[
     str | None, typer.Option("--reason", "-r", help="Why: sale, restock, count, damage, ...")
+]
+Wait = Annotated[
+    bool,
+    typer.Option("--wait", help="Wait until applied (kafka backend; others apply at once)."),
 ]
 FormatOpt = Annotated[Format, typer.Option("--format", "-f", help="Output format.")]
 
@@ -288,16 +303,14 @@ def update(
         typer.Option("--expect", help="Only if the current quantity is this (compare-and-set)."),
     ] = None,
     idempotency_key: Key = None,
-    wait: Annotated[
-        bool,
-        typer.Option("--wait", help="Wait until applied (kafka backend; others apply at once)."),
-    ] = False,
+    wait: Wait = False,
     quiet: Quiet = False,
 ) -> None:
     """Change the stock of a product at a store, by --change N or to --set N."""
     if (change is None) == (set_to is None):
         raise typer.BadParameter("give exactly one of --change N or --set N")
     with _options(ctx).open() as inv:
+        inv.wait = wait
         if change is not None:
             moved = inv.adjust(store, sku, change, reason, expect=expect, event_id=idempotency_key)
         else:
@@ -309,6 +322,9 @@ def update(
 
 
 def _describe_move(m: Movement) -> str:
+    if m.pending:
+        what = f"set to {m.quantity_after}" if m.delta is None else f"{m.delta:+d}"
+        return f"{m.sku} at {m.store}: {what} queued (event {m.event_id}; --wait waits for it)"
     after = m.quantity_after or 0
     delta = m.delta or 0
     return f"{m.sku} at {m.store}: {after - delta} -> {after} ({delta:+d})"
@@ -323,11 +339,21 @@ def transfer(
     qty: Annotated[int, typer.Option("--qty", "-n", help="How many.")],
     reason: Reason = None,
     idempotency_key: Key = None,
+    wait: Wait = False,
     quiet: Quiet = False,
 ) -> None:
     """Move stock between two stores, all or nothing."""
     with _options(ctx).open() as inv:
+        inv.wait = wait
         out, into = inv.transfer(sku, from_store, to_store, qty, reason, event_id=idempotency_key)
+    if out.pending:
+        _say(
+            ctx,
+            quiet,
+            f"Moving {qty} {out.sku} from {out.store} to {into.store}: queued "
+            f"(event {out.event_id}; --wait waits for it)",
+        )
+        return
     _say(
         ctx,
         quiet,
@@ -840,6 +866,77 @@ def status(
     render_one(report, fmt, title=f"inv status ({report['backend']})")
     if not report.get("ok", True):
         raise typer.Exit(TEMP_FAILURE)
+
+
+@command(app)
+def worker(
+    ctx: typer.Context,
+    batch_size: Annotated[
+        int | None,
+        typer.Option("--batch-size", min=1, help="Events per batch, at most.", show_default="1000"),
+    ] = None,
+    batch_ms: Annotated[
+        int | None,
+        typer.Option(
+            "--batch-ms", min=1, help="How long a batch waits to fill, in ms.", show_default="50"
+        ),
+    ] = None,
+    group: Annotated[
+        str | None,
+        typer.Option("--group", help="The consumer group.", show_default="inv-workers"),
+    ] = None,
+    health_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--health-file", help="Touch this file after every poll (container healthchecks)."
+        ),
+    ] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log every batch.")] = False,
+) -> None:
+    """Apply stock events from Kafka to PostgreSQL, in batches (kafka backend).
+
+    Run as many as you like: they share the topic's partitions.  SIGTERM or Ctrl-C
+    finishes the batch in hand and exits 0.
+    """
+    import logging
+    import signal
+
+    from backends import ConfigurationError
+    from backends.kafka import KafkaBackend
+    from backends.kafka.worker import Worker
+
+    options = _options(ctx)
+    settings = options.settings()
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        force=True,
+    )
+    logging.getLogger().handlers[0].formatter.converter = time.gmtime  # type: ignore[union-attr]
+    with options.open(source="worker", settings=settings) as inv:
+        if not isinstance(inv, KafkaBackend):
+            raise ConfigurationError(
+                f"inv worker applies Kafka events; the {inv.name} backend has none "
+                "(use --backend kafka)"
+            )
+        runner = Worker(
+            inv,
+            group=group or settings.kafka_group,
+            batch_size=batch_size or settings.worker_batch_size,
+            batch_ms=batch_ms or settings.worker_batch_ms,
+            session_timeout_ms=settings.kafka_session_timeout_ms,
+            health_file=health_file,
+        )
+
+        def stop(signum: int, frame: object) -> None:
+            logging.getLogger("inv.worker").info(
+                "%s: finishing the batch in hand", signal.Signals(signum).name
+            )
+            runner.stop()
+
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
+        runner.run()
 
 
 @command(app)

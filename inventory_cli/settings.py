@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from pydantic import SecretStr
+from pydantic import Field, SecretStr
 from pydantic import ValidationError as PydanticValidationError
 from pydantic_settings import (
     BaseSettings,
@@ -43,6 +43,15 @@ class Settings(BaseSettings):
     redis_url: SecretStr | None = None
     kafka_bootstrap_servers: str | None = None
     kafka_topic: str = "inventory-events"
+    kafka_partitions: int = Field(6, ge=1)
+    kafka_group: str = "inv-workers"
+    kafka_timeout: float = Field(10.0, gt=0)
+    kafka_session_timeout_ms: int = Field(10000, ge=100)
+    wait_timeout: float = Field(30.0, gt=0)
+    cache_ttl: int = Field(300, ge=1)
+    cache_prefix: str = "inv"
+    worker_batch_size: int = Field(1000, ge=1)
+    worker_batch_ms: int = Field(50, ge=1)
     url: str | None = None
     token: SecretStr | None = None
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import atexit
 import itertools
 import os
+import threading
 import uuid
 
 import psycopg
@@ -23,6 +24,7 @@ ADMIN_URL = os.environ.get("INV_TEST_ADMIN_URL", "postgresql://postgres@127.0.0.
 _PREFIX = f"inv_test_{os.getpid()}_{uuid.uuid4().hex[:6]}"
 _counter = itertools.count()
 _template: str | None = None
+_template_lock = threading.Lock()
 
 
 def url_for(database: str) -> str:
@@ -51,6 +53,12 @@ def _drop(database: str) -> None:
 
 def template() -> str:
     """The migrated template database, made on first use and dropped at exit."""
+    global _template
+    with _template_lock:
+        return _make_template() if _template is None else _template
+
+
+def _make_template() -> str:
     global _template
     if _template is None:
         name = f"{_PREFIX}_tpl"

@@ -14,7 +14,7 @@ import pytest
 from pg import admin, drop_database, fresh_database, url_for
 
 from backends import Movement, Snapshot, Store
-from backends.postgres import PostgresBackend
+from backends.postgres import PostgresBackend, schema
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
@@ -120,7 +120,7 @@ def test_seed_status_and_reports(database: str) -> None:
     assert seeded.returncode == 0, seeded.stderr
     assert seeded.stdout == "Seeded 30 stores, 20 products, 600 stock rows\n"
     status = json.loads(inv("--backend", "postgres", "status", "--format", "json", env=env).stdout)
-    assert status["ok"] is True and status["schema"] == "0001"
+    assert status["ok"] is True and status["schema"] == schema.HEAD
     assert (status["stores"], status["products"], status["stock_rows"]) == (31, 20, 600)
     value = json.loads(
         inv("--backend", "postgres", "report", "value", "--format", "json", env=env).stdout
@@ -158,9 +158,9 @@ def test_db_upgrade_brings_a_behind_schema_forward(empty_database: str) -> None:
     assert "has no inv schema; run 'inv init'" in before.stderr
     upgraded = inv("--backend", "postgres", "db", "upgrade", env=env)
     assert upgraded.returncode == 0, upgraded.stderr
-    assert "schema upgraded from nothing to 0001" in upgraded.stdout
+    assert f"schema upgraded from nothing to {schema.HEAD}" in upgraded.stdout
     again = inv("--backend", "postgres", "db", "upgrade", env=env)
-    assert "schema already at 0001" in again.stdout
+    assert f"schema already at {schema.HEAD}" in again.stdout
     assert inv("--backend", "postgres", "init", env=env).returncode == 0
     assert inv("--backend", "postgres", "list", env=env).returncode == 0
 

@@ -26,10 +26,11 @@ Example::
 from __future__ import annotations
 
 import json
+import logging
 import random
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, Self, TypeVar
@@ -88,6 +89,8 @@ from . import schema
 __all__ = ["PostgresBackend"]
 
 T = TypeVar("T")
+
+log = logging.getLogger("inv.postgres")
 
 _ENGINES: dict[str, Engine] = {}
 
@@ -256,12 +259,21 @@ class PostgresBackend(Backend):
                 raise  # a bug in our SQL: let it show
             raise error from exc
 
-    def _read(self) -> Any:
-        """A connection for reads: a replica, unless this backend has written."""
-        url = self.url
-        if self.read_urls and not self._wrote:
-            url = random.choice(self.read_urls)
-        return self._connect(url)
+    @contextmanager
+    def _read(self) -> Iterator[Connection]:
+        """A connection for reads: a replica, unless this backend has written; the
+        primary when the replica cannot be reached (one warning)."""
+        with ExitStack() as stack:
+            connection = None
+            if self.read_urls and not self._wrote:
+                url = random.choice(self.read_urls)
+                try:
+                    connection = stack.enter_context(self._connect(url))
+                except BackendUnavailable as exc:
+                    log.warning("%s; reading from the primary", exc)
+            if connection is None:
+                connection = stack.enter_context(self._connect(self.url))
+            yield connection
 
     def _write(self, work: Callable[[Connection], T], *, attempts: int = 5) -> T:
         """Run `work` in one transaction on the primary; retry deadlocks and
@@ -808,8 +820,9 @@ class PostgresBackend(Backend):
         if quantity is None:
             updated = connection.execute(
                 text(
-                    "UPDATE inventory SET quantity = quantity + :d, version = version + 1, "
-                    "updated_at = now() WHERE store_id = :s AND product_id = :p "
+                    "UPDATE inventory SET quantity = quantity + :d, "
+                    "version = nextval('stock_version_seq'), updated_at = now() "
+                    "WHERE store_id = :s AND product_id = :p "
                     "AND CAST(quantity AS bigint) + :d BETWEEN 0 AND 2147483647 "
                     "AND (CAST(:e AS integer) IS NULL OR quantity = :e) "
                     "RETURNING quantity, quantity - :d AS before"
@@ -819,8 +832,9 @@ class PostgresBackend(Backend):
         else:
             updated = connection.execute(
                 text(
-                    "UPDATE inventory i SET quantity = :q, version = i.version + 1, "
-                    "updated_at = now() FROM (SELECT quantity FROM inventory "
+                    "UPDATE inventory i SET quantity = :q, "
+                    "version = nextval('stock_version_seq'), updated_at = now() "
+                    "FROM (SELECT quantity FROM inventory "
                     "WHERE store_id = :s AND product_id = :p FOR UPDATE) old "
                     "WHERE i.store_id = :s AND i.product_id = :p "
                     "AND (CAST(:e AS integer) IS NULL OR old.quantity = :e) "

@@ -204,8 +204,9 @@ def write_back(connection: Connection, loaded: Loaded, changes: list[Movement]) 
         # foreign-key check fires, unlike an upsert.
         connection.execute(
             text(
-                "UPDATE inventory i SET quantity = b.quantity, version = i.version + 1, "
-                "updated_at = now() FROM batch_stock b WHERE b.existing "
+                "UPDATE inventory i SET quantity = b.quantity, "
+                "version = nextval('stock_version_seq'), updated_at = now() "
+                "FROM batch_stock b WHERE b.existing "
                 "AND i.store_id = b.store_id AND i.product_id = b.product_id"
             )
         )

@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 
 __all__ = ["HEAD", "current_revision", "upgrade"]
 
-HEAD = "0001"
+HEAD = "0002"
 
 
 def _config(connection: Connection) -> object:

@@ -1,0 +1,515 @@
+"""The `kafka` backend (v3): stock movements go through Kafka, a worker applies them.
+
+Configuration (settings; see the README for flags and environment names)::
+
+    database_url              the primary (the worker's and the catalog's)   INV_DATABASE_URL
+    read_database_urls        replicas, comma-separated                 INV_READ_DATABASE_URLS
+    kafka_bootstrap_servers   host:port[,host:port]                INV_KAFKA_BOOTSTRAP_SERVERS
+    kafka_topic               the events topic (default inventory-events)     INV_KAFKA_TOPIC
+    kafka_partitions          partitions `inv init` creates (default 6)  INV_KAFKA_PARTITIONS
+    kafka_timeout             seconds to wait for the broker (default 10)   INV_KAFKA_TIMEOUT
+    redis_url                 the read cache (optional)                        INV_REDIS_URL
+    cache_ttl                 seconds a cache entry lives (default 300)        INV_CACHE_TTL
+    cache_prefix              the cache's key prefix (default inv)          INV_CACHE_PREFIX
+    wait_timeout              seconds `--wait` waits for the worker (30)    INV_WAIT_TIMEOUT
+
+**Writes (CQRS).**  `adjust`, `set_quantity` and `transfer` are checked here (the numbers,
+the store and the product exist, a reused idempotency key), then published as an event
+(`backends.kafka.events`) with the idempotent producer and `acks=all`, keyed by
+`store:sku`; the call returns once the broker has it, with a *pending* entry
+(`Movement.pending`).  With `wait` (`--wait`) it blocks until a worker has applied the
+event and returns the entry, or raises the error the worker rejected it with.  Everything
+else (catalog, stores, imports) is rare, needs an answer at once, and is written straight
+to PostgreSQL as the postgres backend does; the worker serialises with it on row locks.
+
+**Reads.**  `get` asks Redis first (`backends.kafka.cache`), then a read replica, then
+the primary; the other reads go to a replica, or the primary when there is none or it is
+down.  After a write (or a `--wait`), the same backend reads the primary and skips the
+cache: it reads its own writes.
+
+**The worker** is `backends.kafka.worker` (`inv worker`).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from decimal import Decimal
+from typing import Any, Self
+
+from sqlalchemy import text
+
+from ..base import Progress
+from ..batch import BatchResult, BatchRow, OnError
+from ..errors import (
+    BackendUnavailable,
+    ConfigurationError,
+    Conflict,
+    InventoryError,
+    NotFound,
+)
+from ..models import Movement, Product, Snapshot
+from ..postgres.backend import PostgresBackend, _secret
+from ..requests import (
+    StockChange,
+    movement_from_json,
+)
+from ..requests import transfer as transfer_request
+from .apply import error_from
+from .cache import Cache
+from .events import Event, from_change, from_transfer
+
+__all__ = ["KafkaBackend", "pending"]
+
+log = logging.getLogger("inv.kafka")
+
+
+def pending(event: Event, action: str, store: str, delta: int | None) -> Movement:
+    """The entry an event will write, before a worker has applied it: id 0, and a
+    quantity after only for a set (its target)."""
+    return Movement(
+        id=0,
+        at=event.time,
+        actor=event.actor,
+        source=event.source,
+        event_id=event.event_id,
+        store=store,
+        sku=event.sku,
+        action=action,
+        delta=delta,
+        quantity_after=event.quantity if action == "stock.set" else None,
+        reason=event.reason,
+    )
+
+
+class KafkaBackend(PostgresBackend):
+    """Writes through Kafka to PostgreSQL, reads through Redis; see the module docstring."""
+
+    name = "kafka"
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        bootstrap_servers: str,
+        topic: str = "inventory-events",
+        partitions: int = 6,
+        timeout: float = 10.0,
+        redis_url: str | None = None,
+        cache_ttl: int = 300,
+        cache_prefix: str = "inv",
+        wait: bool = False,
+        wait_timeout: float = 30.0,
+        read_urls: Sequence[str] = (),
+        actor: str = "unknown",
+        source: str = "cli",
+    ) -> None:
+        super().__init__(url, read_urls=read_urls, actor=actor, source=source)
+        self.bootstrap_servers = bootstrap_servers
+        self.topic = topic
+        self.partitions = partitions
+        self.timeout = timeout
+        self.wait = wait
+        self.wait_timeout = wait_timeout
+        self.cache = Cache(redis_url, ttl=cache_ttl, prefix=cache_prefix) if redis_url else None
+        self._producer: Any = None
+
+    @classmethod
+    def from_settings(cls, settings: Mapping[str, Any], *, actor: str, source: str) -> Self:
+        url = _secret(settings.get("database_url"))
+        if not url:
+            raise ConfigurationError(
+                "the kafka backend needs its database: set INV_DATABASE_URL "
+                "(postgresql://user:password@host:5432/dbname)"
+            )
+        servers = settings.get("kafka_bootstrap_servers")
+        if not servers:
+            raise ConfigurationError(
+                "the kafka backend needs a broker: set INV_KAFKA_BOOTSTRAP_SERVERS (host:9092)"
+            )
+        replicas = _secret(settings.get("read_database_urls")) or ""
+        return cls(
+            url,
+            bootstrap_servers=str(servers),
+            topic=str(settings.get("kafka_topic") or "inventory-events"),
+            partitions=int(settings.get("kafka_partitions") or 6),
+            timeout=float(settings.get("kafka_timeout") or 10.0),
+            redis_url=_secret(settings.get("redis_url")),
+            cache_ttl=int(settings.get("cache_ttl") or 300),
+            cache_prefix=str(settings.get("cache_prefix") or "inv"),
+            wait_timeout=float(settings.get("wait_timeout") or 30.0),
+            read_urls=[u.strip() for u in replicas.split(",") if u.strip()],
+            actor=actor,
+            source=source,
+        )
+
+    @property
+    def dead_letter_topic(self) -> str:
+        return f"{self.topic}.dlq"
+
+    def close(self) -> None:
+        if self._producer is not None:
+            self._producer.flush(self.timeout)
+            self._producer = None
+        if self.cache is not None:
+            self.cache.close()
+        super().close()
+
+    # -- Kafka -------------------------------------------------------------------------
+
+    def kafka_config(self) -> dict[str, Any]:
+        """What every client of this backend's broker shares."""
+        return {
+            "bootstrap.servers": self.bootstrap_servers,
+            "socket.connection.setup.timeout.ms": max(1000, int(self.timeout * 1000)),
+            "log_level": 3,
+        }
+
+    def _unreachable(self, detail: str) -> BackendUnavailable:
+        return BackendUnavailable(f"cannot reach Kafka at {self.bootstrap_servers}: {detail}")
+
+    def producer(self) -> Any:
+        if self._producer is None:
+            from confluent_kafka import Producer
+
+            self._producer = Producer(
+                {
+                    **self.kafka_config(),
+                    "enable.idempotence": True,
+                    "acks": "all",
+                    "linger.ms": 5,
+                    "message.timeout.ms": max(1000, int(self.timeout * 1000)),
+                    "allow.auto.create.topics": False,
+                }
+            )
+        return self._producer
+
+    def publish(self, event: Event) -> None:
+        """Send `event` and return once the broker has it; `BackendUnavailable` if it
+        cannot say so within the timeout (the event was then not recorded)."""
+        failures: list[str] = []
+
+        def delivered(err: Any, msg: Any) -> None:
+            if err is not None:
+                failures.append(err.str())
+
+        producer = self.producer()
+        try:
+            producer.produce(self.topic, event.encode(), key=event.key, on_delivery=delivered)
+        except BufferError as exc:
+            raise self._unreachable(f"the send buffer is full ({exc})") from None
+        except Exception as exc:  # KafkaException: an unknown topic, a bad setting
+            raise self._unreachable(str(exc)) from None
+        left = producer.flush(self.timeout + 1)
+        if left or failures:
+            self._producer = None  # an idempotent producer that lost its broker is stuck
+            raise self._unreachable(failures[0] if failures else "no answer")
+
+    # -- set-up ------------------------------------------------------------------------
+
+    def init(self) -> bool:
+        created = super().init()
+        self.create_topics()
+        return created
+
+    def create_topics(self) -> list[str]:
+        """Create the events topic and its dead-letter topic if missing; returns those
+        created."""
+        from confluent_kafka import KafkaException
+        from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+
+        admin = AdminClient(self.kafka_config())
+        try:
+            existing = admin.list_topics(timeout=self.timeout).topics
+        except KafkaException as exc:
+            raise self._unreachable(str(exc.args[0])) from None
+        wanted = [t for t in (self.topic, self.dead_letter_topic) if t not in existing]
+        if not wanted:
+            return []
+        futures = admin.create_topics(
+            [NewTopic(t, num_partitions=self.partitions, replication_factor=-1) for t in wanted],
+            operation_timeout=self.timeout,
+            request_timeout=self.timeout,
+        )
+        for topic, future in futures.items():
+            try:
+                future.result(self.timeout)
+            except KafkaException as exc:
+                if "TOPIC_ALREADY_EXISTS" not in str(exc):
+                    raise self._unreachable(f"creating topic {topic}: {exc.args[0]}") from None
+        return wanted
+
+    # -- stock: through Kafka ----------------------------------------------------------
+
+    def _first_result(self, event_id: str | None, fingerprint: str) -> list[Movement] | None:
+        """The entries a reused idempotency key gave the first time; `Conflict` if it was
+        used for a different request."""
+        if event_id is None:
+            return None
+        with self._connect(self.url) as connection:
+            row = connection.execute(
+                text("SELECT fingerprint, result FROM applied_events WHERE event_id = :k"),
+                {"k": event_id},
+            ).first()
+        if row is None:
+            return None
+        if row.fingerprint != fingerprint:
+            raise Conflict(
+                f"idempotency key {event_id!r} was already used for a different request; "
+                "nothing changed"
+            )
+        return [movement_from_json(m) for m in row.result.get("movements", [])]
+
+    def _check_names(self, sku: str, *stores: str) -> None:
+        """`NotFound` for a store or product that does not exist (a replica may lag:
+        what it does not know is asked of the primary)."""
+        query = text(
+            "SELECT (SELECT array_agg(code) FROM stores WHERE code = ANY(:c)) AS stores, "
+            "EXISTS (SELECT 1 FROM products WHERE lower(sku) = lower(:s)) AS product"
+        )
+        params = {"c": list(stores), "s": sku.strip()}
+        with self._read() as connection:
+            row = connection.execute(query, params).one()
+        if (set(row.stores or ()) != set(stores) or not row.product) and self.read_urls:
+            with self._connect(self.url) as connection:
+                row = connection.execute(query, params).one()
+        for code in stores:
+            if code not in (row.stores or ()):
+                raise NotFound(f"no store {code!r}")
+        if not row.product:
+            raise NotFound(f"no product with SKU {sku.strip()!r}")
+
+    def _change_stock(self, change: StockChange, event_id: str | None) -> Movement:
+        first = self._first_result(event_id, change.fingerprint)
+        if first is not None:
+            return first[0]
+        self._check_names(change.sku, change.store)
+        event = from_change(change, event_id=event_id, actor=self.actor, source=self.source)
+        self.publish(event)
+        if self.wait:
+            return self.wait_for(event)[0]
+        return pending(event, change.action, change.store, change.delta)
+
+    def transfer(
+        self,
+        sku: str,
+        from_store: str,
+        to_store: str,
+        quantity: int,
+        reason: str | None = None,
+        *,
+        event_id: str | None = None,
+    ) -> tuple[Movement, Movement]:
+        move = transfer_request(sku, from_store, to_store, quantity, reason)
+        first = self._first_result(event_id, move.fingerprint)
+        if first is not None:
+            return first[0], first[1]
+        self._check_names(sku, move.source, move.target)
+        event = from_transfer(move, event_id=event_id, actor=self.actor, source=self.source)
+        self.publish(event)
+        if self.wait:
+            out, into = self.wait_for(event)
+            return out, into
+        return (
+            pending(event, "stock.transfer_out", move.source, -move.quantity),
+            pending(event, "stock.transfer_in", move.target, move.quantity),
+        )
+
+    def wait_for(self, event: Event, timeout: float | None = None) -> list[Movement]:
+        """Block until a worker has applied `event` (its entries) or rejected it (its
+        error is raised); `BackendUnavailable` after `timeout` seconds."""
+        limit = self.wait_timeout if timeout is None else timeout
+        deadline = time.monotonic() + limit
+        query = text(
+            "SELECT (SELECT json_build_object('fp', fingerprint, 'result', result) "
+            "FROM applied_events WHERE event_id = :e) AS applied, "
+            "(SELECT json_build_object('error', error, 'reason', reason, 'detail', detail) "
+            "FROM rejected_events WHERE message_id = :m) AS rejected"
+        )
+        self._wrote = True  # from now on this backend reads the primary, not the cache
+        pause = 0.002
+        with self._connect(self.url) as connection:
+            while True:
+                row = connection.execute(query, {"e": event.event_id, "m": event.message_id}).one()
+                connection.rollback()
+                if row.applied is not None:
+                    if row.applied["fp"] != event.fingerprint:
+                        raise Conflict(
+                            f"idempotency key {event.event_id!r} was already used for a "
+                            "different request; nothing changed"
+                        )
+                    return [movement_from_json(m) for m in row.applied["result"]["movements"]]
+                if row.rejected is not None:
+                    rejected = row.rejected
+                    raise error_from(rejected["error"], rejected["reason"], rejected["detail"])
+                if time.monotonic() > deadline:
+                    raise BackendUnavailable(
+                        f"event {event.event_id} was published but not applied within "
+                        f"{limit:g} s; is a worker running? (inv status shows the lag)"
+                    )
+                time.sleep(pause)
+                pause = min(pause * 1.5, 0.05)
+
+    # -- reads: Redis, then a replica, then the primary -----------------------------------
+
+    def get(self, sku: str) -> Product:
+        if self.cache is None or self._wrote:
+            return super().get(sku)
+        key = sku.strip().lower()
+        generation, catalog, stock = self.cache.read(key)
+        if catalog is not None:
+            return Product(
+                sku=catalog["sku"],
+                name=catalog["name"],
+                price=Decimal(catalog["price"]),
+                unit=catalog["unit"],
+                category=catalog["category"],
+                reorder_level=catalog["reorder_level"],
+                stock=dict(sorted(stock.items())),
+            )
+        with self._read() as connection:
+            row = connection.execute(
+                text(
+                    "SELECT id, sku, name, price, unit, category, reorder_level FROM products "
+                    "WHERE lower(sku) = lower(:s)"
+                ),
+                {"s": sku.strip()},
+            ).first()
+            if row is None:
+                raise NotFound(f"no product with SKU {sku.strip()!r}")
+            levels = connection.execute(
+                text(
+                    "SELECT s.code, i.version, i.quantity FROM inventory i "
+                    "JOIN stores s ON s.id = i.store_id WHERE i.product_id = :p "
+                    'ORDER BY s.code COLLATE "C"'
+                ),
+                {"p": row.id},
+            ).all()
+        product = Product(
+            sku=row.sku,
+            name=row.name,
+            price=row.price,
+            unit=row.unit,
+            category=row.category,
+            reorder_level=row.reorder_level,
+            stock={code: quantity for code, _, quantity in levels},
+        )
+        if generation is not None:
+            catalog = {
+                "sku": row.sku,
+                "name": row.name,
+                "price": str(row.price),
+                "unit": row.unit,
+                "category": row.category,
+                "reorder_level": row.reorder_level,
+            }
+            self.cache.fill(generation, key, catalog, [tuple(level) for level in levels])
+        return product
+
+    # -- straight to PostgreSQL, then the cache entries they touch are dropped -----------
+
+    def _forget(self, *skus: str) -> None:
+        if self.cache is not None:
+            self.cache.forget(skus)
+
+    def _forget_all(self) -> None:
+        if self.cache is not None:
+            self.cache.forget_all()
+
+    def add_product(self, name: str, price: Decimal | str, **kwargs: Any) -> Product:
+        product = super().add_product(name, price, **kwargs)
+        self._forget(product.sku)
+        return product
+
+    def edit_product(self, sku: str, **kwargs: Any) -> Product:
+        try:
+            return super().edit_product(sku, **kwargs)
+        finally:
+            self._forget(sku)
+
+    def remove_product(self, sku: str, **kwargs: Any) -> list[Movement]:
+        try:
+            return super().remove_product(sku, **kwargs)
+        finally:
+            self._forget(sku)
+
+    def remove_store(self, code: str, *, force: bool = False, event_id: str | None = None) -> None:
+        try:
+            super().remove_store(code, force=force, event_id=event_id)
+        finally:
+            self._forget_all()
+
+    def apply(
+        self,
+        rows: Sequence[BatchRow],
+        *,
+        on_error: OnError = "reject-all",
+        dry_run: bool = False,
+        default_store: str = "main",
+        event_id: str | None = None,
+        progress: Progress | None = None,
+    ) -> BatchResult:
+        try:
+            return super().apply(
+                rows,
+                on_error=on_error,
+                dry_run=dry_run,
+                default_store=default_store,
+                event_id=event_id,
+                progress=progress,
+            )
+        finally:
+            if not dry_run:
+                self._forget(*(row.sku for row in rows))
+
+    def import_state(self, snapshot: Snapshot, *, progress: Progress | None = None) -> None:
+        try:
+            super().import_state(snapshot, progress=progress)
+        finally:
+            self._forget_all()
+
+    def seed(
+        self, *, stores: int, products: int, progress: Progress | None = None
+    ) -> dict[str, int]:
+        try:
+            return super().seed(stores=stores, products=products, progress=progress)
+        finally:
+            self._forget_all()
+
+    # -- status ------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        """PostgreSQL and its replicas, the broker and the consumer lag per partition,
+        the age of the oldest unapplied event, rejected events, and Redis."""
+        try:
+            report = super().status()
+        except InventoryError as exc:
+            report = {"backend": self.name, "where": self.describe(), "ok": False}
+            report["database"] = {"ok": False, "error": str(exc)}
+        else:
+            try:
+                with self._connect(self.url) as connection:
+                    report["rejected_events"] = connection.execute(
+                        text("SELECT count(*) FROM rejected_events")
+                    ).scalar_one()
+            except InventoryError:
+                pass
+        from .worker import consumer_lag
+
+        kafka = consumer_lag(self)
+        report["kafka"] = kafka
+        if not kafka["ok"]:
+            report["ok"] = False
+        if self.cache is not None:
+            report["cache"] = self.cache.stats()
+            if not report["cache"]["ok"]:
+                report["ok"] = False
+        return report
+
+    def events_pending(self) -> int:
+        """Events published and not yet committed by the workers (the total lag)."""
+        from .worker import consumer_lag
+
+        lag = consumer_lag(self, peek=False)
+        return int(lag.get("lag", 0))

@@ -1,0 +1,262 @@
+"""The Redis read cache: cache-aside for `get(sku)`, written through by the worker.
+
+One hash per product, `<prefix>:<generation>:item:<sku, lower-case>`, with a TTL (the
+prefix is `inv` unless `INV_CACHE_PREFIX` says otherwise, for inventories sharing a Redis):
+
+    p           the catalog fields, JSON (present once a reader has filled the entry)
+    s:<store>   "<version>:<quantity>", one per store the product is stocked at
+
+A read is one `EVALSHA` (the entry and the hit/miss counter together).  An entry without
+`p` is a miss: the reader reads the database and fills it.  Every quantity carries the
+stock row's version (one PostgreSQL sequence for all rows, so versions only grow) and a
+field is only ever replaced by a *newer* version, by readers filling and by the worker
+writing through alike: a slow reader can never put an older quantity back.
+
+Changes made straight to PostgreSQL (catalog edits, removals, imports) drop the entries
+they touch after their commit (`forget`), or every entry at once (`forget_all` moves the
+generation on; the old entries expire).
+
+Redis is optional: when it is down or slow (timeouts of a fraction of a second), reads go
+to the database and the first failure logs one warning; the cache is not tried again by
+that process for `RETRY_AFTER` seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import redis
+
+__all__ = ["Cache"]
+
+log = logging.getLogger("inv.cache")
+
+RETRY_AFTER = 5.0
+
+# Every script's ARGV[1] is the key prefix (`inv` unless configured).
+_READ = """
+local p = ARGV[1]
+local g = redis.call('GET', p .. ':gen') or '0'
+local entry = redis.call('HGETALL', p .. ':' .. g .. ':item:' .. ARGV[2])
+local hit = 0
+for i = 1, #entry, 2 do if entry[i] == 'p' then hit = 1 end end
+redis.call('HINCRBY', p .. ':stats', hit == 1 and 'hits' or 'misses', 1)
+if hit == 0 then return {g} end
+table.insert(entry, 1, g)
+return entry
+"""
+
+# ARGV: prefix, generation, ttl, sku, catalog JSON, then (store, version, quantity) triples.
+_FILL = """
+local p = ARGV[1]
+local g = redis.call('GET', p .. ':gen') or '0'
+if g ~= ARGV[2] then return 0 end
+local key = p .. ':' .. g .. ':item:' .. ARGV[4]
+for i = 6, #ARGV, 3 do
+  local field = 's:' .. ARGV[i]
+  local old = redis.call('HGET', key, field)
+  local version = tonumber(ARGV[i + 1])
+  if not old or tonumber(string.match(old, '^(%d+):')) < version then
+    redis.call('HSET', key, field, ARGV[i + 1] .. ':' .. ARGV[i + 2])
+  end
+end
+redis.call('HSET', key, 'p', ARGV[5])
+redis.call('EXPIRE', key, tonumber(ARGV[3]))
+return 1
+"""
+
+# ARGV: prefix, ttl, then (sku, store, version, quantity) quadruples.
+_WRITE = """
+local p = ARGV[1]
+local g = redis.call('GET', p .. ':gen') or '0'
+local ttl = tonumber(ARGV[2])
+local n = 0
+for i = 3, #ARGV, 4 do
+  local key = p .. ':' .. g .. ':item:' .. ARGV[i]
+  local field = 's:' .. ARGV[i + 1]
+  local old = redis.call('HGET', key, field)
+  local version = tonumber(ARGV[i + 2])
+  if not old or tonumber(string.match(old, '^(%d+):')) < version then
+    redis.call('HSET', key, field, ARGV[i + 2] .. ':' .. ARGV[i + 3])
+    if redis.call('TTL', key) < 0 then redis.call('EXPIRE', key, ttl) end
+    n = n + 1
+  end
+end
+return n
+"""
+
+# ARGV: prefix, then SKUs.
+_FORGET = """
+local p = ARGV[1]
+local g = redis.call('GET', p .. ':gen') or '0'
+for i = 2, #ARGV do redis.call('DEL', p .. ':' .. g .. ':item:' .. ARGV[i]) end
+return #ARGV - 1
+"""
+
+
+class Cache:
+    """Redis at `url`, or nothing when Redis cannot be reached."""
+
+    def __init__(
+        self, url: str, *, ttl: int = 300, prefix: str = "inv", timeout: float = 0.25
+    ) -> None:
+        self.url = url
+        self.prefix = prefix
+        self.ttl = ttl
+        self.timeout = timeout
+        self._client: redis.Redis | None = None
+        self._scripts: dict[str, Any] = {}
+        self._down_until = 0.0
+        self._warned = False
+        #: Hits and misses of this process (`<prefix>:stats` has everyone's).
+        self.hits = 0
+        self.misses = 0
+
+    def where(self) -> str:
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(self.url)
+        return f"{parts.hostname or 'localhost'}:{parts.port or 6379}"
+
+    def _redis(self) -> redis.Redis:
+        if self._client is None:
+            import redis
+
+            self._client = redis.Redis.from_url(
+                self.url,
+                socket_connect_timeout=self.timeout,
+                socket_timeout=self.timeout,
+                health_check_interval=0,
+            )
+            self._scripts = {
+                name: self._client.register_script(body)
+                for name, body in (
+                    ("read", _READ),
+                    ("fill", _FILL),
+                    ("write", _WRITE),
+                    ("forget", _FORGET),
+                )
+            }
+        return self._client
+
+    def _run(self, script: str, keys: list[str], args: list[Any]) -> Any:
+        """Run a script; None (and one warning) when Redis is unavailable."""
+        if self._down_until and time.monotonic() < self._down_until:
+            return None
+        import redis
+
+        try:
+            self._redis()
+            return self._scripts[script](keys=keys, args=args)
+        except (redis.ConnectionError, redis.TimeoutError, redis.ResponseError, OSError) as exc:
+            self._down_until = time.monotonic() + RETRY_AFTER
+            if not self._warned:
+                self._warned = True
+                log.warning(
+                    "Redis at %s is unavailable (%s); reading from the database", self.where(), exc
+                )
+            return None
+
+    @property
+    def available(self) -> bool:
+        return not (self._down_until and time.monotonic() < self._down_until)
+
+    # -- reads ---------------------------------------------------------------------
+
+    def read(self, sku_key: str) -> tuple[str | None, dict[str, Any] | None, dict[str, int]]:
+        """(generation, catalog fields, stock) for a hit; (generation, None, {}) for a miss;
+        (None, None, {}) when Redis is down."""
+        reply = self._run("read", [], [self.prefix, sku_key])
+        if reply is None:
+            return None, None, {}
+        generation = reply[0].decode()
+        if len(reply) == 1:
+            self.misses += 1
+            return generation, None, {}
+        self.hits += 1
+        catalog: dict[str, Any] | None = None
+        stock: dict[str, int] = {}
+        for name, value in zip(reply[1::2], reply[2::2], strict=True):
+            if name == b"p":
+                catalog = json.loads(value)
+            elif name.startswith(b"s:"):
+                stock[name[2:].decode()] = int(value.split(b":", 1)[1])
+        return generation, catalog, stock
+
+    def fill(
+        self,
+        generation: str,
+        sku_key: str,
+        catalog: dict[str, Any],
+        stock: Iterable[tuple[str, int, int]],
+    ) -> None:
+        """Store what a reader read: catalog fields and (store, version, quantity)."""
+        args: list[Any] = [self.prefix, generation, self.ttl, sku_key, json.dumps(catalog)]
+        for store, version, quantity in stock:
+            args += [store, version, quantity]
+        self._run("fill", [], args)
+
+    # -- writes --------------------------------------------------------------------
+
+    def write_through(self, values: Iterable[tuple[str, str, int, int]]) -> bool:
+        """Committed (sku, store, quantity, version) values; False if Redis was down."""
+        args: list[Any] = [self.prefix, self.ttl]
+        for sku, store, quantity, version in values:
+            args += [sku.lower(), store, version, quantity]
+        if len(args) == 2:
+            return True
+        return self._run("write", [], args) is not None
+
+    def forget(self, skus: Iterable[str]) -> bool:
+        """Drop the entries of these SKUs (after a change made straight to the database)."""
+        keys = sorted({sku.strip().lower() for sku in skus})
+        if not keys:
+            return True
+        return self._run("forget", [], [self.prefix, *keys]) is not None
+
+    def forget_all(self) -> bool:
+        """Drop every entry, by moving the generation on."""
+        if not self.available:
+            return False
+        import redis
+
+        try:
+            self._redis().incr(f"{self.prefix}:gen")
+            return True
+        except (redis.ConnectionError, redis.TimeoutError, OSError):
+            self._down_until = time.monotonic() + RETRY_AFTER
+            return False
+
+    def stats(self) -> dict[str, Any]:
+        """Health and the hit ratio of everyone using this Redis, for `inv status`."""
+        import redis
+
+        try:
+            client = self._redis()
+            started = time.perf_counter()
+            client.ping()
+            ping_ms = (time.perf_counter() - started) * 1000
+            raw = client.hgetall(f"{self.prefix}:stats")
+        except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+            return {"where": self.where(), "ok": False, "error": str(exc)}
+        hits = int(raw.get(b"hits", 0))
+        misses = int(raw.get(b"misses", 0))
+        total = hits + misses
+        return {
+            "where": self.where(),
+            "ok": True,
+            "ping_ms": round(ping_ms, 2),
+            "hits": hits,
+            "misses": misses,
+            "hit_ratio": round(hits / total, 4) if total else None,
+        }
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None

@@ -1,0 +1,372 @@
+"""`inv worker`: consume stock events in batches and apply them to PostgreSQL.
+
+Any number of workers share the topic's partitions in one consumer group.  The loop:
+
+1. take up to `batch_size` events, or what came within `batch_ms`;
+2. apply them in one transaction (`backends.kafka.apply.apply_batch`): events already
+   applied are skipped, the rest write their stock, audit rows and results, or are
+   recorded as rejected; commit;
+3. write the new quantities through to Redis (version-guarded), send rejected events to
+   the dead-letter topic (`<topic>.dlq`);
+4. commit the batch's offsets (synchronously).
+
+A crash anywhere loses nothing and applies nothing twice: before 2's commit nothing
+happened; after it, the events are in `applied_events` and the redelivered batch finds
+them there.  While PostgreSQL is unreachable the batch is retried with backoff (up to 5 s
+between tries) and no offset is committed.  SIGTERM (`stop()`) finishes the batch in
+hand, commits it and leaves the group; a rebalance finds nothing uncommitted, because
+offsets are committed after every batch.
+
+The counters (`Worker.counters`) are logged every `report_every` seconds: events applied,
+rejected, duplicates skipped, batches, and the group's lag on this worker's partitions.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..errors import BackendUnavailable
+from .apply import Message, Outcome, apply_batch
+
+if TYPE_CHECKING:
+    from .backend import KafkaBackend
+
+__all__ = ["Counters", "Worker", "consumer_lag"]
+
+log = logging.getLogger("inv.worker")
+
+DEFAULT_GROUP = "inv-workers"
+
+
+@dataclass
+class Counters:
+    applied: int = 0
+    rejected: int = 0
+    duplicates: int = 0
+    batches: int = 0
+    retries: int = 0
+    lag: int = 0
+
+
+class Worker:
+    """One member of the consumer group; `run()` until `stop()`."""
+
+    def __init__(
+        self,
+        backend: KafkaBackend,
+        *,
+        group: str = DEFAULT_GROUP,
+        batch_size: int = 1000,
+        batch_ms: int = 50,
+        session_timeout_ms: int = 10000,
+        health_file: Path | None = None,
+        report_every: float = 10.0,
+        on_batch: Callable[[Outcome], None] | None = None,
+    ) -> None:
+        if batch_size < 1 or batch_ms < 1:
+            raise ValueError("batch_size and batch_ms must be at least 1")
+        self.backend = backend
+        self.group = group
+        self.batch_size = batch_size
+        self.batch_ms = batch_ms
+        self.session_timeout_ms = session_timeout_ms
+        self.health_file = health_file
+        self.report_every = report_every
+        self.on_batch = on_batch
+        self.counters = Counters()
+        self._stop = threading.Event()
+        self._dead_letters: Any = None
+        self._stale: set[str] = set()  # SKUs whose write-through failed: forget them later
+        self._assigned: list[Any] = []
+        #: Set once the group has given this worker its partitions (maybe none).
+        self.joined = threading.Event()
+
+    def stop(self) -> None:
+        """Finish the batch in hand, commit it, and return from `run()`."""
+        self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def consumer_config(self) -> dict[str, Any]:
+        return {
+            **self.backend.kafka_config(),
+            "group.id": self.group,
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            "auto.offset.reset": "earliest",
+            "session.timeout.ms": self.session_timeout_ms,
+            "heartbeat.interval.ms": max(100, self.session_timeout_ms // 4),
+            "fetch.wait.max.ms": 10,
+            "partition.assignment.strategy": "range",
+        }
+
+    # -- the loop ------------------------------------------------------------------
+
+    def run(self) -> Counters:
+        from confluent_kafka import Consumer
+
+        backend = self.backend
+        consumer = Consumer(self.consumer_config())
+        consumer.subscribe([backend.topic], on_assign=self._on_assign, on_revoke=self._on_revoke)
+        log.info(
+            "worker started: group %s, topic %s at %s, database %s, batches of up to %d "
+            "events or %d ms",
+            self.group,
+            backend.topic,
+            backend.bootstrap_servers,
+            backend.describe(),
+            self.batch_size,
+            self.batch_ms,
+        )
+        last_report = time.monotonic()
+        try:
+            while not self.stopping:
+                records = consumer.consume(self.batch_size, self.batch_ms / 1000)
+                self._beat()
+                messages = []
+                for record in records:
+                    error = record.error()
+                    if error is not None:
+                        if error.fatal():
+                            raise BackendUnavailable(f"Kafka: {error.str()}")
+                        log.warning("Kafka: %s", error.str())
+                        continue
+                    messages.append(
+                        Message.from_record(
+                            str(record.topic()),
+                            int(record.partition() or 0),
+                            int(record.offset() or 0),
+                            record.value(),
+                        )
+                    )
+                if messages:
+                    outcome = self._apply(messages)
+                    if outcome is None:  # stopped while the database was away
+                        break
+                    self._after_commit(outcome)
+                    self._commit(consumer, messages)
+                    self._count(outcome)
+                if time.monotonic() - last_report >= self.report_every:
+                    last_report = time.monotonic()
+                    self._report(consumer)
+        finally:
+            self._report(consumer)
+            consumer.close()
+            if self._dead_letters is not None:
+                self._dead_letters.flush(self.backend.timeout)
+            log.info("worker stopped")
+        return self.counters
+
+    def _beat(self) -> None:
+        if self.health_file is not None:
+            try:
+                self.health_file.touch()
+            except OSError as exc:
+                log.warning("cannot touch the health file %s: %s", self.health_file, exc)
+
+    def _on_assign(self, consumer: Any, partitions: list[Any]) -> None:
+        self._assigned = list(partitions)
+        self.joined.set()
+        log.info("assigned partitions %s", sorted(p.partition for p in partitions) or "none")
+
+    def _on_revoke(self, consumer: Any, partitions: list[Any]) -> None:
+        # Offsets are committed after every batch, so nothing applied is uncommitted here.
+        log.info("partitions %s revoked", sorted(p.partition for p in partitions))
+        self._assigned = []
+
+    def _apply(self, messages: list[Message]) -> Outcome | None:
+        """Apply in one transaction; while PostgreSQL is unreachable, retry with backoff
+        (no offsets are committed meanwhile).  None if stopped before it could."""
+        pause = 0.1
+        while True:
+            try:
+                return self.backend._write(lambda connection: apply_batch(connection, messages))
+            except BackendUnavailable as exc:
+                self.counters.retries += 1
+                log.warning(
+                    "cannot apply %d events (%s); retrying in %.1f s", len(messages), exc, pause
+                )
+                if self._stop.wait(pause):
+                    log.warning(
+                        "stopped with %d events not applied; they stay on the topic", len(messages)
+                    )
+                    return None
+                pause = min(pause * 2, 5.0)
+
+    def _after_commit(self, outcome: Outcome) -> None:
+        cache = self.backend.cache
+        if cache is not None:
+            if self._stale and cache.forget(self._stale):
+                self._stale.clear()
+            values = [(v.sku, v.store, v.quantity, v.version) for v in outcome.stock]
+            if values and not cache.write_through(values):
+                self._stale.update(v.sku for v in outcome.stock)
+        if outcome.rejected:
+            for rejection in outcome.rejected:
+                log.warning(
+                    "rejected %s at %s[%d]@%d: %s: %s",
+                    rejection.message.message_id,
+                    rejection.message.topic,
+                    rejection.message.partition,
+                    rejection.message.offset,
+                    rejection.error,
+                    rejection.reason,
+                )
+            self._dead_letter(outcome)
+
+    def _dead_letter(self, outcome: Outcome) -> None:
+        """Rejected events to `<topic>.dlq` (they are in `rejected_events` already; a
+        failure here is logged, not retried)."""
+        from confluent_kafka import KafkaException, Producer
+
+        if self._dead_letters is None:
+            self._dead_letters = Producer(
+                {**self.backend.kafka_config(), "enable.idempotence": True, "acks": "all"}
+            )
+        try:
+            for rejection in outcome.rejected:
+                self._dead_letters.produce(
+                    self.backend.dead_letter_topic,
+                    json.dumps(rejection.record()).encode(),
+                    key=rejection.message.message_id.encode(),
+                )
+            self._dead_letters.poll(0)
+        except (KafkaException, BufferError) as exc:
+            log.warning(
+                "cannot send %d rejected events to %s: %s",
+                len(outcome.rejected),
+                self.backend.dead_letter_topic,
+                exc,
+            )
+
+    def _commit(self, consumer: Any, messages: list[Message]) -> None:
+        from confluent_kafka import KafkaException, TopicPartition
+
+        last: dict[tuple[str, int], int] = {}
+        for m in messages:
+            last[(m.topic, m.partition)] = max(last.get((m.topic, m.partition), -1), m.offset)
+        offsets = [TopicPartition(t, p, o + 1) for (t, p), o in sorted(last.items())]
+        try:
+            consumer.commit(offsets=offsets, asynchronous=False)
+        except KafkaException as exc:
+            # Lost the partitions in a rebalance: their new owner gets these events again
+            # and skips them, since they are in applied_events.
+            log.warning(
+                "offset commit failed (%s); the events will be skipped when redelivered",
+                exc.args[0],
+            )
+
+    def _count(self, outcome: Outcome) -> None:
+        c = self.counters
+        c.applied += outcome.applied
+        c.rejected += len(outcome.rejected)
+        c.duplicates += outcome.duplicates
+        c.batches += 1
+        log.debug(
+            "batch: %d applied, %d rejected, %d duplicates",
+            outcome.applied,
+            len(outcome.rejected),
+            outcome.duplicates,
+        )
+        if self.on_batch is not None:
+            self.on_batch(outcome)
+
+    def _report(self, consumer: Any) -> None:
+        lag = 0
+        try:
+            for tp in consumer.position(self._assigned) if self._assigned else []:
+                low, high = consumer.get_watermark_offsets(tp, timeout=1, cached=True)
+                position = tp.offset if tp.offset >= 0 else low
+                lag += max(0, high - position)
+        except Exception as exc:
+            log.debug("lag unknown: %s", exc)
+        self.counters.lag = lag
+        log.info("counters: %s", " ".join(f"{k}={v}" for k, v in asdict(self.counters).items()))
+
+
+def consumer_lag(
+    backend: KafkaBackend, *, group: str = DEFAULT_GROUP, peek: bool = True
+) -> dict[str, Any]:
+    """The broker's health and the group's lag per partition; with `peek`, the age of the
+    oldest event not yet committed by the workers."""
+    from confluent_kafka import Consumer, KafkaException, TopicPartition
+
+    report: dict[str, Any] = {
+        "where": backend.bootstrap_servers,
+        "topic": backend.topic,
+        "group": group,
+    }
+    config = {**backend.kafka_config(), "group.id": group, "enable.auto.commit": False}
+    consumer = Consumer(config)
+    try:
+        metadata = consumer.list_topics(backend.topic, timeout=backend.timeout)
+        topic = metadata.topics.get(backend.topic)
+        if topic is None or topic.error is not None:
+            report.update(ok=False, error=f"topic {backend.topic} does not exist; run 'inv init'")
+            return report
+        partitions = [TopicPartition(backend.topic, p) for p in sorted(topic.partitions)]
+        committed = consumer.committed(partitions, timeout=backend.timeout)
+        rows = []
+        total = 0
+        oldest: float | None = None
+        for tp in committed:
+            low, high = consumer.get_watermark_offsets(tp, timeout=backend.timeout)
+            done = tp.offset if tp.offset >= 0 else low
+            lag = max(0, high - done)
+            total += lag
+            row: dict[str, Any] = {
+                "partition": tp.partition,
+                "committed": done,
+                "end": high,
+                "lag": lag,
+            }
+            if peek and lag:
+                age = _age_at(backend, tp.partition, done)
+                if age is not None:
+                    row["oldest_age_s"] = round(age, 3)
+                    oldest = age if oldest is None else max(oldest, age)
+            rows.append(row)
+        report.update(ok=True, lag=total, partitions=rows)
+        report["oldest_unapplied_age_s"] = round(oldest, 3) if oldest is not None else 0.0
+    except KafkaException as exc:
+        report.update(ok=False, error=str(exc.args[0]))
+    finally:
+        consumer.close()
+    return report
+
+
+def _age_at(backend: KafkaBackend, partition: int, offset: int) -> float | None:
+    """Seconds since the event at `offset` was published (None if it cannot be read)."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    peeker = Consumer(
+        {
+            **backend.kafka_config(),
+            "group.id": "inv-status-peek",
+            "enable.auto.commit": False,
+            "fetch.wait.max.ms": 10,
+        }
+    )
+    try:
+        peeker.assign([TopicPartition(backend.topic, partition, offset)])
+        deadline = time.monotonic() + min(backend.timeout, 3.0)
+        while time.monotonic() < deadline:
+            record = peeker.poll(0.1)
+            if record is None or record.error() is not None:
+                continue
+            _kind, stamp = record.timestamp()
+            if stamp <= 0:
+                return None
+            return max(0.0, time.time() - stamp / 1000)
+        return None
+    finally:
+        peeker.close()
