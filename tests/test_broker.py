@@ -269,3 +269,32 @@ def test_no_broker_skips_the_test_and_fails_it_under_ci(monkeypatch: pytest.Monk
     monkeypatch.setenv("CI", "true")
     with pytest.raises(pytest.fail.Exception, match="CALF_TANSU_BIN"), broker_or_skip():
         pass
+
+
+def test_the_high_watermark_counts_batches_not_records(broker: Broker) -> None:
+    """Tansu's ListOffsets(latest) answers the last *batch*'s base offset + 1: after 100
+    records sent in one batch it says 1, where Kafka says 100.  Records keep their right
+    offsets and commits are exact, so nothing is lost; only a lag computed from the high
+    watermark (`inv status` on Tansu) reads low.  The fault tests count committed offsets.
+    """
+    from confluent_kafka import TopicPartition
+
+    broker.create_topic("hw", 1)
+    producer = Producer(broker.producer_config())
+    for i in range(100):
+        producer.produce("hw", b"%d" % i, key=b"k")
+    assert producer.flush(10) == 0
+    consumer = Consumer(broker.consumer_config("hw-reader"))
+    try:
+        low, high = consumer.get_watermark_offsets(TopicPartition("hw", 0), timeout=10)
+        consumer.assign([TopicPartition("hw", 0, 0)])
+        offsets: list[int] = []
+        deadline = time.monotonic() + 10
+        while len(offsets) < 100 and time.monotonic() < deadline:
+            record = consumer.poll(0.2)
+            if record is not None and record.error() is None:
+                offsets.append(record.offset() or 0)
+    finally:
+        consumer.close()
+    assert offsets == list(range(100))
+    assert (low, high) == (0, 1), "if this fails, Tansu fixed it: lag from watermarks is exact"

@@ -158,10 +158,10 @@ def apply_batch(connection: Connection, messages: Sequence[Message]) -> Outcome:
     applied: dict[str, str] = dict(
         connection.execute(
             text("SELECT event_id, fingerprint FROM applied_events WHERE event_id = ANY(:e)"),
-            {"e": list({e.event_id for e in events})},
+            {"e": list({ev.event_id for ev in events})},
         ).all()
     )
-    codes = {e.store for e in events} | {e.to_store for e in events if e.to_store}
+    codes = {ev.store for ev in events} | {ev.to_store for ev in events if ev.to_store}
     store_ids: dict[str, int] = dict(
         connection.execute(
             text("SELECT code, id FROM stores WHERE code = ANY(:c)"), {"c": list(codes)}
@@ -171,17 +171,17 @@ def apply_batch(connection: Connection, messages: Sequence[Message]) -> Outcome:
         row.k: (row.id, row.sku)
         for row in connection.execute(
             text("SELECT id, sku, lower(sku) AS k FROM products WHERE lower(sku) = ANY(:k)"),
-            {"k": list({e.sku.lower() for e in events})},
+            {"k": list({ev.sku.lower() for ev in events})},
         )
     }
 
     # Create the rows the events may touch, then lock them all, in one order.
     pairs: set[tuple[int, int]] = set()
-    for e in events:
-        product = products.get(e.sku.lower())
+    for ev in events:
+        product = products.get(ev.sku.lower())
         if product is None:
             continue
-        for code in (e.store, e.to_store):
+        for code in (ev.store, ev.to_store):
             if code is not None and code in store_ids:
                 pairs.add((store_ids[code], product[0]))
     ordered = sorted(pairs)
@@ -227,6 +227,7 @@ def apply_batch(connection: Connection, messages: Sequence[Message]) -> Outcome:
                 _reject(message, MalformedEvent(message.problem or "malformed"))
             )
             continue
+        e = message.event
         first = applied.get(e.event_id)
         if first is not None:
             if first == e.fingerprint:

@@ -163,7 +163,9 @@ class KafkaBackend(PostgresBackend):
         return {
             "bootstrap.servers": self.bootstrap_servers,
             "socket.connection.setup.timeout.ms": max(1000, int(self.timeout * 1000)),
-            "log_level": 3,
+            # librdkafka's own lines go through logging, not straight to stderr: a command
+            # reports a broker it cannot reach once, as an error; the worker logs them.
+            "logger": logging.getLogger("inv.kafka.client"),
         }
 
     def _unreachable(self, detail: str) -> BackendUnavailable:

@@ -1,0 +1,397 @@
+"""The kafka backend with real processes, and what happens when things fail.
+
+Every test runs `inv worker` as a real subprocess against a real broker (Tansu), a real
+PostgreSQL and Redis, and checks the invariant that matters: every event sent is applied
+exactly once (audit rows equal events sent; every quantity exact), whatever was killed,
+cut off or restarted on the way.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from broker import Broker, broker_or_skip, free_port
+from confluent_kafka import Consumer, Producer, TopicPartition
+from outages import TcpProxy, private_redis
+from pg import drop_database, fresh_database
+from services import redis_or_skip
+
+from backends.kafka import KafkaBackend
+from backends.kafka.events import from_change
+from backends.requests import stock_change
+
+SKUS = [f"K-{n}" for n in range(12)]
+STORES = ["main", "north"]
+
+
+@pytest.fixture(scope="module")
+def broker() -> Iterator[Broker]:
+    with broker_or_skip() as running:
+        yield running
+
+
+class Shop:
+    """One inventory on the kafka backend: a database, a topic, and `inv` processes."""
+
+    def __init__(self, broker: Broker, folder: Path, redis_url: str) -> None:
+        self.broker = broker
+        self.folder = folder
+        self.url = fresh_database()
+        self.topic = f"faults-{uuid.uuid4().hex[:10]}"
+        self.env = {
+            "INV_BACKEND": "kafka",
+            "INV_DATABASE_URL": self.url,
+            "INV_KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap,
+            "INV_KAFKA_TOPIC": self.topic,
+            "INV_REDIS_URL": redis_url,
+            "INV_CACHE_PREFIX": self.topic,
+            "INV_KAFKA_SESSION_TIMEOUT_MS": "2000",
+            "INV_KAFKA_TIMEOUT": "3",
+            "INV_WAIT_TIMEOUT": "30",
+            "INV_ACTOR": "tester",
+        }
+        self.workers: list[subprocess.Popen[bytes]] = []
+        init = self.inv("init")
+        assert init.returncode == 0, init.stderr
+        backend = self.backend()
+        for sku in SKUS:
+            backend.add_product(f"Product {sku}", "1.00", sku=sku, quantity=0)
+        backend.add_store("north")
+        backend.close()
+        self.sent: Counter[tuple[str, str]] = Counter()
+        self.events = 0
+
+    def backend(self, **overrides: Any) -> KafkaBackend:
+        settings = {k[4:].lower(): v for k, v in self.env.items()}
+        settings.update(overrides)
+        return KafkaBackend.from_settings(settings, actor="tester", source="cli")
+
+    def inv(
+        self, *args: str, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "inventory_cli", *args],
+            capture_output=True,
+            text=True,
+            env={**os.environ, **self.env, **(env or {})},
+            cwd=self.folder,
+            timeout=120,
+        )
+
+    def start_worker(
+        self, name: str, *args: str, env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
+        log = (self.folder / f"{name}.log").open("ab")
+        process = subprocess.Popen(
+            [sys.executable, "-m", "inventory_cli", "worker", "--batch-ms", "20", *args],
+            stdout=log,
+            stderr=log,
+            env={**os.environ, **self.env, **(env or {})},
+            cwd=self.folder,
+        )
+        self.workers.append(process)
+        return process
+
+    def log(self, name: str) -> str:
+        return (self.folder / f"{name}.log").read_text()
+
+    def publish(self, changes: list[tuple[str, str, int]], *, pace: float = 0.0) -> None:
+        """Send +/- changes as the CLI would, straight to the topic (fast); `pace` seconds
+        between sends."""
+        producer = Producer({**self.broker.producer_config()})
+        for store, sku, delta in changes:
+            event = from_change(
+                stock_change(store, sku, delta=delta, expect=None, reason="test"),
+                event_id=None,
+                actor="tester",
+                source="cli",
+            )
+            producer.produce(self.topic, event.encode(), key=event.key)
+            producer.poll(0)
+            self.sent[(store, sku)] += delta
+            self.events += 1
+            if pace:
+                time.sleep(pace)
+        assert producer.flush(30) == 0
+
+    def scalar(self, sql: str, *params: Any) -> Any:
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            row = conn.execute(sql, params or None).fetchone()
+            assert row is not None
+            return row[0]
+
+    def applied(self) -> int:
+        return int(self.scalar("SELECT count(*) FROM audit_log WHERE action = 'stock.adjust'"))
+
+    def wait_until(self, check: Callable[[], bool], timeout: float, what: str) -> None:
+        deadline = time.monotonic() + timeout
+        while not check():
+            if time.monotonic() > deadline:
+                logs = {p.name: p.read_text()[-2000:] for p in self.folder.glob("*.log")}
+                raise AssertionError(f"timed out waiting for {what}; worker logs: {logs}")
+            time.sleep(0.05)
+
+    def assert_exactly_once(self) -> None:
+        """Audit rows equal events sent, applied_events too, and every quantity exact."""
+        assert self.applied() == self.events
+        assert self.scalar("SELECT count(*) FROM rejected_events") == 0
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            rows = conn.execute(
+                "SELECT s.code, p.sku, i.quantity FROM inventory i JOIN stores s "
+                "ON s.id = i.store_id JOIN products p ON p.id = i.product_id"
+            ).fetchall()
+            duplicates = conn.execute(
+                "SELECT count(*) FROM (SELECT event_id FROM audit_log GROUP BY event_id "
+                "HAVING count(*) > 1) d"
+            ).fetchone()
+        assert duplicates == (0,)
+        on_hand = {(store, sku): quantity for store, sku, quantity in rows}
+        for (store, sku), total in self.sent.items():
+            assert on_hand.get((store, sku), 0) == total, (store, sku)
+
+    def committed(self) -> int:
+        """The offsets the workers' group has committed, summed over the partitions."""
+        consumer = Consumer(self.broker.consumer_config("inv-workers"))
+        try:
+            partitions = consumer.list_topics(self.topic, timeout=10).topics[self.topic].partitions
+            done = consumer.committed(
+                [TopicPartition(self.topic, p) for p in partitions], timeout=10
+            )
+        finally:
+            consumer.close()
+        return sum(max(0, tp.offset) for tp in done)
+
+    def close(self) -> None:
+        for process in self.workers:
+            if process.poll() is None:
+                process.kill()
+                process.wait(10)
+        drop_database(self.url)
+
+
+@pytest.fixture
+def shop(broker: Broker, tmp_path: Path) -> Iterator[Shop]:
+    made = Shop(broker, tmp_path, redis_or_skip())
+    yield made
+    made.close()
+
+
+def stream(n: int, *, seed: int = 0) -> list[tuple[str, str, int]]:
+    """`n` changes that never take anything below zero: mostly +1 with some -1."""
+    out: list[tuple[str, str, int]] = []
+    level: Counter[tuple[str, str]] = Counter()
+    for i in range(n):
+        key = (STORES[(i + seed) % 2], SKUS[(i * 7 + seed) % len(SKUS)])
+        delta = -1 if i % 5 == 4 and level[key] > 0 else 1 + i % 3
+        level[key] += delta
+        out.append((*key, delta))
+    return out
+
+
+def test_the_cli_end_to_end_with_a_worker(shop: Shop) -> None:
+    queued = shop.inv("update", "K-1", "--change", "5", "--reason", "delivery")
+    assert queued.returncode == 0, queued.stderr
+    assert "K-1 at main: +5 queued (event " in queued.stdout
+    # Not applied: no worker yet, and the status says there is lag.
+    assert shop.applied() == 0
+    status = json.loads(shop.inv("status", "--format", "json").stdout)
+    assert status["kafka"]["lag"] == 1 and status["kafka"]["ok"] is True
+    assert status["kafka"]["oldest_unapplied_age_s"] >= 0
+    shop.start_worker("w1")
+    waited = shop.inv("update", "K-1", "--change", "-2", "--wait")
+    assert waited.returncode == 0, waited.stderr
+    assert waited.stdout == "K-1 at main: 5 -> 3 (-2)\n"
+    moved = shop.inv("transfer", "K-1", "--from", "main", "--to", "north", "--qty", "1", "--wait")
+    assert moved.stdout == "Moved 1 K-1 from main to north (main: 2, north: 1)\n", moved.stderr
+    # Refused by the worker: the error and exit code of every backend.
+    short = shop.inv("update", "K-1", "--change", "-50", "--wait")
+    assert short.returncode == 1
+    assert short.stderr == "Error: not enough K-1 at main: 2 on hand, 50 asked for\n"
+    stale = shop.inv("update", "K-1", "--set", "9", "--expect", "7", "--wait")
+    assert stale.returncode == 1 and "is 2, not the expected 7" in stale.stderr
+    # The same idempotency key twice: applied once, the first result both times.
+    first = shop.inv("update", "K-2", "--change", "4", "--idempotency-key", "pos-1", "--wait")
+    again = shop.inv("update", "K-2", "--change", "4", "--idempotency-key", "pos-1", "--wait")
+    assert first.stdout == again.stdout == "K-2 at main: 0 -> 4 (+4)\n"
+    other = shop.inv("update", "K-2", "--change", "1", "--idempotency-key", "pos-1")
+    assert other.returncode == 1 and "already used for a different request" in other.stderr
+    shown = json.loads(shop.inv("show", "K-1", "--format", "json").stdout)
+    assert shown["stock"] == {"main": 2, "north": 1}
+    again_shown = json.loads(shop.inv("show", "K-1", "--format", "json").stdout)
+    assert again_shown == shown
+    status = json.loads(shop.inv("status", "--format", "json").stdout)
+    assert status["ok"] is True and status["kafka"]["lag"] == 0
+    assert status["rejected_events"] == 2
+    assert status["cache"]["hits"] >= 1 and status["cache"]["hit_ratio"] > 0
+    # The rejected events went to the dead-letter topic too.
+    dead = _read_topic(shop.broker, f"{shop.topic}.dlq", 2)
+    assert sorted(d["error"] for d in dead) == ["Conflict", "InsufficientStock"]
+    assert shop.scalar("SELECT count(*) FROM audit_log WHERE action LIKE 'stock.%'") == 5
+
+
+def _read_topic(
+    broker: Broker, topic: str, count: int, timeout: float = 20
+) -> list[dict[str, Any]]:
+    consumer = Consumer(broker.consumer_config(f"reader-{uuid.uuid4().hex[:6]}"))
+    consumer.subscribe([topic])
+    found: list[dict[str, Any]] = []
+    deadline = time.monotonic() + timeout
+    try:
+        while len(found) < count and time.monotonic() < deadline:
+            record = consumer.poll(0.2)
+            if record is not None and record.error() is None:
+                found.append(json.loads(record.value() or b"{}"))
+    finally:
+        consumer.close()
+    return found
+
+
+def test_kill_9_the_worker_mid_stream_applies_every_event_once(shop: Shop) -> None:
+    shop.publish(stream(3000))
+    for round_ in range(3):
+        worker = shop.start_worker(f"w{round_}", "--batch-size", "100")
+        before = shop.applied()
+        shop.wait_until(
+            lambda before=before: shop.applied() >= before + 300, 60, "the worker to make progress"
+        )
+        worker.kill()
+        worker.wait(10)
+        assert shop.applied() < 3000, "the stream should still be going when it is killed"
+    shop.start_worker("last", "--batch-size", "100")
+    shop.wait_until(lambda: shop.applied() >= 3000, 120, "every event")
+    time.sleep(0.5)  # anything applied twice would show up now
+    shop.assert_exactly_once()
+
+
+def test_two_workers_share_six_partitions_while_one_stops_and_starts(shop: Shop) -> None:
+    a = shop.start_worker("a")
+    b = shop.start_worker("b")
+    changes = stream(4000, seed=3)
+    import threading
+
+    sender = threading.Thread(target=shop.publish, args=(changes,), kwargs={"pace": 0.0015})
+    sender.start()
+    shop.wait_until(lambda: shop.applied() >= 800, 60, "both workers to apply")
+    b.send_signal(signal.SIGTERM)
+    assert b.wait(30) == 0, "SIGTERM finishes the batch in hand and exits 0"
+    assert "worker stopped" in shop.log("b")
+    time.sleep(1.0)
+    shop.start_worker("b2")
+    shop.wait_until(lambda: "assigned partitions" in shop.log("b2"), 60, "b2 to join")
+    sender.join(120)
+    shop.wait_until(lambda: shop.applied() >= 4000, 120, "every event")
+    time.sleep(0.5)
+    shop.assert_exactly_once()
+    assert shop.log("a").count("assigned partitions") >= 2, "a rebalance gave a new share"
+    a.send_signal(signal.SIGTERM)
+    assert a.wait(30) == 0
+
+
+def test_postgres_unreachable_for_the_worker_retries_and_loses_nothing(shop: Shop) -> None:
+    host_port = shop.url.split("@", 1)[1].split("/", 1)[0]
+    host, port = host_port.split(":")
+    with TcpProxy((host, int(port))) as proxy:
+        behind = shop.url.replace(host_port, f"127.0.0.1:{proxy.port}")
+        shop.start_worker("w", env={"INV_DATABASE_URL": behind})
+        shop.publish(stream(200))
+        shop.wait_until(lambda: shop.applied() >= 200, 60, "the first events")
+        proxy.cut()
+        shop.publish(stream(500, seed=1))
+        shop.wait_until(lambda: "retrying in" in shop.log("w"), 30, "the worker to retry")
+        committed = shop.committed()
+        time.sleep(2)
+        assert shop.applied() == 200
+        assert shop.committed() == committed == 200, "no offsets committed while it is away"
+        proxy.restore()
+        shop.wait_until(lambda: shop.applied() >= 700, 60, "everything once PostgreSQL is back")
+    time.sleep(0.5)
+    shop.assert_exactly_once()
+
+
+def test_a_malformed_message_is_rejected_and_its_partition_goes_on(shop: Shop) -> None:
+    shop.start_worker("w")
+    producer = Producer(shop.broker.producer_config())
+    key = b"main:k-3"  # the partition K-3's events at main go to
+    for garbage in (b"not json at all", b'{"v": 99}', b"\xff\xfe", b""):
+        producer.produce(shop.topic, garbage, key=key)
+    assert producer.flush(10) == 0
+    shop.publish([("main", "K-3", 2), ("main", "K-3", 3)])
+    shop.wait_until(lambda: shop.applied() >= 2, 30, "the events behind the garbage")
+    shop.wait_until(
+        lambda: shop.scalar("SELECT count(*) FROM rejected_events") == 4, 30, "the rejections"
+    )
+    errors = shop.scalar("SELECT array_agg(DISTINCT error) FROM rejected_events")
+    assert errors == ["MalformedEvent"]
+    assert (
+        shop.scalar(
+            "SELECT quantity FROM inventory i JOIN products p ON p.id = i.product_id "
+            "WHERE p.sku = 'K-3' AND i.store_id = (SELECT id FROM stores WHERE code = 'main')"
+        )
+        == 5
+    )
+    shop.wait_until(lambda: "not JSON" in shop.log("w"), 10, "the rejections in the log")
+    dead = _read_topic(shop.broker, f"{shop.topic}.dlq", 4)
+    assert len(dead) == 4 and all(d["error"] == "MalformedEvent" for d in dead)
+
+
+def test_broker_unreachable_update_exits_75_quickly_and_records_nothing(shop: Shop) -> None:
+    nowhere = f"127.0.0.1:{free_port()}"
+    started = time.monotonic()
+    result = shop.inv(
+        "update", "K-1", "--change", "1", env={"INV_KAFKA_BOOTSTRAP_SERVERS": nowhere}
+    )
+    took = time.monotonic() - started
+    assert result.returncode == 75, result.stderr
+    assert result.stderr.startswith(f"Error: cannot reach Kafka at {nowhere}")
+    assert "Traceback" not in result.stderr
+    assert took < 3 + 10, f"bounded by INV_KAFKA_TIMEOUT (3 s) plus start-up, took {took:.1f} s"
+    # Nothing was recorded, and the real topic got nothing.
+    shop.start_worker("w")
+    time.sleep(3)
+    assert shop.applied() == 0
+    backend = shop.backend()
+    assert backend.status()["kafka"]["lag"] == 0
+    backend.close()
+
+
+def test_redis_down_means_slower_reads_never_failed_ones(shop: Shop, tmp_path: Path) -> None:
+    with private_redis(tmp_path) as redis_server:
+        env = {"INV_REDIS_URL": redis_server.url}
+        shop.start_worker("w", env=env)
+        assert shop.inv("update", "K-4", "--change", "3", "--wait", env=env).returncode == 0
+        first = shop.inv("show", "K-4", "--format", "json", env=env)
+        assert json.loads(first.stdout)["stock"] == {"main": 3}
+        cached = shop.inv("status", "--format", "json", env=env)
+        assert json.loads(cached.stdout)["cache"]["misses"] >= 1
+
+        redis_server.stop()
+        applied = shop.inv("update", "K-4", "--change", "2", "--wait", env=env)
+        assert applied.returncode == 0 and applied.stdout == "K-4 at main: 3 -> 5 (+2)\n"
+        read = shop.inv("show", "K-4", "--format", "json", env=env)
+        assert read.returncode == 0, read.stderr
+        assert json.loads(read.stdout)["stock"] == {"main": 5}
+        assert read.stderr.count("Warning: Redis at") == 1, read.stderr
+        status = shop.inv("status", "--format", "json", env=env)
+        assert status.returncode == 75 and json.loads(status.stdout)["cache"]["ok"] is False
+
+        redis_server.start()  # back, empty
+        assert shop.inv("update", "K-4", "--change", "1", "--wait", env=env).returncode == 0
+        for _ in range(2):
+            again = shop.inv("show", "K-4", "--format", "json", env=env)
+            assert again.stderr == "" and json.loads(again.stdout)["stock"] == {"main": 6}
+        stats = json.loads(shop.inv("status", "--format", "json", env=env).stdout)["cache"]
+        assert stats["ok"] is True and stats["hits"] >= 1, "the cache fills again"
+    assert "Redis" in shop.log("w")  # the worker noticed, and went on
+    assert shop.applied() == 3
