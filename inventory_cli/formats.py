@@ -179,9 +179,25 @@ def render_one(record: Record, fmt: str, *, title: str | None = None) -> None:
     table = Table(title=title, show_header=False, box=None, pad_edge=False)
     table.add_column(style="bold")
     table.add_column()
-    for key, value in record.items():
+    for key, value in _flat(record):
         table.add_row(key, _cell(value, human=True) if value not in (None, {}) else "-")
     Console(width=_width(sys.stdout)).print(table)
+
+
+def _flat(record: Record, prefix: str = "") -> list[tuple[str, Any]]:
+    """Nested objects as dotted rows (`kafka.lag`), lists of objects one row each
+    (`kafka.partitions[3]`), for a two-column table."""
+    rows: list[tuple[str, Any]] = []
+    for key, value in record.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            rows += _flat(value, f"{name}.")
+        elif isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+            for i, item in enumerate(value):
+                rows.append((f"{name}[{item.get('partition', i)}]", item))
+        else:
+            rows.append((name, value))
+    return rows
 
 
 _RIGHT = {

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from decimal import Decimal
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -74,3 +75,79 @@ def test_crontab_uses_real_commands() -> None:
         )
         assert result.returncode == 0
     assert "--exit-code" in text
+
+
+def test_the_walkthrough_from_v1_to_v3(tmp_path: Path) -> None:
+    """The shop of the walkthrough, carried up: JSON -> PostgreSQL (`inv migrate`) -> the
+    kafka backend on the same database, with a real broker, worker and Redis."""
+    from broker import broker_or_skip
+    from pg import drop_database, fresh_database
+    from services import redis_or_skip
+
+    assert inv(tmp_path, "init").returncode == 0
+    for name in ("catalog.csv", "stock-count.csv", "movements.csv"):
+        assert inv(tmp_path, "import", str(EXAMPLES / name)).returncode == 0
+    v1 = json.loads(inv(tmp_path, "list", "--format", "json").stdout)
+    v1_history = json.loads(inv(tmp_path, "history", "--format", "json").stdout)
+    url = fresh_database()  # the schema and store main, as `inv init` leaves it
+    redis_url = redis_or_skip()
+    try:
+        with broker_or_skip() as broker:
+            env = {
+                **os.environ,
+                "INV_DATABASE_URL": url,
+                "INV_KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap,
+                "INV_KAFKA_TOPIC": f"walk-{tmp_path.name}",
+                "INV_REDIS_URL": redis_url,
+                "INV_CACHE_PREFIX": f"walk-{tmp_path.name}",
+                "INV_KAFKA_SESSION_TIMEOUT_MS": "2000",
+            }
+
+            def run(*args: str, backend: str) -> subprocess.CompletedProcess[str]:
+                return subprocess.run(
+                    [
+                        sys.executable,
+                        "-m",
+                        "inventory_cli",
+                        "--file",
+                        str(tmp_path / "inventory.json"),
+                        *args,
+                    ],
+                    capture_output=True,
+                    text=True,
+                    env={**env, "INV_BACKEND": backend},
+                    timeout=120,
+                )
+
+            moved = run("migrate", "--to", "postgres", "--merge", backend="json")
+            assert moved.returncode == 0, moved.stderr
+            v2 = json.loads(run("list", "--format", "json", backend="postgres").stdout)
+            assert v2 == v1
+            v2_history = json.loads(run("history", "--format", "json", backend="postgres").stdout)
+            assert len(v2_history) == len(v1_history) + 1  # + the template's store main
+            assert run("init", backend="kafka").returncode == 0  # the topics
+            worker = subprocess.Popen(
+                [sys.executable, "-m", "inventory_cli", "worker"],
+                env={**env, "INV_BACKEND": "kafka"},
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            try:
+                here = ("HW-1001", "main")
+                start = next(r["quantity"] for r in v1 if (r["sku"], r["store"]) == here)
+                sold = run("update", *here[:1], "--change", "-1", "--wait", backend="kafka")
+                assert sold.stdout == f"HW-1001 at main: {start} -> {start - 1} (-1)\n", sold.stderr
+                v3 = json.loads(run("list", "--format", "json", backend="kafka").stdout)
+                one_less = start - 1
+                expected = [
+                    {**r, "quantity": one_less, "value": str(Decimal(r["price"]) * one_less)}
+                    if (r["sku"], r["store"]) == here
+                    else r
+                    for r in v1
+                ]
+                assert v3 == expected
+            finally:
+                worker.terminate()
+                assert worker.wait(30) == 0
+    finally:
+        drop_database(url)

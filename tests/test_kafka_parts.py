@@ -1,0 +1,238 @@
+"""The kafka backend's parts on their own: the event format, the Redis cache's version
+guard (against a real Redis), and the batch applier on a real PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+from broker import free_port
+from pg import drop_database, fresh_database
+from services import redis_or_skip
+
+from backends.kafka.apply import Message, apply_batch
+from backends.kafka.cache import Cache
+from backends.kafka.events import MalformedEvent, decode, from_change, from_transfer
+from backends.postgres import PostgresBackend
+from backends.requests import stock_change, transfer
+
+# -- events ----------------------------------------------------------------------------
+
+
+def _adjust(sku: str = "MUG", delta: int = -2, **kw: Any) -> Any:
+    change = stock_change("main", sku, delta=delta, expect=kw.get("expect"), reason="sale")
+    return from_change(change, event_id=kw.get("event_id"), actor="ana", source="cli")
+
+
+def test_an_event_round_trips_and_is_keyed_by_store_and_sku() -> None:
+    event = _adjust(" Mug ", -2, expect=5, event_id="pos-1")
+    assert event.key == b"main:mug"
+    assert decode(event.encode()) == event
+    data = json.loads(event.encode())
+    assert data["v"] == 1 and data["type"] == "stock.adjust" and data["delta"] == -2
+    assert data["expect"] == 5 and data["event_id"] == "pos-1" and data["sku"] == "Mug"
+    move = from_transfer(
+        transfer("MUG", "main", "north", 3, None), event_id=None, actor="ana", source="cli"
+    )
+    assert decode(move.encode()) == move and move.to_store == "north" and move.quantity == 3
+    assert move.event_id != move.message_id
+
+
+@pytest.mark.parametrize(
+    ("raw", "why"),
+    [
+        (b"", "empty"),
+        (b"not json", "not JSON"),
+        (b"[1, 2]", "not a JSON object"),
+        (b'{"v": 2}', "schema version 2"),
+        (b"\xff\xfe", "not JSON"),
+    ],
+)
+def test_malformed_bytes_say_what_is_wrong(raw: bytes, why: str) -> None:
+    with pytest.raises(MalformedEvent, match=why):
+        decode(raw)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "why"),
+    [
+        ("type", "stock.steal", "unknown type"),
+        ("delta", None, "delta is missing"),
+        ("delta", "3", "delta is not int"),
+        ("delta", True, "delta is not int"),
+        ("delta", 2**40, "out of range"),
+        ("sku", "  ", "sku is empty"),
+        ("at", "yesterday", "not an ISO time"),
+        ("message_id", None, "message_id is missing"),
+    ],
+)
+def test_a_bad_field_is_named(field: str, value: Any, why: str) -> None:
+    data = json.loads(_adjust().encode())
+    data[field] = value
+    with pytest.raises(MalformedEvent, match=why):
+        decode(json.dumps(data).encode())
+
+
+# -- the cache, on a real Redis ----------------------------------------------------------
+
+
+@pytest.fixture
+def cache() -> Iterator[Cache]:
+    made = Cache(redis_or_skip(), prefix=f"test-{uuid.uuid4().hex[:8]}", ttl=60)
+    yield made
+    client = made._redis()
+    for key in client.scan_iter(f"{made.prefix}:*"):
+        client.delete(key)
+    made.close()
+
+
+CATALOG = {
+    "sku": "MUG",
+    "name": "Mug",
+    "price": "4.50",
+    "unit": "each",
+    "category": None,
+    "reorder_level": 0,
+}
+
+
+def test_a_miss_fills_and_the_next_read_hits(cache: Cache) -> None:
+    generation, catalog, stock = cache.read("mug")
+    assert generation == "0" and catalog is None
+    cache.fill(generation, "mug", CATALOG, [("main", 7, 12), ("north", 3, 1)])
+    _, catalog, stock = cache.read("mug")
+    assert catalog == CATALOG and stock == {"main": 12, "north": 1}
+    assert (cache.hits, cache.misses) == (1, 1)
+    assert cache.stats()["hit_ratio"] == 0.5
+
+
+def test_a_slow_reader_never_puts_an_older_quantity_back(cache: Cache) -> None:
+    generation, _, _ = cache.read("mug")  # a reader misses and reads version 7 ...
+    assert cache.write_through([("MUG", "main", 11, 8)])  # ... the worker commits version 8
+    cache.fill(generation, "mug", CATALOG, [("main", 7, 12)])  # ... the reader fills late
+    assert cache.read("mug")[2] == {"main": 11}
+    assert cache.write_through([("MUG", "main", 99, 5)])  # an old write-through, replayed
+    assert cache.read("mug")[2] == {"main": 11}
+    assert cache.write_through([("MUG", "main", 10, 9), ("MUG", "north", 4, 10)])
+    assert cache.read("mug")[2] == {"main": 10, "north": 4}
+
+
+def test_forgetting_drops_one_entry_or_all(cache: Cache) -> None:
+    for sku in ("mug", "cup"):
+        cache.fill("0", sku, {**CATALOG, "sku": sku}, [("main", 1, 1)])
+    assert cache.forget(["MUG"])
+    assert cache.read("mug")[1] is None and cache.read("cup")[1] is not None
+    assert cache.forget_all()
+    generation, catalog, _ = cache.read("cup")
+    assert generation == "1" and catalog is None
+    cache.fill("0", "cup", CATALOG, [("main", 2, 2)])  # filled for the old generation
+    assert cache.read("cup")[1] is None, "a fill read before forget_all is refused"
+
+
+def test_redis_down_is_a_miss_and_one_warning(caplog: pytest.LogCaptureFixture) -> None:
+    down = Cache(f"redis://127.0.0.1:{free_port()}/0", timeout=0.2)
+    with caplog.at_level(logging.WARNING, logger="inv.cache"):
+        assert down.read("mug") == (None, None, {})
+        assert down.read("mug") == (None, None, {})
+        assert not down.write_through([("MUG", "main", 1, 1)])
+        assert not down.forget_all()
+    warnings = [r for r in caplog.records if r.name == "inv.cache"]
+    assert len(warnings) == 1 and "is unavailable" in warnings[0].getMessage()
+    assert down.stats()["ok"] is False
+
+
+# -- the batch applier, on a real PostgreSQL -------------------------------------------
+
+
+@pytest.fixture
+def database() -> Iterator[str]:
+    url = fresh_database()
+    backend = PostgresBackend(url, actor="tester")
+    backend.add_product("Mug", "4.50", sku="MUG", quantity=5)
+    backend.add_store("north")
+    backend.close()
+    yield url
+    drop_database(url)
+
+
+def _messages(*events: Any) -> list[Message]:
+    return [
+        Message.from_record("t", 0, i, e if isinstance(e, bytes) else e.encode())
+        for i, e in enumerate(events)
+    ]
+
+
+def _apply(url: str, messages: list[Message]) -> Any:
+    backend = PostgresBackend(url, actor="worker")
+    try:
+        return backend._write(lambda connection: apply_batch(connection, messages))
+    finally:
+        backend.close()
+
+
+def test_a_batch_applies_in_order_and_rejects_what_cannot_apply(database: str) -> None:
+    take = _adjust(delta=-4)
+    too_many = _adjust(delta=-2)  # 1 left: refused, and the rest goes on
+    restock = _adjust(delta=10, event_id="delivery-1")
+    again = _adjust(delta=10, event_id="delivery-1")  # the same key: skipped
+    clash = _adjust(delta=3, event_id="delivery-1")  # the same key, another request
+    unknown = _adjust("NOPE", 1)
+    move = from_transfer(
+        transfer("mug", "main", "north", 6, None), event_id=None, actor="ana", source="cli"
+    )
+    outcome = _apply(
+        database, _messages(take, too_many, restock, again, clash, unknown, b"junk", move)
+    )
+    assert outcome.applied == 3 and outcome.duplicates == 1
+    assert [r.error for r in outcome.rejected] == [
+        "InsufficientStock",
+        "Conflict",
+        "NotFound",
+        "MalformedEvent",
+    ]
+    assert sorted((v.store, v.quantity) for v in outcome.stock) == [("main", 5), ("north", 6)]
+    with psycopg.connect(database, autocommit=True) as conn:
+        audit = conn.execute(
+            "SELECT action, store, delta, quantity_after FROM audit_log "
+            "WHERE action LIKE 'stock.%%' ORDER BY id"
+        ).fetchall()
+        rejected = conn.execute("SELECT count(*) FROM rejected_events").fetchone()
+    assert audit == [
+        ("stock.adjust", "main", -4, 1),
+        ("stock.adjust", "main", 10, 11),
+        ("stock.transfer_out", "main", -6, 5),
+        ("stock.transfer_in", "north", 6, 6),
+    ]
+    assert rejected == (4,)
+    # The whole batch delivered again (a worker killed before its offset commit): nothing
+    # applies twice, nothing rejected is applied now.
+    replay = _apply(
+        database, _messages(take, too_many, restock, again, clash, unknown, b"junk", move)
+    )
+    assert (replay.applied, replay.duplicates, replay.rejected) == (0, 8, [])
+
+
+def test_a_rejected_event_leaves_no_empty_stock_row(database: str) -> None:
+    outcome = _apply(
+        database,
+        _messages(
+            from_change(
+                stock_change("north", "MUG", delta=-1, expect=None, reason=None),
+                event_id=None,
+                actor="a",
+                source="cli",
+            )
+        ),
+    )
+    assert [r.error for r in outcome.rejected] == ["InsufficientStock"]
+    with psycopg.connect(database, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT count(*) FROM inventory i JOIN stores s ON s.id = i.store_id "
+            "WHERE s.code = 'north'"
+        ).fetchone()
+    assert rows == (0,), "north was never stocked: the refused event must not stock it"
