@@ -37,6 +37,7 @@ __all__ = [
     "parse_time",
     "utcnow",
     "validate_category",
+    "validate_event_id",
     "validate_name",
     "validate_reason",
     "validate_sku",
@@ -66,6 +67,7 @@ SORT_KEYS = ("sku", "name", "quantity", "value")
 
 _STORE_CODE = re.compile(r"[a-z0-9_-]+")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_SURROGATE = re.compile(r"[\ud800-\udfff]")  # bytes that were not UTF-8 (surrogateescape)
 _CENT = Decimal("0.01")
 
 
@@ -281,7 +283,15 @@ def _text(value: str, *, field: str, max_length: int) -> str:
         raise ValidationError(f"{field}: longer than {max_length} characters", field=field)
     if _CONTROL.search(text):
         raise ValidationError(f"{field}: contains a control character", field=field)
+    if _SURROGATE.search(text):
+        raise ValidationError(f"{field}: is not valid UTF-8", field=field)
     return text
+
+
+def validate_event_id(value: str, *, field: str = "idempotency_key") -> str:
+    """An idempotency key (event id): 1-200 printable characters, kept as given."""
+    _text(value, field=field, max_length=200)
+    return value
 
 
 def validate_sku(value: str, *, field: str = "sku") -> str:

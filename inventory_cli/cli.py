@@ -326,7 +326,7 @@ def update(
 def _describe_move(m: Movement) -> str:
     if m.pending:
         what = f"set to {m.quantity_after}" if m.delta is None else f"{m.delta:+d}"
-        return f"{m.sku} at {m.store}: {what} queued (event {m.event_id}; --wait waits for it)"
+        return f"{m.sku} at {m.store}: {what} queued as event {m.event_id}"
     after = m.quantity_after or 0
     delta = m.delta or 0
     return f"{m.sku} at {m.store}: {after - delta} -> {after} ({delta:+d})"
@@ -352,8 +352,8 @@ def transfer(
         _say(
             ctx,
             quiet,
-            f"Moving {qty} {out.sku} from {out.store} to {into.store}: queued "
-            f"(event {out.event_id}; --wait waits for it)",
+            f"Moving {qty} {out.sku} from {out.store} to {into.store}: queued as event "
+            f"{out.event_id}",
         )
         return
     _say(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -69,6 +70,12 @@ def test_malformed_bytes_say_what_is_wrong(raw: bytes, why: str) -> None:
         ("sku", "  ", "sku is empty"),
         ("at", "yesterday", "not an ISO time"),
         ("message_id", None, "message_id is missing"),
+        ("reason", "sale\x00", "control character"),
+        ("reason", "sale\udcff", "not valid UTF-8"),
+        ("sku", "MUG\udcff", "not valid UTF-8"),
+        ("event_id", "k" * 201, "longer than 200"),
+        ("store", "Main Store", "store"),
+        ("quantity", 3, "has a delta, not a quantity"),
     ],
 )
 def test_a_bad_field_is_named(field: str, value: Any, why: str) -> None:
@@ -102,9 +109,9 @@ CATALOG = {
 
 
 def test_a_miss_fills_and_the_next_read_hits(cache: Cache) -> None:
-    generation, catalog, stock = cache.read("mug")
-    assert generation == "0" and catalog is None
-    cache.fill(generation, "mug", CATALOG, [("main", 7, 12), ("north", 3, 1)])
+    stamp, catalog, stock = cache.read("mug")
+    assert stamp == ("0", "0") and catalog is None
+    cache.fill(stamp, "mug", CATALOG, [("main", 7, 12), ("north", 3, 1)])
     _, catalog, stock = cache.read("mug")
     assert catalog == CATALOG and stock == {"main": 12, "north": 1}
     assert (cache.hits, cache.misses) == (1, 1)
@@ -112,9 +119,9 @@ def test_a_miss_fills_and_the_next_read_hits(cache: Cache) -> None:
 
 
 def test_a_slow_reader_never_puts_an_older_quantity_back(cache: Cache) -> None:
-    generation, _, _ = cache.read("mug")  # a reader misses and reads version 7 ...
+    stamp, _, _ = cache.read("mug")  # a reader misses and reads version 7 ...
     assert cache.write_through([("MUG", "main", 11, 8)])  # ... the worker commits version 8
-    cache.fill(generation, "mug", CATALOG, [("main", 7, 12)])  # ... the reader fills late
+    cache.fill(stamp, "mug", CATALOG, [("main", 7, 12)])  # ... the reader fills late
     assert cache.read("mug")[2] == {"main": 11}
     assert cache.write_through([("MUG", "main", 99, 5)])  # an old write-through, replayed
     assert cache.read("mug")[2] == {"main": 11}
@@ -122,15 +129,28 @@ def test_a_slow_reader_never_puts_an_older_quantity_back(cache: Cache) -> None:
     assert cache.read("mug")[2] == {"main": 10, "north": 4}
 
 
+def test_a_reader_that_read_before_a_forget_cannot_fill_after_it(cache: Cache) -> None:
+    stamp, _, _ = cache.read("mug")  # a reader misses and reads the old catalog ...
+    assert cache.forget(["Mug"])  # ... a direct change commits and forgets the entry ...
+    cache.fill(stamp, "mug", CATALOG, [("main", 7, 12)])  # ... the old read arrives
+    assert cache.read("mug")[1] is None, "refused: it would bring the old catalog back"
+    fresh, _, _ = cache.read("mug")
+    cache.fill(fresh, "mug", {**CATALOG, "name": "Big mug"}, [("main", 8, 0)])
+    assert cache.read("mug")[1:] == ({**CATALOG, "name": "Big mug"}, {"main": 0})
+
+
 def test_forgetting_drops_one_entry_or_all(cache: Cache) -> None:
     for sku in ("mug", "cup"):
-        cache.fill("0", sku, {**CATALOG, "sku": sku}, [("main", 1, 1)])
+        stamp, _, _ = cache.read(sku)
+        cache.fill(stamp, sku, {**CATALOG, "sku": sku}, [("main", 1, 1)])
+    old_stamp = cache.read("cup")[0]
+    assert old_stamp is not None
     assert cache.forget(["MUG"])
     assert cache.read("mug")[1] is None and cache.read("cup")[1] is not None
     assert cache.forget_all()
-    generation, catalog, _ = cache.read("cup")
-    assert generation == "1" and catalog is None
-    cache.fill("0", "cup", CATALOG, [("main", 2, 2)])  # filled for the old generation
+    stamp, catalog, _ = cache.read("cup")
+    assert stamp == ("1", "0") and catalog is None
+    cache.fill(old_stamp, "cup", CATALOG, [("main", 2, 2)])  # read before forget_all
     assert cache.read("cup")[1] is None, "a fill read before forget_all is refused"
 
 
@@ -236,3 +256,59 @@ def test_a_rejected_event_leaves_no_empty_stock_row(database: str) -> None:
             "WHERE s.code = 'north'"
         ).fetchone()
     assert rows == (0,), "north was never stocked: the refused event must not stock it"
+
+
+def test_two_workers_given_the_same_batch_apply_it_once(database: str) -> None:
+    """After a rebalance the old and the new owner of a partition may hold the same
+    events: the second waits for the first (a lock per partition) and finds them done."""
+    messages = _messages(_adjust(delta=-5))  # 5 on hand: whoever is second must not refuse
+    first = PostgresBackend(database, actor="worker")
+    second: dict[str, Any] = {}
+    with first._connect(first.url) as connection, connection.begin():
+        outcome = apply_batch(connection, messages)
+        racer = threading.Thread(target=lambda: second.update(o=_apply(database, messages)))
+        racer.start()
+        racer.join(0.5)
+        assert racer.is_alive(), "the second worker waits for the first one's commit"
+    racer.join(10)
+    first.close()
+    assert outcome.applied == 1
+    assert (second["o"].applied, second["o"].duplicates, second["o"].rejected) == (0, 1, [])
+    with psycopg.connect(database, autocommit=True) as conn:
+        assert conn.execute("SELECT count(*) FROM rejected_events").fetchone() == (0,)
+
+
+def test_a_message_that_always_fails_is_isolated_and_rejected(
+    database: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch that fails for a reason other than PostgreSQL being away (a bug, a value
+    the database refuses) is split until the one message that fails is found; it is
+    rejected and the rest applied.  The failure is made by hand: a real server cannot be
+    asked to fail on one message."""
+    from backends.kafka import worker as worker_module
+    from backends.kafka.backend import KafkaBackend
+
+    messages = _messages(*(_adjust(delta=d) for d in (1, 2, 3, 4, 5)))
+    bad = messages[3].message_id
+    real = worker_module.apply_batch
+
+    def failing(connection: Any, batch: Any) -> Any:
+        if any(m.message_id == bad for m in batch):
+            raise RuntimeError("boom")
+        return real(connection, batch)
+
+    monkeypatch.setattr(worker_module, "apply_batch", failing)
+    backend = KafkaBackend(database, bootstrap_servers="127.0.0.1:1", actor="worker")
+    outcome = worker_module.Worker(backend)._apply(messages)
+    backend.close()
+    assert outcome is not None
+    assert outcome.applied == 4 and [r.error for r in outcome.rejected] == ["Unprocessable"]
+    with psycopg.connect(database, autocommit=True) as conn:
+        assert conn.execute("SELECT message_id, reason FROM rejected_events").fetchall() == [
+            (bad, "RuntimeError: boom")
+        ]
+        stock = conn.execute(
+            "SELECT quantity FROM inventory i JOIN stores s ON s.id = i.store_id "
+            "WHERE s.code = 'main'"
+        ).fetchone()
+    assert stock == (5 + 1 + 2 + 3 + 5,)

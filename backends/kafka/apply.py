@@ -40,7 +40,16 @@ from ..postgres.bulk import copy_audit, copy_rows
 from ..requests import movement_json
 from .events import Event, MalformedEvent, decode
 
-__all__ = ["Message", "Outcome", "Rejection", "StockValue", "apply_batch", "error_from"]
+__all__ = [
+    "Message",
+    "Outcome",
+    "Rejection",
+    "StockValue",
+    "apply_batch",
+    "error_from",
+    "record_rejections",
+    "unprocessable",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +137,8 @@ def error_from(kind: str, reason: str, detail: dict[str, Any]) -> InventoryError
         )
     if kind == "ValidationError" or kind == "MalformedEvent":
         return ValidationError(reason, field=detail.get("field"))
+    if kind == "Unprocessable":
+        return ValidationError(f"the worker could not apply it: {reason}")
     if kind == "NotFound":
         return NotFound(reason)
     return Conflict(reason)
@@ -136,10 +147,11 @@ def error_from(kind: str, reason: str, detail: dict[str, Any]) -> InventoryError
 class _Item:
     """One stock row under the batch's lock."""
 
-    __slots__ = ("changed", "quantity")
+    __slots__ = ("changed", "quantity", "version")
 
-    def __init__(self, quantity: int) -> None:
+    def __init__(self, quantity: int, version: int) -> None:
         self.quantity = quantity
+        self.version = version
         self.changed = False
 
 
@@ -148,6 +160,14 @@ def apply_batch(connection: Connection, messages: Sequence[Message]) -> Outcome:
     outcome = Outcome()
     if not messages:
         return outcome
+    # One batch per partition at a time: a worker that lost its partitions in a rebalance
+    # and the one that got them wait for each other here, and the second finds the first's
+    # results (applied or rejected) below.
+    for topic, partition in sorted({(m.topic, m.partition) for m in messages}):
+        connection.execute(
+            text("SELECT pg_advisory_xact_lock(hashtext(:t), :p)"),
+            {"t": topic, "p": partition},
+        )
     seen_messages = set(
         connection.execute(
             text("SELECT message_id FROM rejected_events WHERE message_id = ANY(:m)"),
@@ -161,35 +181,43 @@ def apply_batch(connection: Connection, messages: Sequence[Message]) -> Outcome:
             {"e": list({ev.event_id for ev in events})},
         ).all()
     )
+    # Stores and products are locked against deletion (KEY SHARE, in id order) for the
+    # batch; SKUs are matched by PostgreSQL's lower(), as every other command does.
     codes = {ev.store for ev in events} | {ev.to_store for ev in events if ev.to_store}
     store_ids: dict[str, int] = dict(
         connection.execute(
-            text("SELECT code, id FROM stores WHERE code = ANY(:c)"), {"c": list(codes)}
+            text("SELECT code, id FROM stores WHERE code = ANY(:c) ORDER BY id FOR KEY SHARE"),
+            {"c": list(codes)},
         ).all()
     )
     products: dict[str, tuple[int, str]] = {
         row.k: (row.id, row.sku)
         for row in connection.execute(
-            text("SELECT id, sku, lower(sku) AS k FROM products WHERE lower(sku) = ANY(:k)"),
-            {"k": list({ev.sku.lower() for ev in events})},
+            text(
+                "SELECT v.k, p.id, p.sku FROM unnest(CAST(:k AS text[])) AS v(k) "
+                "JOIN products p ON lower(p.sku) = lower(v.k) ORDER BY p.id FOR KEY SHARE OF p"
+            ),
+            {"k": list({ev.sku.strip() for ev in events})},
         )
     }
 
     # Create the rows the events may touch, then lock them all, in one order.
     pairs: set[tuple[int, int]] = set()
     for ev in events:
-        product = products.get(ev.sku.lower())
+        product = products.get(ev.sku.strip())
         if product is None:
             continue
         for code in (ev.store, ev.to_store):
             if code is not None and code in store_ids:
                 pairs.add((store_ids[code], product[0]))
-    ordered = sorted(pairs)
     created: set[tuple[int, int]] = set()
     items: dict[tuple[int, int], _Item] = {}
-    if ordered:
-        stores_col, products_col = [p[0] for p in ordered], [p[1] for p in ordered]
-        created = {
+    missing = sorted(pairs)
+    for _ in range(5):  # a row deleted between the INSERT and the lock is made again
+        if not missing:
+            break
+        stores_col, products_col = [p[0] for p in missing], [p[1] for p in missing]
+        created |= {
             (r.store_id, r.product_id)
             for r in connection.execute(
                 text(
@@ -203,14 +231,17 @@ def apply_batch(connection: Connection, messages: Sequence[Message]) -> Outcome:
         }
         for row in connection.execute(
             text(
-                "SELECT i.store_id, i.product_id, i.quantity FROM inventory i "
+                "SELECT i.store_id, i.product_id, i.quantity, i.version FROM inventory i "
                 "JOIN unnest(CAST(:s AS integer[]), CAST(:p AS bigint[])) AS v(s, p) "
                 "ON i.store_id = v.s AND i.product_id = v.p "
                 "ORDER BY i.store_id, i.product_id FOR UPDATE OF i"
             ),
             {"s": stores_col, "p": products_col},
         ):
-            items[(row.store_id, row.product_id)] = _Item(row.quantity)
+            items[(row.store_id, row.product_id)] = _Item(row.quantity, row.version)
+        missing = [pair for pair in missing if pair not in items]
+    if missing:
+        raise RuntimeError(f"stock rows {missing} keep disappearing; retrying the batch")
 
     # The rules, in order.
     at: datetime = connection.execute(text("SELECT now()")).scalar_one()
@@ -268,10 +299,17 @@ def apply_batch(connection: Connection, messages: Sequence[Message]) -> Outcome:
             ),
             {"s": [p[0] for p in unused], "p": [p[1] for p in unused]},
         )
+    codes_by_id = {v: k for k, v in store_ids.items()}
+    skus_by_id = {v[0]: v[1] for v in products.values()}
+    # Rows this batch leaves as they were go to the cache too: after a crash between the
+    # commit and the write-through, the redelivered batch is all duplicates.
+    outcome.stock.extend(
+        StockValue(skus_by_id[pair[1]], codes_by_id[pair[0]], item.quantity, item.version)
+        for pair, item in items.items()
+        if not item.changed and pair not in created
+    )
     changed = [(pair, item) for pair, item in items.items() if item.changed]
     if changed:
-        codes_by_id = {v: k for k, v in store_ids.items()}
-        skus_by_id = {v[0]: v[1] for v in products.values()}
         for row in connection.execute(
             text(
                 "UPDATE inventory i SET quantity = v.q, "
@@ -321,33 +359,7 @@ def apply_batch(connection: Connection, messages: Sequence[Message]) -> Outcome:
             ),
         )
         outcome.movements = len(entries)
-    if outcome.rejected:
-        connection.execute(
-            text(
-                'INSERT INTO rejected_events (message_id, event_id, topic, "partition", '
-                '"offset", error, reason, detail, payload) '
-                "SELECT * FROM unnest(CAST(:m AS text[]), CAST(:e AS text[]), "
-                "CAST(:t AS text[]), CAST(:pa AS integer[]), CAST(:o AS bigint[]), "
-                "CAST(:er AS text[]), CAST(:r AS text[]), CAST(:d AS jsonb[]), "
-                "CAST(:pl AS text[])) ON CONFLICT (message_id) DO NOTHING"
-            ),
-            {
-                "m": [r.message.message_id for r in outcome.rejected],
-                "e": [
-                    r.message.event.event_id if r.message.event else None for r in outcome.rejected
-                ],
-                "t": [r.message.topic for r in outcome.rejected],
-                "pa": [r.message.partition for r in outcome.rejected],
-                "o": [r.message.offset for r in outcome.rejected],
-                "er": [r.error for r in outcome.rejected],
-                "r": [r.reason for r in outcome.rejected],
-                "d": [json.dumps(r.detail) for r in outcome.rejected],
-                "pl": [
-                    (r.message.value or b"").decode("utf-8", "replace").replace("\x00", "\ufffd")
-                    for r in outcome.rejected
-                ],
-            },
-        )
+    record_rejections(connection, outcome.rejected)
     return outcome
 
 
@@ -362,7 +374,7 @@ def _rule(
     for code in (e.store, e.to_store):
         if code is not None and code not in store_ids:
             raise NotFound(f"no store {code!r}")
-    product = products.get(e.sku.lower())
+    product = products.get(e.sku.strip())
     if product is None:
         raise NotFound(f"no product with SKU {e.sku.strip()!r}")
     product_id, sku = product
@@ -411,3 +423,43 @@ def _rule(
     item.quantity = new
     item.changed = True
     return [(e.type, e.store, sku, new - current, new)]
+
+
+def record_rejections(connection: Connection, rejections: Sequence[Rejection]) -> None:
+    """Insert rejections into `rejected_events` (a message already there is left as is)."""
+    if not rejections:
+        return
+    connection.execute(
+        text(
+            'INSERT INTO rejected_events (message_id, event_id, topic, "partition", '
+            '"offset", error, reason, detail, payload) '
+            "SELECT * FROM unnest(CAST(:m AS text[]), CAST(:e AS text[]), "
+            "CAST(:t AS text[]), CAST(:pa AS integer[]), CAST(:o AS bigint[]), "
+            "CAST(:er AS text[]), CAST(:r AS text[]), CAST(:d AS jsonb[]), "
+            "CAST(:pl AS text[])) ON CONFLICT (message_id) DO NOTHING"
+        ),
+        {
+            "m": [_clean(r.message.message_id) for r in rejections],
+            "e": [
+                _clean(r.message.event.event_id) if r.message.event else None for r in rejections
+            ],
+            "t": [r.message.topic for r in rejections],
+            "pa": [r.message.partition for r in rejections],
+            "o": [r.message.offset for r in rejections],
+            "er": [r.error for r in rejections],
+            "r": [_clean(r.reason) for r in rejections],
+            "d": [json.dumps(r.detail) for r in rejections],
+            "pl": [_clean((r.message.value or b"").decode("utf-8", "replace")) for r in rejections],
+        },
+    )
+
+
+def _clean(value: str) -> str:
+    """Text PostgreSQL takes: no NUL, no lone surrogates."""
+    return value.replace("\x00", "\ufffd").encode("utf-8", "replace").decode("utf-8")
+
+
+def unprocessable(message: Message, error: BaseException) -> Rejection:
+    """A message that made its batch fail again and again, on its own: rejected, so that
+    its partition goes on."""
+    return Rejection(message, "Unprocessable", f"{type(error).__name__}: {error}"[:1000], {})

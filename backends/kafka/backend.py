@@ -22,9 +22,10 @@ event and returns the entry, or raises the error the worker rejected it with.  E
 else (catalog, stores, imports) is rare, needs an answer at once, and is written straight
 to PostgreSQL as the postgres backend does; the worker serialises with it on row locks.
 
-**Reads.**  `get` asks Redis first (`backends.kafka.cache`), then a read replica, then
-the primary; the other reads go to a replica, or the primary when there is none or it is
-down.  After a write (or a `--wait`), the same backend reads the primary and skips the
+**Reads.**  `get` asks Redis first (`backends.kafka.cache`); a miss is read from the
+primary and fills the cache; with Redis down it reads a replica, then the primary.  The
+other reads go to a replica, or the primary when there is none or it is down.  After a
+write (or a `--wait`), the same backend reads the primary and skips the
 cache: it reads its own writes.
 
 **The worker** is `backends.kafka.worker` (`inv worker`).
@@ -49,12 +50,9 @@ from ..errors import (
     InventoryError,
     NotFound,
 )
-from ..models import Movement, Product, Snapshot
+from ..models import Movement, Product, Snapshot, validate_event_id
 from ..postgres.backend import PostgresBackend, _secret
-from ..requests import (
-    StockChange,
-    movement_from_json,
-)
+from ..requests import StockChange, movement_from_json, sku_key
 from ..requests import transfer as transfer_request
 from .apply import error_from
 from .cache import Cache
@@ -206,7 +204,11 @@ class KafkaBackend(PostgresBackend):
         left = producer.flush(self.timeout + 1)
         if left or failures:
             self._producer = None  # an idempotent producer that lost its broker is stuck
-            raise self._unreachable(failures[0] if failures else "no answer")
+            raise self._unreachable(
+                f"{failures[0] if failures else 'no answer'}; event {event.event_id} was not "
+                f"confirmed: to retry without applying it twice, re-run with "
+                f"--idempotency-key {event.event_id}"
+            )
 
     # -- set-up ------------------------------------------------------------------------
 
@@ -283,6 +285,8 @@ class KafkaBackend(PostgresBackend):
             raise NotFound(f"no product with SKU {sku.strip()!r}")
 
     def _change_stock(self, change: StockChange, event_id: str | None) -> Movement:
+        if event_id is not None:
+            validate_event_id(event_id)
         first = self._first_result(event_id, change.fingerprint)
         if first is not None:
             return first[0]
@@ -304,6 +308,8 @@ class KafkaBackend(PostgresBackend):
         event_id: str | None = None,
     ) -> tuple[Movement, Movement]:
         move = transfer_request(sku, from_store, to_store, quantity, reason)
+        if event_id is not None:
+            validate_event_id(event_id)
         first = self._first_result(event_id, move.fingerprint)
         if first is not None:
             return first[0], first[1]
@@ -348,7 +354,9 @@ class KafkaBackend(PostgresBackend):
                 if time.monotonic() > deadline:
                     raise BackendUnavailable(
                         f"event {event.event_id} was published but not applied within "
-                        f"{limit:g} s; is a worker running? (inv status shows the lag)"
+                        f"{limit:g} s; is a worker running? (inv status shows the lag) "
+                        f"To wait again without applying it twice, re-run with "
+                        f"--idempotency-key {event.event_id} --wait"
                     )
                 time.sleep(pause)
                 pause = min(pause * 1.5, 0.05)
@@ -358,8 +366,8 @@ class KafkaBackend(PostgresBackend):
     def get(self, sku: str) -> Product:
         if self.cache is None or self._wrote:
             return super().get(sku)
-        key = sku.strip().lower()
-        generation, catalog, stock = self.cache.read(key)
+        key = sku_key(sku)
+        stamp, catalog, stock = self.cache.read(key)
         if catalog is not None:
             return Product(
                 sku=catalog["sku"],
@@ -370,7 +378,10 @@ class KafkaBackend(PostgresBackend):
                 reorder_level=catalog["reorder_level"],
                 stock=dict(sorted(stock.items())),
             )
-        with self._read() as connection:
+        if stamp is None:  # Redis is down: a replica, then the primary
+            return super().get(sku)
+        # A miss is filled from the primary: a replica may not have seen a change yet.
+        with self._connect(self.url) as connection:
             row = connection.execute(
                 text(
                     "SELECT id, sku, name, price, unit, category, reorder_level FROM products "
@@ -388,7 +399,16 @@ class KafkaBackend(PostgresBackend):
                 ),
                 {"p": row.id},
             ).all()
-        product = Product(
+        catalog = {
+            "sku": row.sku,
+            "name": row.name,
+            "price": str(row.price),
+            "unit": row.unit,
+            "category": row.category,
+            "reorder_level": row.reorder_level,
+        }
+        self.cache.fill(stamp, key, catalog, [tuple(level) for level in levels])
+        return Product(
             sku=row.sku,
             name=row.name,
             price=row.price,
@@ -397,17 +417,6 @@ class KafkaBackend(PostgresBackend):
             reorder_level=row.reorder_level,
             stock={code: quantity for code, _, quantity in levels},
         )
-        if generation is not None:
-            catalog = {
-                "sku": row.sku,
-                "name": row.name,
-                "price": str(row.price),
-                "unit": row.unit,
-                "category": row.category,
-                "reorder_level": row.reorder_level,
-            }
-            self.cache.fill(generation, key, catalog, [tuple(level) for level in levels])
-        return product
 
     # -- straight to PostgreSQL, then the cache entries they touch are dropped -----------
 

@@ -1,6 +1,6 @@
 """The Redis read cache: cache-aside for `get(sku)`, written through by the worker.
 
-One hash per product, `<prefix>:<generation>:item:<sku, lower-case>`, with a TTL (the
+One hash per product, `<prefix>:<generation>:item:<sku, case-folded>`, with a TTL (the
 prefix is `inv` unless `INV_CACHE_PREFIX` says otherwise, for inventories sharing a Redis):
 
     p           the catalog fields, JSON (present once a reader has filled the entry)
@@ -14,7 +14,9 @@ writing through alike: a slow reader can never put an older quantity back.
 
 Changes made straight to PostgreSQL (catalog edits, removals, imports) drop the entries
 they touch after their commit (`forget`), or every entry at once (`forget_all` moves the
-generation on; the old entries expire).
+generation on; the old entries expire).  `forget` leaves the entry's epoch behind, one
+higher: a reader that read before it cannot fill afterwards (its stamp is older).  Misses
+are filled from the primary, never from a replica that may not have the change yet.
 
 Redis is optional: when it is down or slow (timeouts of a fraction of a second), reads go
 to the database and the first failure logs one warning; the cache is not tried again by
@@ -29,35 +31,47 @@ import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
+from ..requests import sku_key
+
 if TYPE_CHECKING:
     import redis
 
-__all__ = ["Cache"]
+__all__ = ["Cache", "Stamp"]
+
+#: What `read` saw of an entry: (generation, epoch); `fill` is refused if it moved on.
+Stamp = tuple[str, str]
 
 log = logging.getLogger("inv.cache")
 
 RETRY_AFTER = 5.0
 
-# Every script's ARGV[1] is the key prefix (`inv` unless configured).
+# Every script's ARGV[1] is the key prefix (`inv` unless configured).  An entry's `e`
+# field is its epoch: `forget` moves it on, and a fill read under an older epoch is refused.
 _READ = """
 local p = ARGV[1]
 local g = redis.call('GET', p .. ':gen') or '0'
 local entry = redis.call('HGETALL', p .. ':' .. g .. ':item:' .. ARGV[2])
 local hit = 0
-for i = 1, #entry, 2 do if entry[i] == 'p' then hit = 1 end end
+local e = '0'
+for i = 1, #entry, 2 do
+  if entry[i] == 'p' then hit = 1 end
+  if entry[i] == 'e' then e = entry[i + 1] end
+end
 redis.call('HINCRBY', p .. ':stats', hit == 1 and 'hits' or 'misses', 1)
-if hit == 0 then return {g} end
+if hit == 0 then return {g, e} end
+table.insert(entry, 1, e)
 table.insert(entry, 1, g)
 return entry
 """
 
-# ARGV: prefix, generation, ttl, sku, catalog JSON, then (store, version, quantity) triples.
+# ARGV: prefix, generation, epoch, ttl, sku, catalog JSON, then (store, version, quantity).
 _FILL = """
 local p = ARGV[1]
 local g = redis.call('GET', p .. ':gen') or '0'
 if g ~= ARGV[2] then return 0 end
-local key = p .. ':' .. g .. ':item:' .. ARGV[4]
-for i = 6, #ARGV, 3 do
+local key = p .. ':' .. g .. ':item:' .. ARGV[5]
+if (redis.call('HGET', key, 'e') or '0') ~= ARGV[3] then return 0 end
+for i = 7, #ARGV, 3 do
   local field = 's:' .. ARGV[i]
   local old = redis.call('HGET', key, field)
   local version = tonumber(ARGV[i + 1])
@@ -65,8 +79,8 @@ for i = 6, #ARGV, 3 do
     redis.call('HSET', key, field, ARGV[i + 1] .. ':' .. ARGV[i + 2])
   end
 end
-redis.call('HSET', key, 'p', ARGV[5])
-redis.call('EXPIRE', key, tonumber(ARGV[3]))
+redis.call('HSET', key, 'p', ARGV[6])
+redis.call('EXPIRE', key, tonumber(ARGV[4]))
 return 1
 """
 
@@ -90,12 +104,18 @@ end
 return n
 """
 
-# ARGV: prefix, then SKUs.
+# ARGV: prefix, ttl, then SKUs.  The entry goes; its epoch stays, one higher.
 _FORGET = """
 local p = ARGV[1]
 local g = redis.call('GET', p .. ':gen') or '0'
-for i = 2, #ARGV do redis.call('DEL', p .. ':' .. g .. ':item:' .. ARGV[i]) end
-return #ARGV - 1
+for i = 3, #ARGV do
+  local key = p .. ':' .. g .. ':item:' .. ARGV[i]
+  local e = tonumber(redis.call('HGET', key, 'e') or '0')
+  redis.call('DEL', key)
+  redis.call('HSET', key, 'e', e + 1)
+  redis.call('EXPIRE', key, tonumber(ARGV[2]))
+end
+return #ARGV - 2
 """
 
 
@@ -168,35 +188,39 @@ class Cache:
 
     # -- reads ---------------------------------------------------------------------
 
-    def read(self, sku_key: str) -> tuple[str | None, dict[str, Any] | None, dict[str, int]]:
-        """(generation, catalog fields, stock) for a hit; (generation, None, {}) for a miss;
-        (None, None, {}) when Redis is down."""
-        reply = self._run("read", [], [self.prefix, sku_key])
+    def read(
+        self, key: str
+    ) -> tuple[tuple[str, str] | None, dict[str, Any] | None, dict[str, int]]:
+        """(stamp, catalog fields, stock) for a hit; (stamp, None, {}) for a miss; (None,
+        None, {}) when Redis is down.  `stamp` (generation, epoch) goes back to `fill`."""
+        reply = self._run("read", [], [self.prefix, key])
         if reply is None:
             return None, None, {}
-        generation = reply[0].decode()
-        if len(reply) == 1:
+        stamp = (reply[0].decode(), reply[1].decode())
+        if len(reply) == 2:
             self.misses += 1
-            return generation, None, {}
+            return stamp, None, {}
         self.hits += 1
         catalog: dict[str, Any] | None = None
         stock: dict[str, int] = {}
-        for name, value in zip(reply[1::2], reply[2::2], strict=True):
+        for name, value in zip(reply[2::2], reply[3::2], strict=True):
             if name == b"p":
                 catalog = json.loads(value)
             elif name.startswith(b"s:"):
                 stock[name[2:].decode()] = int(value.split(b":", 1)[1])
-        return generation, catalog, stock
+        return stamp, catalog, stock
 
     def fill(
         self,
-        generation: str,
-        sku_key: str,
+        stamp: Stamp,
+        key: str,
         catalog: dict[str, Any],
         stock: Iterable[tuple[str, int, int]],
     ) -> None:
-        """Store what a reader read: catalog fields and (store, version, quantity)."""
-        args: list[Any] = [self.prefix, generation, self.ttl, sku_key, json.dumps(catalog)]
+        """Store what a reader read after `read` gave it `stamp`: catalog fields and
+        (store, version, quantity).  Refused if the entry was forgotten meanwhile."""
+        generation, epoch = stamp
+        args: list[Any] = [self.prefix, generation, epoch, self.ttl, key, json.dumps(catalog)]
         for store, version, quantity in stock:
             args += [store, version, quantity]
         self._run("fill", [], args)
@@ -207,17 +231,17 @@ class Cache:
         """Committed (sku, store, quantity, version) values; False if Redis was down."""
         args: list[Any] = [self.prefix, self.ttl]
         for sku, store, quantity, version in values:
-            args += [sku.lower(), store, version, quantity]
+            args += [sku_key(sku), store, version, quantity]
         if len(args) == 2:
             return True
         return self._run("write", [], args) is not None
 
     def forget(self, skus: Iterable[str]) -> bool:
         """Drop the entries of these SKUs (after a change made straight to the database)."""
-        keys = sorted({sku.strip().lower() for sku in skus})
+        keys = sorted({sku_key(sku) for sku in skus})
         if not keys:
             return True
-        return self._run("forget", [], [self.prefix, *keys]) is not None
+        return self._run("forget", [], [self.prefix, self.ttl, *keys]) is not None
 
     def forget_all(self) -> bool:
         """Drop every entry, by moving the generation on."""

@@ -15,7 +15,9 @@ One event is one JSON object (UTF-8), versioned by `"v"`::
 * `message_id` is new for every publish, so a message delivered twice is recognised even
   when it was rejected (and is never applied after it was rejected).
 * The message key is `store:sku` (SKU case-folded): one item's events share a partition
-  and stay in order.
+  and stay in order.  A transfer is keyed by its source item, so it keeps its order with
+  the source's events; with the target's it may not (a sale at the target queued right
+  after a transfer into it can be applied first, and then refused for want of stock).
 
 `decode` turns bytes from the topic into an `Event` or raises `MalformedEvent` naming
 what is wrong; the worker rejects such a message instead of stopping its partition.
@@ -29,7 +31,17 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
 
-from ..models import MAX_QUANTITY, format_time, utcnow
+from ..errors import ValidationError
+from ..models import (
+    MAX_QUANTITY,
+    format_time,
+    utcnow,
+    validate_event_id,
+    validate_name,
+    validate_reason,
+    validate_sku,
+    validate_store_code,
+)
 from ..requests import StockChange, Transfer, sku_key
 
 __all__ = [
@@ -174,10 +186,36 @@ def decode(raw: bytes | None) -> Event:
         event.time  # noqa: B018 - parse it now, so a bad time is malformed, not a crash later
     except ValueError:
         raise MalformedEvent(f"at is not an ISO time: {event.at!r}") from None
+    # The same value rules as a command's arguments: what the database would refuse
+    # (NUL, bytes that were not UTF-8, an over-long key) is malformed here, never a batch
+    # that cannot commit.
+    try:
+        validate_event_id(event.message_id, field="message_id")
+        validate_event_id(event.event_id, field="event_id")
+        validate_store_code(event.store)
+        if event.to_store is not None:
+            validate_store_code(event.to_store, field="to_store")
+        validate_sku(event.sku)
+        validate_reason(event.reason)
+        validate_name(event.actor, field="actor")
+        validate_name(event.source, field="source")
+        if len(event.fingerprint) > 1000 or "\x00" in event.fingerprint:
+            raise MalformedEvent("fingerprint is not a request's")
+    except ValidationError as exc:
+        raise MalformedEvent(str(exc)) from None
     if (event.quantity is not None and event.quantity < 0) or (
         event.expect is not None and event.expect < 0
     ):
         raise MalformedEvent("a quantity is negative")
-    if kind == "stock.transfer" and (event.quantity or 0) <= 0:
-        raise MalformedEvent("a transfer moves a positive quantity")
+    if kind == "stock.adjust" and event.quantity is not None:
+        raise MalformedEvent("an adjustment has a delta, not a quantity")
+    if kind != "stock.adjust" and event.delta is not None:
+        raise MalformedEvent(f"{kind} has a quantity, not a delta")
+    if kind == "stock.transfer":
+        if (event.quantity or 0) <= 0:
+            raise MalformedEvent("a transfer moves a positive quantity")
+        if event.to_store == event.store:
+            raise MalformedEvent("a transfer goes to another store")
+        if event.expect is not None:
+            raise MalformedEvent("a transfer has no expect")
     return event

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import BackendUnavailable
-from .apply import Message, Outcome, apply_batch
+from .apply import Message, Outcome, apply_batch, record_rejections, unprocessable
 
 if TYPE_CHECKING:
     from .backend import KafkaBackend
@@ -43,6 +43,29 @@ __all__ = ["Counters", "Worker", "consumer_lag"]
 log = logging.getLogger("inv.worker")
 
 DEFAULT_GROUP = "inv-workers"
+
+#: How often a batch that fails (other than PostgreSQL being away) is tried before it is
+#: split to find the message that fails.
+TRIES = 3
+
+
+def _outage(exc: BackendUnavailable) -> bool:
+    """PostgreSQL unreachable (connection refused, lost, shutting down), as opposed to a
+    statement that failed."""
+    cause = exc.__cause__
+    orig = getattr(cause, "orig", cause)
+    state = getattr(orig, "sqlstate", None)
+    return state is None or str(state).startswith(("08", "57P", "53"))
+
+
+def _merge(a: Outcome, b: Outcome) -> Outcome:
+    return Outcome(
+        applied=a.applied + b.applied,
+        duplicates=a.duplicates + b.duplicates,
+        rejected=a.rejected + b.rejected,
+        stock=a.stock + b.stock,
+        movements=a.movements + b.movements,
+    )
 
 
 @dataclass
@@ -155,6 +178,8 @@ class Worker:
                     self._after_commit(outcome)
                     self._commit(consumer, messages)
                     self._count(outcome)
+                elif self._stale and self.backend.cache and self.backend.cache.forget(self._stale):
+                    self._stale.clear()
                 if time.monotonic() - last_report >= self.report_every:
                     last_report = time.monotonic()
                     self._report(consumer)
@@ -184,23 +209,71 @@ class Worker:
         self._assigned = []
 
     def _apply(self, messages: list[Message]) -> Outcome | None:
-        """Apply in one transaction; while PostgreSQL is unreachable, retry with backoff
-        (no offsets are committed meanwhile).  None if stopped before it could."""
+        """Apply in one transaction.  While PostgreSQL is unreachable, retry with backoff
+        (no offsets are committed meanwhile); None if stopped before it could.
+
+        A batch that fails for any other reason is tried again (`TRIES` times), then
+        split in two, down to the message that fails on its own, which is rejected as
+        `Unprocessable`: one bad message never holds up its partition.
+        """
         pause = 0.1
+        failures = 0
         while True:
             try:
                 return self.backend._write(lambda connection: apply_batch(connection, messages))
             except BackendUnavailable as exc:
-                self.counters.retries += 1
-                log.warning(
-                    "cannot apply %d events (%s); retrying in %.1f s", len(messages), exc, pause
-                )
-                if self._stop.wait(pause):
+                if not _outage(exc):
+                    failure: BaseException = exc
+                else:
+                    self.counters.retries += 1
                     log.warning(
-                        "stopped with %d events not applied; they stay on the topic", len(messages)
+                        "cannot apply %d events (%s); retrying in %.1f s", len(messages), exc, pause
                     )
+                    if self._stop.wait(pause):
+                        log.warning(
+                            "stopped with %d events not applied; they stay on the topic",
+                            len(messages),
+                        )
+                        return None
+                    pause = min(pause * 2, 5.0)
+                    continue
+            except Exception as exc:
+                failure = exc
+            failures += 1
+            log.error(
+                "a batch of %d events failed (%d of %d): %s: %s",
+                len(messages),
+                failures,
+                TRIES,
+                type(failure).__name__,
+                failure,
+                exc_info=failure if failures == TRIES else None,
+            )
+            if failures < TRIES:
+                if self._stop.wait(0.05 * failures):
                     return None
-                pause = min(pause * 2, 5.0)
+                continue
+            if len(messages) == 1:
+                return self._reject_alone(messages[0], failure)
+            half = len(messages) // 2
+            first = self._apply(messages[:half])
+            if first is None:
+                return None
+            second = self._apply(messages[half:])
+            if second is None:
+                return None
+            return _merge(first, second)
+
+    def _reject_alone(self, message: Message, failure: BaseException) -> Outcome | None:
+        rejection = unprocessable(message, failure)
+        while True:
+            try:
+                self.backend._write(lambda connection: record_rejections(connection, [rejection]))
+                return Outcome(rejected=[rejection])
+            except BackendUnavailable as exc:
+                log.warning("cannot record the rejection of %s (%s)", message.message_id, exc)
+                if self._stop.wait(1.0):
+                    return None
 
     def _after_commit(self, outcome: Outcome) -> None:
         cache = self.backend.cache
@@ -239,7 +312,11 @@ class Worker:
                     json.dumps(rejection.record()).encode(),
                     key=rejection.message.message_id.encode(),
                 )
-            self._dead_letters.poll(0)
+            left = self._dead_letters.flush(self.backend.timeout)
+            if left:
+                log.warning(
+                    "%d rejected events not confirmed by %s", left, self.backend.dead_letter_topic
+                )
         except (KafkaException, BufferError) as exc:
             log.warning(
                 "cannot send %d rejected events to %s: %s",
