@@ -25,8 +25,17 @@ from types import TracebackType
 from typing import Any, ClassVar, Self
 
 from .batch import BatchResult, BatchRow, OnError
-from .errors import ConfigurationError
-from .models import Item, Movement, MovementSummary, Product, Snapshot, Store, StoreValue
+from .errors import ConfigurationError, NotFound
+from .models import (
+    Item,
+    Movement,
+    MovementSummary,
+    Product,
+    Snapshot,
+    Store,
+    StoreValue,
+    validate_store_code,
+)
 from .requests import StockChange, stock_change
 
 __all__ = ["Backend", "Progress"]
@@ -167,6 +176,17 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def get(self, sku: str) -> Product:
         """One product with its stock at every store it is stocked at.  `NotFound` if none."""
+
+    def quantity(self, store: str, sku: str) -> int:
+        """The stock of `sku` at `store`: 0 where it is not stocked.  `NotFound` for an
+        unknown product or store.  (The kafka backend answers it from Redis.)"""
+        code = validate_store_code(store)
+        product = self.get(sku)
+        if code in product.stock:
+            return product.stock[code]
+        if code not in {s.code for s in self.stores()}:
+            raise NotFound(f"no store {code!r}")
+        return 0
 
     # -- stock ---------------------------------------------------------------------
 

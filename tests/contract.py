@@ -369,6 +369,25 @@ class BackendContract:
         with pytest.raises(NotFound):
             backend.get("nope")
 
+    def test_quantity_of_one_item(self, backend: Backend) -> None:
+        backend.add_store("north")
+        backend.add_product("Widget", "1.00", sku="W-1", quantity=4)
+        assert backend.quantity("main", "w-1") == 4
+        assert backend.quantity("north", "W-1") == 0, "not stocked there: 0"
+        backend.adjust("north", "W-1", 3)
+        backend.adjust("main", "W-1", -1)
+        assert (backend.quantity("main", "W-1"), backend.quantity("north", "W-1")) == (3, 3)
+        assert backend.quantity("main", "W-1") == 3, "asked again (a cache hit): the same"
+        with pytest.raises(NotFound):
+            backend.quantity("main", "nope")
+        with pytest.raises(NotFound):
+            backend.quantity("south", "W-1")
+        backend.remove_product("W-1", store="north", force=True)
+        assert backend.quantity("north", "W-1") == 0
+        backend.remove_product("W-1", force=True)
+        with pytest.raises(NotFound):
+            backend.quantity("main", "W-1")
+
     @pytest.mark.parametrize(
         "kwargs",
         [

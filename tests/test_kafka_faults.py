@@ -28,6 +28,7 @@ from outages import TcpProxy, private_redis
 from pg import drop_database, fresh_database
 from services import redis_or_skip
 
+from backends import NotFound
 from backends.kafka import KafkaBackend
 from backends.kafka.events import from_change
 from backends.requests import stock_change
@@ -231,6 +232,17 @@ def test_the_cli_end_to_end_with_a_worker(shop: Shop) -> None:
     assert shown["stock"] == {"main": 2, "north": 1}
     again_shown = json.loads(shop.inv("show", "K-1", "--format", "json").stdout)
     assert again_shown == shown
+    # One quantity, from Redis once cached; store codes are cached and forgotten too.
+    reader = shop.backend()
+    assert reader.quantity("main", "k-1") == 2 and reader.quantity("north", "K-1") == 1
+    assert reader.cache is not None and reader.cache.hits >= 1
+    with pytest.raises(NotFound):
+        reader.quantity("south", "K-1")
+    assert shop.inv("store", "add", "south").returncode == 0
+    assert reader.quantity("south", "K-1") == 0
+    assert shop.inv("update", "K-1", "--change", "1", "--store", "south", "--wait").returncode == 0
+    assert reader.quantity("south", "K-1") == 1, "the worker wrote it through"
+    reader.close()
     status = json.loads(shop.inv("status", "--format", "json").stdout)
     assert status["ok"] is True and status["kafka"]["lag"] == 0
     assert status["rejected_events"] == 2
@@ -238,7 +250,7 @@ def test_the_cli_end_to_end_with_a_worker(shop: Shop) -> None:
     # The rejected events went to the dead-letter topic too.
     dead = _read_topic(shop.broker, f"{shop.topic}.dlq", 2)
     assert sorted(d["error"] for d in dead) == ["Conflict", "InsufficientStock"]
-    assert shop.scalar("SELECT count(*) FROM audit_log WHERE action LIKE 'stock.%'") == 5
+    assert shop.scalar("SELECT count(*) FROM audit_log WHERE action LIKE 'stock.%'") == 6
 
 
 def _read_topic(

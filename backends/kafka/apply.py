@@ -35,9 +35,8 @@ from ..errors import (
     NotFound,
     ValidationError,
 )
-from ..models import MAX_QUANTITY, Movement
-from ..postgres.bulk import copy_audit, copy_rows
-from ..requests import movement_json
+from ..models import MAX_QUANTITY, MOVEMENT_FIELDS, format_time
+from ..postgres.bulk import copy_rows
 from .events import Event, MalformedEvent, decode
 
 __all__ = [
@@ -337,13 +336,14 @@ def apply_batch(connection: Connection, messages: Sequence[Message]) -> Outcome:
                 {"n": len(movements)},
             ).scalars()
         )
-        entries = [
-            Movement(
-                i, at, e.actor, e.source, e.event_id, store, sku, action, delta, after, e.reason
-            )
+        # Tuples, not Movement objects: this runs for every event of every batch.
+        rows = [
+            (i, at, e.actor, e.source, e.event_id, store, sku, action, delta, after, e.reason)
             for i, (e, action, store, sku, delta, after) in zip(ids, movements, strict=True)
         ]
-        copy_audit(connection, entries)
+        connection.execute(text("SELECT audit_log_partition(:at)"), {"at": at})
+        copy_rows(connection, "audit_log", MOVEMENT_FIELDS, rows)
+        at_text = format_time(at)
         copy_rows(
             connection,
             "applied_events",
@@ -352,13 +352,26 @@ def apply_batch(connection: Connection, messages: Sequence[Message]) -> Outcome:
                 (
                     event_id,
                     fingerprint,
-                    json.dumps({"movements": [movement_json(entries[i]) for i in idx]}),
+                    json.dumps(
+                        {
+                            "movements": [
+                                dict(
+                                    zip(
+                                        MOVEMENT_FIELDS,
+                                        (*rows[i][:1], at_text, *rows[i][2:]),
+                                        strict=True,
+                                    )
+                                )
+                                for i in idx
+                            ]
+                        }
+                    ),
                     at,
                 )
                 for event_id, (fingerprint, idx) in results.items()
             ),
         )
-        outcome.movements = len(entries)
+        outcome.movements = len(rows)
     record_rejections(connection, outcome.rejected)
     return outcome
 

@@ -50,7 +50,14 @@ from ..errors import (
     InventoryError,
     NotFound,
 )
-from ..models import Movement, Product, Snapshot, validate_event_id
+from ..models import (
+    Movement,
+    Product,
+    Snapshot,
+    Store,
+    validate_event_id,
+    validate_store_code,
+)
 from ..postgres.backend import PostgresBackend, _secret
 from ..requests import StockChange, movement_from_json, sku_key
 from ..requests import transfer as transfer_request
@@ -418,6 +425,25 @@ class KafkaBackend(PostgresBackend):
             stock={code: quantity for code, _, quantity in levels},
         )
 
+    def quantity(self, store: str, sku: str) -> int:
+        """One quantity: one Redis round trip when cached; else as `get` (which fills the
+        cache), with the store codes cached beside it."""
+        code = validate_store_code(store)
+        if self.cache is None or self._wrote:
+            return super().quantity(code, sku)
+        cached = self.cache.quantity(sku_key(sku), code)
+        if cached is not None and cached >= 0:
+            return cached
+        if cached == -1:
+            raise NotFound(f"no store {code!r}")
+        product = self.get(sku)
+        with self._connect(self.url) as connection:  # the primary: a replica may lag
+            codes = list(connection.execute(text("SELECT code FROM stores")).scalars())
+        self.cache.fill_stores(codes)
+        if code not in codes:
+            raise NotFound(f"no store {code!r}")
+        return product.stock.get(code, 0)
+
     # -- straight to PostgreSQL, then the cache entries they touch are dropped -----------
 
     def _forget(self, *skus: str) -> None:
@@ -444,6 +470,15 @@ class KafkaBackend(PostgresBackend):
             return super().remove_product(sku, **kwargs)
         finally:
             self._forget(sku)
+
+    def add_store(
+        self, code: str, name: str | None = None, *, event_id: str | None = None
+    ) -> Store:
+        try:
+            return super().add_store(code, name, event_id=event_id)
+        finally:
+            if self.cache is not None:
+                self.cache.forget_stores()
 
     def remove_store(self, code: str, *, force: bool = False, event_id: str | None = None) -> None:
         try:

@@ -64,6 +64,34 @@ table.insert(entry, 1, g)
 return entry
 """
 
+# One quantity.  ARGV: prefix, sku, store.  {1, quantity} a hit; {2} a hit, and the store
+# does not exist; {0} a miss (no catalog entry, or the store list is not cached).
+_ONE = """
+local p = ARGV[1]
+local g = redis.call('GET', p .. ':gen') or '0'
+local got = redis.call('HMGET', p .. ':' .. g .. ':item:' .. ARGV[2], 'p', 's:' .. ARGV[3])
+local stores = p .. ':' .. g .. ':stores'
+if not got[1] or redis.call('EXISTS', stores) == 0 then
+  redis.call('HINCRBY', p .. ':stats', 'misses', 1)
+  return {0}
+end
+redis.call('HINCRBY', p .. ':stats', 'hits', 1)
+if got[2] then return {1, tonumber(string.match(got[2], ':(%d+)$'))} end
+if redis.call('SISMEMBER', stores, ARGV[3]) == 1 then return {1, 0} end
+return {2}
+"""
+
+# ARGV: prefix, ttl, then store codes.
+_STORES = """
+local p = ARGV[1]
+local g = redis.call('GET', p .. ':gen') or '0'
+local key = p .. ':' .. g .. ':stores'
+redis.call('DEL', key)
+for i = 3, #ARGV do redis.call('SADD', key, ARGV[i]) end
+redis.call('EXPIRE', key, tonumber(ARGV[2]))
+return 1
+"""
+
 # ARGV: prefix, generation, epoch, ttl, sku, catalog JSON, then (store, version, quantity).
 _FILL = """
 local p = ARGV[1]
@@ -160,6 +188,8 @@ class Cache:
                     ("fill", _FILL),
                     ("write", _WRITE),
                     ("forget", _FORGET),
+                    ("one", _ONE),
+                    ("stores", _STORES),
                 )
             }
         return self._client
@@ -209,6 +239,35 @@ class Cache:
             elif name.startswith(b"s:"):
                 stock[name[2:].decode()] = int(value.split(b":", 1)[1])
         return stamp, catalog, stock
+
+    def quantity(self, key: str, store: str) -> int | None:
+        """A quantity from the cache: an int for a hit, -1 when the store does not exist,
+        None for a miss (or Redis down)."""
+        reply = self._run("one", [], [self.prefix, key, store])
+        if not reply or reply[0] == 0:
+            self.misses += reply is not None
+            return None
+        self.hits += 1
+        return int(reply[1]) if reply[0] == 1 else -1
+
+    def fill_stores(self, codes: Iterable[str]) -> None:
+        """Cache the store codes (what `quantity` tells an unknown store by)."""
+        self._run("stores", [], [self.prefix, self.ttl, *codes])
+
+    def forget_stores(self) -> bool:
+        """Drop the cached store codes (after a store is added or removed)."""
+        if not self.available:
+            return False
+        import redis
+
+        try:
+            raw = self._redis().get(f"{self.prefix}:gen") or b"0"
+            generation = raw.decode() if isinstance(raw, bytes) else str(raw)
+            self._redis().delete(f"{self.prefix}:{generation}:stores")
+            return True
+        except (redis.ConnectionError, redis.TimeoutError, OSError):
+            self._down_until = time.monotonic() + RETRY_AFTER
+            return False
 
     def fill(
         self,
