@@ -48,6 +48,7 @@ bench: $(VENV)/.installed-dev
 	$(BIN)/python bench/startup.py
 	$(BIN)/python bench/json_import.py
 	$(BIN)/python bench/postgres.py
+	$(BIN)/python bench/kafka.py
 
 clean:
 	rm -rf $(VENV) demo .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -56,3 +56,34 @@ def test_postgres_bench_runs() -> None:
     assert "summary:" in result.stdout
     for figure in ("inv import", "inv seed", "report value", "list --store", "inv update"):
         assert figure in result.stdout
+
+
+@pytest.mark.slow
+def test_kafka_bench_runs() -> None:
+    result = run(
+        "kafka.py",
+        "--events",
+        "2000",
+        "--stores",
+        "10",
+        "--products",
+        "50",
+        "--delay-seconds",
+        "1",
+        "--reads",
+        "200",
+        "--stall",
+        "30",
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr
+    assert "summary:" in result.stdout
+    for figure in (
+        "first applied -> all applied",
+        "raw: batched UPDATE",
+        "publish -> visible",
+        "sync delay p99 at 100 ev/s",
+        "sync delay p99 at 5,000 ev/s",
+        "raw: redis-py GET",
+        "cached get()",
+    ):
+        assert figure in result.stdout
