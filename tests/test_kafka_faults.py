@@ -245,6 +245,10 @@ def test_the_cli_end_to_end_with_a_worker(shop: Shop) -> None:
     reader.close()
     status = json.loads(shop.inv("status", "--format", "json").stdout)
     assert status["ok"] is True and status["kafka"]["lag"] == 0
+    table = shop.inv("status")
+    assert (
+        table.returncode == 0 and "kafka.lag" in table.stdout and "cache.hit_ratio" in table.stdout
+    )
     assert status["rejected_events"] == 2
     assert status["cache"]["hits"] >= 1 and status["cache"]["hit_ratio"] > 0
     # The rejected events went to the dead-letter topic too.
