@@ -72,7 +72,15 @@ from typing import Any
 
 import psycopg
 from common import INV, PYTHON, UNUSUAL_ENV
-from postgres import ActivitySampler, BenchFailed, Databases, Figure, short_sql, verdict
+from postgres import (
+    ActivitySampler,
+    BenchFailed,
+    Databases,
+    Figure,
+    print_summary,
+    short_sql,
+    verdict,
+)
 
 from backends.kafka import KafkaBackend
 from backends.kafka.events import from_change
@@ -1211,13 +1219,7 @@ def main(argv: list[str] | None = None) -> int:
             signal.signal(signal.SIGINT, signal.SIG_IGN)
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
             setup.close()
-    if figures:
-        print("summary:")
-        for f in figures:
-            raw = f"   ({f.raw})" if f.raw else ""
-            print(f"  {f.what:36} {f.value:>12}  target {f.target:16} {verdict(f.ok)}{raw}")
-    if setup.removed:
-        print(f"environment: the children ran without {', '.join(setup.removed)} (see --keep-env)")
+    print_summary(figures, setup.removed)
     return 0
 
 

@@ -104,6 +104,17 @@ def verdict(ok: bool) -> str:
     return "pass" if ok else "MISS"
 
 
+def print_summary(figures: list[Figure], removed: list[str]) -> None:
+    """The last lines of a bench: each figure against its target, and the environment."""
+    if figures:
+        print("summary:")
+        for f in figures:
+            raw = f"   ({f.raw})" if f.raw else ""
+            print(f"  {f.what:36} {f.value:>12}  target {f.target:16} {verdict(f.ok)}{raw}")
+    if removed:
+        print(f"environment: the children ran without {', '.join(removed)} (see --keep-env)")
+
+
 def median_of(runs: int, work: Callable[[], object]) -> float:
     """Median seconds of `runs` calls of `work` (the caller warms up)."""
     times = []
@@ -1014,15 +1025,7 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         databases.drop_all()
-    if figures:
-        print("summary:")
-        for f in figures:
-            raw = f"   ({f.raw})" if f.raw else ""
-            print(f"  {f.what:36} {f.value:>12}  target {f.target:16} {verdict(f.ok)}{raw}")
-    if children.removed:
-        print(
-            f"environment: the children ran without {', '.join(children.removed)} (see --keep-env)"
-        )
+    print_summary(figures, children.removed)
     return 0
 
 
