@@ -84,6 +84,6 @@ def test_kafka_bench_runs() -> None:
         "sync delay p99 at 100 ev/s",
         "sync delay p99 at 5,000 ev/s",
         "raw: redis-py GET",
-        "cached get()",
+        "cached quantity(store, sku)",
     ):
         assert figure in result.stdout
