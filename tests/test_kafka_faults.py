@@ -411,3 +411,21 @@ def test_redis_down_means_slower_reads_never_failed_ones(shop: Shop, tmp_path: P
         assert stats["ok"] is True and stats["hits"] >= 1, "the cache fills again"
     assert "Redis" in shop.log("w")  # the worker noticed, and went on
     assert shop.applied() == 3
+
+
+def test_a_worker_started_before_the_topic_exists_waits_for_it(
+    broker: Broker, tmp_path: Path
+) -> None:
+    shop = Shop(broker, tmp_path, redis_or_skip())
+    try:
+        shop.env["INV_KAFKA_TOPIC"] = late = f"late-{uuid.uuid4().hex[:8]}"
+        shop.start_worker("early")
+        shop.wait_until(lambda: "Kafka:" in shop.log("early"), 30, "the missing topic's warning")
+        assert shop.inv("init").returncode == 0  # creates the topic now
+        done = shop.inv("update", "K-5", "--change", "2", "--wait")
+        assert done.returncode == 0, (done.stderr, shop.log("early"))
+        assert done.stdout == "K-5 at main: 0 -> 2 (+2)\n"
+        assert shop.log("early").count("Kafka:") <= 2, "warned once, not at every poll"
+        assert late in shop.log("early")
+    finally:
+        shop.close()

@@ -108,6 +108,7 @@ class Worker:
         self._dead_letters: Any = None
         self._stale: set[str] = set()  # SKUs whose write-through failed: forget them later
         self._assigned: list[Any] = []
+        self._warned: dict[str, float] = {}
         #: Set once the group has given this worker its partitions (maybe none).
         self.joined = threading.Event()
 
@@ -130,6 +131,9 @@ class Worker:
             "heartbeat.interval.ms": max(100, self.session_timeout_ms // 4),
             "fetch.wait.max.ms": 10,
             "partition.assignment.strategy": "range",
+            # A topic created after the worker started (`inv init` later) is found in
+            # seconds, not librdkafka's default five minutes.
+            "topic.metadata.refresh.interval.ms": 5000,
         }
 
     # -- the loop ------------------------------------------------------------------
@@ -161,7 +165,7 @@ class Worker:
                     if error is not None:
                         if error.fatal():
                             raise BackendUnavailable(f"Kafka: {error.str()}")
-                        log.warning("Kafka: %s", error.str())
+                        self._warn_once(f"Kafka: {error.str()}")
                         continue
                     messages.append(
                         Message.from_record(
@@ -190,6 +194,14 @@ class Worker:
                 self._dead_letters.flush(self.backend.timeout)
             log.info("worker stopped")
         return self.counters
+
+    def _warn_once(self, text: str, every: float = 30.0) -> None:
+        """Log `text`, but the same text at most once every `every` seconds (a missing
+        topic is reported by every poll)."""
+        now = time.monotonic()
+        if now - self._warned.get(text, -every) >= every:
+            self._warned[text] = now
+            log.warning("%s", text)
 
     def _beat(self) -> None:
         if self.health_file is not None:
