@@ -73,6 +73,7 @@ from .models import (
     parse_quantity,
     utcnow,
     validate_category,
+    validate_event_id,
     validate_name,
     validate_sku,
     validate_store_code,
@@ -88,6 +89,7 @@ from .requests import (
     product_changes,
     product_from_json,
     product_json,
+    reused_key,
     sku_key,
 )
 from .requests import transfer as transfer_request
@@ -421,14 +423,13 @@ class JsonBackend(Backend):
         remember: Callable[[T], dict[str, Any]],
     ) -> T:
         """Run `work` once per event id: the same id again replays the first result."""
+        if event_id is not None:
+            validate_event_id(event_id)
         with self._writing() as state:
             if event_id is not None and event_id in state.events:
                 seen = state.events[event_id]
                 if seen["fp"] != fingerprint:
-                    raise Conflict(
-                        f"idempotency key {event_id!r} was already used for a different "
-                        "request; nothing changed"
-                    )
+                    raise reused_key(event_id)
                 return replay(state, seen)
             ctx = Context(self.actor, self.source, event_id or str(uuid.uuid4()))
             first = len(state.new_audit)
@@ -729,15 +730,14 @@ class JsonBackend(Backend):
             raise ValidationError(f"on_error: {on_error!r} is not reject-all or skip-rows")
         default_store = validate_store_code(default_store)
         fingerprint = batch_fingerprint(rows, default_store) if event_id is not None else "batch"
+        if event_id is not None:
+            validate_event_id(event_id)
         with self._locked():
             state = self._load()
             if event_id is not None and event_id in state.events:
                 seen = state.events[event_id]
                 if seen["fp"] != fingerprint:
-                    raise Conflict(
-                        f"idempotency key {event_id!r} was already used for a different "
-                        "batch; nothing changed"
-                    )
+                    raise reused_key(event_id, "batch")
                 return BatchResult(
                     rows=seen["rows"],
                     applied=seen["applied"],

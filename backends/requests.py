@@ -14,7 +14,7 @@ from decimal import Decimal
 from typing import Any
 
 from .batch import BatchRow
-from .errors import ValidationError
+from .errors import Conflict, ValidationError
 from .models import (
     SORT_KEYS,
     Movement,
@@ -44,6 +44,7 @@ __all__ = [
     "product_changes",
     "product_from_json",
     "product_json",
+    "reused_key",
     "sku_key",
     "stock_change",
     "transfer",
@@ -54,6 +55,13 @@ def batch_fingerprint(rows: Sequence[BatchRow], default_store: str) -> str:
     """A whole batch, for its idempotency key: every row, in order."""
     digest = hashlib.sha256(repr(list(rows)).encode()).hexdigest()
     return f"batch|{default_store}|{len(rows)}|{digest}"
+
+
+def reused_key(event_id: str, what: str = "request") -> Conflict:
+    """The error for an idempotency key used before for a different request (or batch)."""
+    return Conflict(
+        f"idempotency key {event_id!r} was already used for a different {what}; nothing changed"
+    )
 
 
 def sku_key(sku: str) -> str:

@@ -918,6 +918,16 @@ class BackendContract:
             backend.transfer("W-1", "main", "north", 3, event_id=event)
         assert snapshot(backend) == before
 
+    @pytest.mark.parametrize("bad", ["k" * 201, "pos\x00-1", "pos-\udcff", "   "])
+    def test_a_malformed_idempotency_key_is_refused(self, backend: Backend, bad: str) -> None:
+        backend.add_product("Widget", "1.00", sku="W-1", quantity=3)
+        before = snapshot(backend)
+        with pytest.raises(ValidationError, match="idempotency_key"):
+            backend.adjust("main", "W-1", 1, event_id=bad)
+        with pytest.raises(ValidationError, match="idempotency_key"):
+            backend.apply([BatchRow(2, "W-1", change=1)], event_id=bad)
+        assert snapshot(backend) == before
+
     def test_without_event_id_every_call_applies(self, backend: Backend) -> None:
         backend.add_product("Widget", "1.00", sku="W-1", quantity=0)
         first = backend.adjust("main", "W-1", 1)
@@ -1572,6 +1582,8 @@ class BackendContract:
         backend.apply([BatchRow(2, "A-1", change=5)], event_id=event)
         before = snapshot(backend)
         with pytest.raises(Conflict):
+            backend.apply([BatchRow(2, "A-1", change=7)], event_id=event)
+        with pytest.raises(Conflict, match="different batch"):
             backend.apply([BatchRow(2, "A-1", change=7)], event_id=event)
         assert snapshot(backend) == before
 

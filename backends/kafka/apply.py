@@ -37,6 +37,7 @@ from ..errors import (
 )
 from ..models import MAX_QUANTITY, MOVEMENT_FIELDS, format_time
 from ..postgres.bulk import copy_rows
+from ..requests import reused_key
 from .events import Event, MalformedEvent, decode
 
 __all__ = [
@@ -264,15 +265,7 @@ def apply_batch(connection: Connection, messages: Sequence[Message]) -> Outcome:
                 outcome.duplicates += 1
             else:
                 rejected_ids.add(message.message_id)
-                outcome.rejected.append(
-                    _reject(
-                        message,
-                        Conflict(
-                            f"idempotency key {e.event_id!r} was already used for a different "
-                            "request; nothing changed"
-                        ),
-                    )
-                )
+                outcome.rejected.append(_reject(message, reused_key(e.event_id)))
             continue
         try:
             done = _rule(e, store_ids, products, items)

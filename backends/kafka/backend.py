@@ -46,7 +46,6 @@ from ..batch import BatchResult, BatchRow, OnError
 from ..errors import (
     BackendUnavailable,
     ConfigurationError,
-    Conflict,
     InventoryError,
     NotFound,
 )
@@ -59,7 +58,7 @@ from ..models import (
     validate_store_code,
 )
 from ..postgres.backend import PostgresBackend, _secret
-from ..requests import StockChange, movement_from_json, sku_key
+from ..requests import StockChange, movement_from_json, reused_key, sku_key
 from ..requests import transfer as transfer_request
 from .apply import error_from
 from .cache import Cache
@@ -266,10 +265,7 @@ class KafkaBackend(PostgresBackend):
         if row is None:
             return None
         if row.fingerprint != fingerprint:
-            raise Conflict(
-                f"idempotency key {event_id!r} was already used for a different request; "
-                "nothing changed"
-            )
+            raise reused_key(event_id)
         return [movement_from_json(m) for m in row.result.get("movements", [])]
 
     def _check_names(self, sku: str, *stores: str) -> None:
@@ -350,10 +346,7 @@ class KafkaBackend(PostgresBackend):
                 connection.rollback()
                 if row.applied is not None:
                     if row.applied["fp"] != event.fingerprint:
-                        raise Conflict(
-                            f"idempotency key {event.event_id!r} was already used for a "
-                            "different request; nothing changed"
-                        )
+                        raise reused_key(event.event_id)
                     return [movement_from_json(m) for m in row.applied["result"]["movements"]]
                 if row.rejected is not None:
                     rejected = row.rejected

@@ -82,6 +82,7 @@ from ..requests import (
     product_changes,
     product_from_json,
     product_json,
+    reused_key,
     sku_key,
 )
 from ..requests import transfer as transfer_request
@@ -314,7 +315,7 @@ class PostgresBackend(Backend):
     # -- idempotency ------------------------------------------------------------------
 
     def _claim(
-        self, connection: Connection, event_id: str | None, fingerprint: str
+        self, connection: Connection, event_id: str | None, fingerprint: str, what: str = "request"
     ) -> dict[str, Any] | None:
         """Take `event_id` for this transaction; if it was applied before, return what
         was remembered (a concurrent holder of the key is waited for)."""
@@ -338,12 +339,7 @@ class PostgresBackend(Backend):
             {"k": event_id},
         ).one()
         if seen.fingerprint != fingerprint:
-            raise _Refused(
-                Conflict(
-                    f"idempotency key {event_id!r} was already used for a different "
-                    "request; nothing changed"
-                )
-            )
+            raise _Refused(reused_key(event_id, what))
         result: dict[str, Any] = seen.result
         return result
 
@@ -1009,7 +1005,7 @@ class PostgresBackend(Backend):
         fingerprint = batch_fingerprint(rows, default_store) if event_id else "batch"
 
         def work(connection: Connection) -> BatchResult:
-            seen = self._claim(connection, event_id, fingerprint)
+            seen = self._claim(connection, event_id, fingerprint, "batch")
             if seen is not None:
                 return BatchResult(
                     rows=seen["rows"],
