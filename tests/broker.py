@@ -67,9 +67,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pytest
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
+from services import unavailable
 
 #: How long the broker may take to answer a metadata request after it is spawned (s).
 STARTUP_TIMEOUT = 20.0
@@ -367,10 +367,7 @@ def broker_or_skip(timeout: float = STARTUP_TIMEOUT) -> Iterator[Broker]:
     try:
         started = start_broker(timeout)
     except BrokerUnavailable as exc:
-        message = f"no Kafka broker for the tests: {exc}"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
+        unavailable(f"no Kafka broker for the tests: {exc}")
     with _stopped_on_exit(started) as broker:
         yield broker
 

@@ -11,7 +11,6 @@ with private_redis() as server:                  # redis-server on a free port
 from __future__ import annotations
 
 import contextlib
-import os
 import select
 import shutil
 import socket
@@ -22,8 +21,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
 
-import pytest
 from broker import free_port
+from services import unavailable
 
 __all__ = ["RedisServer", "TcpProxy", "private_redis"]
 
@@ -168,10 +167,7 @@ def private_redis(folder: Path) -> Iterator[RedisServer]:
     `redis-server` binary."""
     binary = shutil.which("redis-server")
     if binary is None:
-        message = "redis-server is not installed"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
+        unavailable("redis-server is not installed")
     server = RedisServer(binary, folder)
     server.start()
     try:

@@ -1,13 +1,22 @@
-"""The local Redis for tests (127.0.0.1:6379, `INV_TEST_REDIS_URL`), or a skip; under
-CI=true a missing Redis fails the test instead: CI must never pass without it."""
+"""What the tests need from outside: `unavailable` for a missing service or tool (a skip,
+but a failure under CI=true: CI must never pass without it), and the local Redis
+(127.0.0.1:6379, `INV_TEST_REDIS_URL`)."""
 
 from __future__ import annotations
 
 import os
+from typing import NoReturn
 
 import pytest
 
 REDIS_URL = os.environ.get("INV_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+def unavailable(message: str) -> NoReturn:
+    """Skip the test for want of `message`'s service; fail it under CI=true."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(message)
+    pytest.skip(message)
 
 
 def redis_or_skip(url: str = REDIS_URL) -> str:
@@ -16,8 +25,5 @@ def redis_or_skip(url: str = REDIS_URL) -> str:
     try:
         redis.Redis.from_url(url, socket_connect_timeout=2).ping()
     except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
-        message = f"Redis is not reachable at {url}: {exc}"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
+        unavailable(f"Redis is not reachable at {url}: {exc}")
     return url
