@@ -23,6 +23,7 @@ __all__ = [
     "SOURCES",
     "Item",
     "Movement",
+    "MovementRow",
     "MovementSummary",
     "Product",
     "Snapshot",
@@ -126,6 +127,22 @@ class Movement:
     quantity_after: int | None
     reason: str | None
 
+    def row(self) -> MovementRow:
+        """The fields in `MOVEMENT_FIELDS` order: a COPY row, a CSV line."""
+        return (
+            self.id,
+            self.at,
+            self.actor,
+            self.source,
+            self.event_id,
+            self.store,
+            self.sku,
+            self.action,
+            self.delta,
+            self.quantity_after,
+            self.reason,
+        )
+
     @property
     def pending(self) -> bool:
         """Published and not applied yet (the kafka backend without `wait`): no id, and
@@ -141,6 +158,11 @@ class Snapshot:
     products: list[Product]
     history: list[Movement]
 
+
+#: An audit entry as a tuple, in `MOVEMENT_FIELDS` order (`Movement.row`).
+MovementRow = tuple[
+    int, datetime, str, str, str, str | None, str | None, str, int | None, int | None, str | None
+]
 
 #: The fields of an audit entry, in the order every file and table keeps them.
 MOVEMENT_FIELDS = (

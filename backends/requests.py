@@ -16,8 +16,10 @@ from typing import Any
 from .batch import BatchRow
 from .errors import Conflict, ValidationError
 from .models import (
+    MOVEMENT_FIELDS,
     SORT_KEYS,
     Movement,
+    MovementRow,
     Product,
     format_time,
     parse_delta,
@@ -45,6 +47,7 @@ __all__ = [
     "product_from_json",
     "product_json",
     "reused_key",
+    "row_json",
     "sku_key",
     "stock_change",
     "transfer",
@@ -219,18 +222,15 @@ def check_page(*, sort: str | None = None, limit: int | None, offset: int = 0) -
 
 
 def movement_json(m: Movement) -> dict[str, Any]:
+    return row_json(m.row())
+
+
+def row_json(row: MovementRow, at: str | None = None) -> dict[str, Any]:
+    """An audit entry as JSON, from its row; `at` is its time already formatted (a batch
+    of entries shares one)."""
     return {
-        "id": m.id,
-        "at": format_time(m.at),
-        "actor": m.actor,
-        "source": m.source,
-        "event_id": m.event_id,
-        "store": m.store,
-        "sku": m.sku,
-        "action": m.action,
-        "delta": m.delta,
-        "quantity_after": m.quantity_after,
-        "reason": m.reason,
+        **dict(zip(MOVEMENT_FIELDS, row, strict=True)),
+        "at": at if at is not None else format_time(row[1]),
     }
 
 

@@ -19,7 +19,7 @@ from enum import StrEnum
 from typing import Any, TextIO
 
 from backends import Item, Movement, MovementSummary, Product, Store, StoreValue
-from backends.models import format_time
+from backends.models import MOVEMENT_FIELDS, format_time
 
 __all__ = [
     "FileFormat",
@@ -80,19 +80,7 @@ def product_record(product: Product) -> Record:
 
 
 def movement_record(movement: Movement) -> Record:
-    return {
-        "id": movement.id,
-        "at": movement.at,
-        "actor": movement.actor,
-        "source": movement.source,
-        "event_id": movement.event_id,
-        "store": movement.store,
-        "sku": movement.sku,
-        "action": movement.action,
-        "delta": movement.delta,
-        "quantity_after": movement.quantity_after,
-        "reason": movement.reason,
-    }
+    return dict(zip(MOVEMENT_FIELDS, movement.row(), strict=True))
 
 
 def store_record(store: Store) -> Record:

@@ -35,9 +35,9 @@ from ..errors import (
     NotFound,
     ValidationError,
 )
-from ..models import MAX_QUANTITY, MOVEMENT_FIELDS, format_time
-from ..postgres.bulk import copy_rows
-from ..requests import reused_key
+from ..models import MAX_QUANTITY, MovementRow, format_time
+from ..postgres.bulk import audit_ids, copy_audit_rows, copy_rows
+from ..requests import reused_key, row_json
 from .events import Event, MalformedEvent, decode
 
 __all__ = [
@@ -323,19 +323,14 @@ def apply_batch(connection: Connection, messages: Sequence[Message]) -> Outcome:
                 )
             )
     if movements:
-        ids = sorted(
-            connection.execute(
-                text("SELECT nextval('audit_log_id_seq') FROM generate_series(1, :n)"),
-                {"n": len(movements)},
-            ).scalars()
-        )
-        # Tuples, not Movement objects: this runs for every event of every batch.
-        rows = [
+        # Rows, not Movement objects: this runs for every event of every batch.
+        rows: list[MovementRow] = [
             (i, at, e.actor, e.source, e.event_id, store, sku, action, delta, after, e.reason)
-            for i, (e, action, store, sku, delta, after) in zip(ids, movements, strict=True)
+            for i, (e, action, store, sku, delta, after) in zip(
+                audit_ids(connection, len(movements)), movements, strict=True
+            )
         ]
-        connection.execute(text("SELECT audit_log_partition(:at)"), {"at": at})
-        copy_rows(connection, "audit_log", MOVEMENT_FIELDS, rows)
+        copy_audit_rows(connection, rows)
         at_text = format_time(at)
         copy_rows(
             connection,
@@ -345,20 +340,7 @@ def apply_batch(connection: Connection, messages: Sequence[Message]) -> Outcome:
                 (
                     event_id,
                     fingerprint,
-                    json.dumps(
-                        {
-                            "movements": [
-                                dict(
-                                    zip(
-                                        MOVEMENT_FIELDS,
-                                        (*rows[i][:1], at_text, *rows[i][2:]),
-                                        strict=True,
-                                    )
-                                )
-                                for i in idx
-                            ]
-                        }
-                    ),
+                    json.dumps({"movements": [row_json(rows[i], at_text) for i in idx]}),
                     at,
                 )
                 for event_id, (fingerprint, idx) in results.items()

@@ -57,8 +57,15 @@ from ..models import (
     validate_event_id,
     validate_store_code,
 )
-from ..postgres.backend import PostgresBackend, _secret
-from ..requests import StockChange, movement_from_json, reused_key, sku_key
+from ..postgres.backend import PostgresBackend, _Refused, _secret
+from ..requests import (
+    StockChange,
+    movement_from_json,
+    product_from_json,
+    product_json,
+    reused_key,
+    sku_key,
+)
 from ..requests import transfer as transfer_request
 from .apply import error_from
 from .cache import Cache
@@ -369,54 +376,19 @@ class KafkaBackend(PostgresBackend):
         key = sku_key(sku)
         stamp, catalog, stock = self.cache.read(key)
         if catalog is not None:
-            return Product(
-                sku=catalog["sku"],
-                name=catalog["name"],
-                price=Decimal(catalog["price"]),
-                unit=catalog["unit"],
-                category=catalog["category"],
-                reorder_level=catalog["reorder_level"],
-                stock=dict(sorted(stock.items())),
-            )
+            return product_from_json({**catalog, "stock": dict(sorted(stock.items()))})
         if stamp is None:  # Redis is down: a replica, then the primary
             return super().get(sku)
         # A miss is filled from the primary: a replica may not have seen a change yet.
         with self._connect(self.url) as connection:
-            row = connection.execute(
-                text(
-                    "SELECT id, sku, name, price, unit, category, reorder_level FROM products "
-                    "WHERE lower(sku) = lower(:s)"
-                ),
-                {"s": sku.strip()},
-            ).first()
-            if row is None:
-                raise NotFound(f"no product with SKU {sku.strip()!r}")
-            levels = connection.execute(
-                text(
-                    "SELECT s.code, i.version, i.quantity FROM inventory i "
-                    "JOIN stores s ON s.id = i.store_id WHERE i.product_id = :p "
-                    'ORDER BY s.code COLLATE "C"'
-                ),
-                {"p": row.id},
-            ).all()
-        catalog = {
-            "sku": row.sku,
-            "name": row.name,
-            "price": str(row.price),
-            "unit": row.unit,
-            "category": row.category,
-            "reorder_level": row.reorder_level,
-        }
-        self.cache.fill(stamp, key, catalog, [tuple(level) for level in levels])
-        return Product(
-            sku=row.sku,
-            name=row.name,
-            price=row.price,
-            unit=row.unit,
-            category=row.category,
-            reorder_level=row.reorder_level,
-            stock={code: quantity for code, _, quantity in levels},
-        )
+            try:
+                row = self._product_row(connection, sku)
+            except _Refused as refused:
+                raise refused.error from None
+            levels = self._stock_levels(connection, row.id)
+            product = self._product(connection, row, {code: q for code, _, q in levels})
+        self.cache.fill(stamp, key, {**product_json(product), "stock": {}}, levels)
+        return product
 
     def quantity(self, store: str, sku: str) -> int:
         """One quantity: one Redis round trip when cached; else as `get` (which fills the

@@ -141,19 +141,8 @@ def _where(url: str) -> str:
 
 
 def _movement(row: Any) -> Movement:
-    return Movement(
-        id=row.id,
-        at=row.at,
-        actor=row.actor,
-        source=row.source,
-        event_id=row.event_id,
-        store=row.store,
-        sku=row.sku,
-        action=row.action,
-        delta=row.delta,
-        quantity_after=row.quantity_after,
-        reason=row.reason,
-    )
+    """An audit entry from a row with the `MOVEMENT_FIELDS` columns."""
+    return Movement(*(getattr(row, name) for name in MOVEMENT_FIELDS))
 
 
 class _Refused(Exception):
@@ -407,17 +396,25 @@ class PostgresBackend(Backend):
         return row
 
     @staticmethod
-    def _stock_of(connection: Connection, product_id: int) -> dict[str, int]:
+    def _stock_levels(connection: Connection, product_id: int) -> list[tuple[str, int, int]]:
+        """(store, version, quantity) for every store the product is stocked at."""
         rows = connection.execute(
             text(
-                "SELECT s.code, i.quantity FROM inventory i JOIN stores s ON s.id = i.store_id "
+                "SELECT s.code, i.version, i.quantity FROM inventory i "
+                "JOIN stores s ON s.id = i.store_id "
                 'WHERE i.product_id = :p ORDER BY s.code COLLATE "C"'
             ),
             {"p": product_id},
         )
-        return {code: quantity for code, quantity in rows}
+        return [(code, version, quantity) for code, version, quantity in rows]
 
-    def _product(self, connection: Connection, row: Any) -> Product:
+    @classmethod
+    def _stock_of(cls, connection: Connection, product_id: int) -> dict[str, int]:
+        return {code: q for code, _, q in cls._stock_levels(connection, product_id)}
+
+    def _product(
+        self, connection: Connection, row: Any, stock: dict[str, int] | None = None
+    ) -> Product:
         return Product(
             sku=row.sku,
             name=row.name,
@@ -425,7 +422,7 @@ class PostgresBackend(Backend):
             unit=row.unit,
             category=row.category,
             reorder_level=row.reorder_level,
-            stock=self._stock_of(connection, row.id),
+            stock=self._stock_of(connection, row.id) if stock is None else stock,
         )
 
     # -- set-up -----------------------------------------------------------------------

@@ -20,10 +20,13 @@ from ..base import Progress
 from ..batch import BatchRow
 from ..engine import State
 from ..errors import AlreadyExists
-from ..models import MOVEMENT_FIELDS, Movement, Snapshot
+from ..models import MOVEMENT_FIELDS, Movement, MovementRow, Snapshot
 
 __all__ = [
     "Loaded",
+    "audit_ids",
+    "copy_audit",
+    "copy_audit_rows",
     "copy_rows",
     "import_snapshot",
     "load_state",
@@ -226,66 +229,36 @@ def write_back(connection: Connection, loaded: Loaded, changes: list[Movement]) 
     return written
 
 
+def audit_ids(connection: Connection, n: int) -> list[int]:
+    """`n` new ids from the audit sequence, in order."""
+    if n == 0:
+        return []
+    return sorted(
+        connection.execute(
+            text("SELECT nextval('audit_log_id_seq') FROM generate_series(1, :n)"), {"n": n}
+        ).scalars()
+    )
+
+
 def _renumber(connection: Connection, changes: Sequence[Movement]) -> list[Movement]:
     """Give the entries real ids from the audit sequence, in order."""
-    if not changes:
-        return []
-    ids = (
-        connection.execute(
-            text("SELECT nextval('audit_log_id_seq') FROM generate_series(1, :n)"),
-            {"n": len(changes)},
-        )
-        .scalars()
-        .all()
-    )
     return [
-        Movement(
-            i,
-            m.at,
-            m.actor,
-            m.source,
-            m.event_id,
-            m.store,
-            m.sku,
-            m.action,
-            m.delta,
-            m.quantity_after,
-            m.reason,
-        )
-        for m, i in zip(changes, sorted(ids), strict=True)
+        Movement(i, *m.row()[1:])
+        for m, i in zip(changes, audit_ids(connection, len(changes)), strict=True)
     ]
 
 
-def _ensure_partitions(connection: Connection, movements: Iterable[Movement]) -> None:
-    months = {m.at.replace(day=1, hour=0, minute=0, second=0, microsecond=0) for m in movements}
+def copy_audit_rows(connection: Connection, rows: Sequence[MovementRow]) -> None:
+    """COPY audit rows (ids given) into audit_log, creating the months they need."""
+    months = {row[1].replace(day=1, hour=0, minute=0, second=0, microsecond=0) for row in rows}
     for month in sorted(months):
         connection.execute(text("SELECT audit_log_partition(:at)"), {"at": month})
+    copy_rows(connection, "audit_log", MOVEMENT_FIELDS, rows)
 
 
 def copy_audit(connection: Connection, movements: Sequence[Movement]) -> None:
     """COPY audit entries (ids given) into audit_log, creating the months they need."""
-    _ensure_partitions(connection, movements)
-    copy_rows(
-        connection,
-        "audit_log",
-        MOVEMENT_FIELDS,
-        (
-            (
-                m.id,
-                m.at,
-                m.actor,
-                m.source,
-                m.event_id,
-                m.store,
-                m.sku,
-                m.action,
-                m.delta,
-                m.quantity_after,
-                m.reason,
-            )
-            for m in movements
-        ),
-    )
+    copy_audit_rows(connection, [m.row() for m in movements])
 
 
 def import_snapshot(
