@@ -4,29 +4,34 @@ A backend is opened from the settings (`Backend.from_settings`), used, and close
 (it is a context manager).  Every mutation:
 
 * is **idempotent** by `event_id`: the CLI makes a UUID per command, a script may give
-  its own (`--idempotency-key`).  The same key again returns the first result and changes
-  nothing; the same key for a *different* request raises `Conflict`.
+  its own (`--idempotency-key`).  The same key again returns the first result, marked
+  `replayed`, and changes nothing; the same key for a *different* request raises
+  `Conflict`.
 * writes one audit entry (`Movement`) per change, with the backend's `actor` and `source`.
 * is atomic: it happens whole or raises and changes nothing.
 
 Stock quantities are never negative: a change that would take one below zero raises
 `InsufficientStock`.  `expect` is compare-and-set on the current quantity: if it differs,
-`Conflict` is raised and nothing changes.  SKUs are looked up ignoring case; store codes
-are lower-case slugs.  Results come back as the frozen types of `backends.models`.
+`Conflict` is raised and nothing changes.  These rules are `backends.rules`; every value is
+checked by `backends.values` (SKUs are looked up by `values.sku_key`: case and Unicode
+normal form ignored; store codes are lower-case slugs).  Results come back as the frozen
+types of `backends.models`.
 """
 
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from decimal import Decimal
 from types import TracebackType
-from typing import Any, ClassVar, Self
+from typing import TYPE_CHECKING, Any, ClassVar, Self
 
+from . import values
 from .batch import BatchResult, BatchRow, OnError
 from .errors import ConfigurationError, NotFound
 from .models import (
+    Edited,
     Item,
     Movement,
     MovementSummary,
@@ -34,9 +39,11 @@ from .models import (
     Snapshot,
     Store,
     StoreValue,
-    validate_store_code,
 )
 from .requests import StockChange, stock_change
+
+if TYPE_CHECKING:
+    from .settings import Settings
 
 __all__ = ["Backend", "Progress"]
 
@@ -61,8 +68,8 @@ class Backend(abc.ABC):
 
     @classmethod
     @abc.abstractmethod
-    def from_settings(cls, settings: Mapping[str, Any], *, actor: str, source: str) -> Self:
-        """Open the backend from the settings (`inventory_cli.settings.Settings` as a dict)."""
+    def from_settings(cls, settings: Settings, *, actor: str, source: str) -> Self:
+        """Open the backend from the settings (`backends.settings.Settings`)."""
 
     def close(self) -> None:  # noqa: B027 - most backends hold nothing to close
         """Release connections.  Safe to call twice."""
@@ -81,8 +88,10 @@ class Backend(abc.ABC):
     # -- set-up --------------------------------------------------------------------
 
     @abc.abstractmethod
-    def init(self) -> bool:
-        """Create the storage (file, schema) with store `main`.
+    def init(self, *, record: bool = True) -> bool:
+        """Create the storage (file, schema) with store `main` and, with `record`, the
+        `store.create` entry that says so (`inv migrate` creates its target without it:
+        the history it copies has its own).
 
         Returns True if it was created, False if it was already there (nothing changes).
         """
@@ -104,11 +113,14 @@ class Backend(abc.ABC):
         """
 
     @abc.abstractmethod
-    def remove_store(self, code: str, *, force: bool = False, event_id: str | None = None) -> None:
+    def remove_store(
+        self, code: str, *, force: bool = False, event_id: str | None = None
+    ) -> list[Movement]:
         """Delete a store and the stock records held there (`store.delete`).
 
         Store `main` cannot be removed (`ValidationError`).  A store still holding stock is
-        refused with `Conflict` unless `force`, which writes the stock off first.
+        refused with `Conflict` unless `force`, which writes the stock off first (one
+        `product.delete` entry per product held there).  Returns the entries written.
         """
 
     @abc.abstractmethod
@@ -150,11 +162,12 @@ class Backend(abc.ABC):
         category: str | None = None,
         reorder_level: int | None = None,
         event_id: str | None = None,
-    ) -> Product:
+    ) -> Edited:
         """Change catalog fields; None leaves a field as it is, `category=""` clears it.
 
-        One `product.update` entry whose reason lists what changed (`price 4.50 -> 4.75`);
-        nothing is recorded when nothing differs.  Returns the product with its `stock`.
+        One `product.update` entry whose reason lists what changed (`price 4.50 -> 4.75`,
+        `rules.product_diff`); nothing is recorded when nothing differs.  Returns the
+        product with its `stock` and that text.
         """
 
     @abc.abstractmethod
@@ -180,7 +193,7 @@ class Backend(abc.ABC):
     def quantity(self, store: str, sku: str) -> int:
         """The stock of `sku` at `store`: 0 where it is not stocked.  `NotFound` for an
         unknown product or store.  (The kafka backend answers it from Redis.)"""
-        code = validate_store_code(store)
+        code = values.store_code(store)
         product = self.get(sku)
         if code in product.stock:
             return product.stock[code]
@@ -206,8 +219,10 @@ class Backend(abc.ABC):
         `InsufficientStock`; a quantity other than `expect` raises `Conflict`.  The product
         becomes stocked at the store if it was not.  Returns the `stock.adjust` entry.
         """
-        change = stock_change(store, sku, delta=delta, expect=expect, reason=reason)
-        return self._change_stock(change, event_id)
+        change = stock_change(
+            store, sku, delta=delta, expect=expect, reason=reason, event_id=event_id
+        )
+        return self._change_stock(change)
 
     def set_quantity(
         self,
@@ -220,12 +235,14 @@ class Backend(abc.ABC):
         event_id: str | None = None,
     ) -> Movement:
         """Set the stock (a count); the `stock.set` entry records the delta it implies."""
-        change = stock_change(store, sku, quantity=quantity, expect=expect, reason=reason)
-        return self._change_stock(change, event_id)
+        change = stock_change(
+            store, sku, quantity=quantity, expect=expect, reason=reason, event_id=event_id
+        )
+        return self._change_stock(change)
 
     @abc.abstractmethod
-    def _change_stock(self, change: StockChange, event_id: str | None) -> Movement:
-        """Apply a checked `adjust` or `set_quantity`, once per `event_id`."""
+    def _change_stock(self, change: StockChange) -> Movement:
+        """Apply a checked `adjust` or `set_quantity`, once per `change.event_id`."""
 
     @abc.abstractmethod
     def transfer(
@@ -351,12 +368,15 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     def export_state(self) -> Snapshot:
-        """Everything, for `inv migrate`: stores, catalog with stock, history oldest first."""
+        """Everything, for `inv migrate`: stores, catalog with stock, history oldest first,
+        and the idempotency keys with their fingerprints and first results."""
 
     @abc.abstractmethod
     def import_state(self, snapshot: Snapshot, *, progress: Progress | None = None) -> None:
         """Add `snapshot` to this backend in one unit, for `inv migrate`.
 
-        Stores already here are kept; products must not be here yet; history entries are
-        appended in order with new ids, keeping their times, actors and event ids.
+        Stores already here are kept; products and idempotency keys must not be here yet.
+        History entries keep their times, actors and event ids, and their ids too when
+        this backend has no history yet; otherwise they are appended in order with new
+        ids (and the keys' results follow them).
         """

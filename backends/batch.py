@@ -77,3 +77,5 @@ class BatchResult:
     problems: list[RowProblem] = field(default_factory=list)
     changes: list[Movement] = field(default_factory=list)
     dry_run: bool = False
+    #: The first result of a batch sent again with the same idempotency key.
+    replayed: bool = field(default=False, compare=False)

@@ -12,43 +12,22 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+from . import rules, values
 from .base import Progress
-from .batch import COLUMNS, BatchResult, BatchRow
+from .batch import BatchResult, BatchRow
 from .errors import (
     AlreadyExists,
     Conflict,
-    InsufficientStock,
     InventoryError,
     NotFound,
     RefusedError,
     RowProblem,
     ValidationError,
 )
-from .models import (
-    MAX_QUANTITY,
-    Movement,
-    parse_delta,
-    parse_int,
-    parse_price,
-    parse_quantity,
-    utcnow,
-    validate_category,
-    validate_name,
-    validate_reason,
-    validate_sku,
-    validate_store_code,
-    validate_unit,
-)
+from .models import Movement, utcnow
+from .requests import row_fingerprint
 
-__all__ = [
-    "Context",
-    "RowFailure",
-    "State",
-    "apply_row",
-    "row_fingerprint",
-    "run_batch",
-    "show",
-]
+__all__ = ["Context", "RowFailure", "State", "apply_row", "run_batch"]
 
 MISSING = object()
 
@@ -65,10 +44,11 @@ class RowFailure(Exception):
 class State:
     """Stores, products and their stock in memory, with an undo log for rollbacks.
 
-    `stores` maps code -> name.  `products` maps the case-folded SKU (lookups ignore
-    case) to an entry: a dict with sku, name, price, unit, category, reorder_level and
-    stock (store -> quantity).  `meta` holds counters: next_sku, audit_entries (the id of
-    the last audit entry; new entries continue from it).  `events` maps idempotency keys
+    `stores` maps code -> name.  `products` maps the SKU's key (`values.sku_key`: case
+    and Unicode normal form ignored) to an entry: a dict with sku, name, price, unit,
+    category, reorder_level and stock (store -> quantity).  `meta` holds counters:
+    next_sku, audit_entries (the id of the last audit entry; new entries continue from
+    it).  `events` maps idempotency keys
     to what the backend remembers of them (it needs at least `fp`, the fingerprint).
     """
 
@@ -118,13 +98,14 @@ class State:
     # -- look-ups -------------------------------------------------------------------
 
     def product(self, sku: str) -> dict[str, Any]:
+        """The entry of a checked SKU (`values.sku`); `NotFound` if there is none."""
         try:
-            return self.products[sku.strip().casefold()]
+            return self.products[values.sku_key(sku)]
         except KeyError:
-            raise NotFound(f"no product with SKU {sku.strip()!r}") from None
+            raise NotFound(f"no product with SKU {sku!r}") from None
 
     def store(self, code: str, *, field: str = "store") -> str:
-        code = validate_store_code(code, field=field)
+        code = values.store_code(code, field=field)
         if code not in self.stores:
             raise NotFound(f"no store {code!r}")
         return code
@@ -176,12 +157,12 @@ class State:
     ) -> tuple[dict[str, Any], Movement]:
         if sku is None:
             number = self.meta["next_sku"]
-            while f"P{number:06d}".casefold() in self.products:
+            while values.sku_key(rules.generated_sku(number)) in self.products:
                 number += 1
-            sku = f"P{number:06d}"
+            sku = rules.generated_sku(number)
             self.put(self.meta, "next_sku", number + 1)
-        elif sku.casefold() in self.products:
-            existing = self.products[sku.casefold()]["sku"]
+        elif values.sku_key(sku) in self.products:
+            existing = self.products[values.sku_key(sku)]["sku"]
             raise AlreadyExists(f"SKU {sku!r} already exists (as {existing!r})")
         entry: dict[str, Any] = {
             "sku": sku,
@@ -194,7 +175,7 @@ class State:
         }
         if store is not None:
             entry["stock"][store] = quantity
-        self.put(self.products, sku.casefold(), entry)
+        self.put(self.products, values.sku_key(sku), entry)
         movement = self.record(
             ctx,
             "product.create",
@@ -209,18 +190,12 @@ class State:
     def update_product(
         self, ctx: Context, entry: dict[str, Any], changes: Mapping[str, Any]
     ) -> Movement | None:
-        said = []
-        for key, value in changes.items():
-            old = entry[key]
-            if value == old:
-                continue
+        changed, said = rules.product_diff(entry, changes)
+        for key, value in changed.items():
             self.put(entry, key, value)
-            said.append(f"{key} {show(old)} -> {show(value)}")
-        if not said:
+        if said is None:
             return None
-        return self.record(
-            ctx, "product.update", store=None, sku=entry["sku"], reason="; ".join(said)
-        )
+        return self.record(ctx, "product.update", store=None, sku=entry["sku"], reason=said)
 
     def change_stock(
         self,
@@ -236,29 +211,12 @@ class State:
     ) -> Movement:
         stock = entry["stock"]
         current = stock.get(store, 0)
-        if expect is not None and current != expect:
-            raise Conflict(
-                f"{entry['sku']} at {store} is {current}, not the expected {expect}; "
-                "nothing changed"
-            )
-        if quantity is None:
-            assert delta is not None
-            quantity = current + delta
-            if quantity < 0:
-                raise InsufficientStock(
-                    f"not enough {entry['sku']} at {store}: {current} on hand, {-delta} asked for",
-                    available=current,
-                    requested=-delta,
-                )
-            if quantity > MAX_QUANTITY:
-                raise ValidationError(
-                    f"change: {entry['sku']} at {store} would exceed {MAX_QUANTITY}",
-                    field="change",
-                )
-            action = action or "stock.adjust"
-        else:
-            delta = quantity - current
-            action = action or "stock.set"
+        after = rules.next_quantity(
+            current, sku=entry["sku"], store=store, delta=delta, quantity=quantity, expect=expect
+        )
+        if action is None:
+            action = "stock.adjust" if quantity is None else "stock.set"
+        delta, quantity = after - current, after
         self.put(stock, store, quantity)
         return self.record(
             ctx,
@@ -274,11 +232,7 @@ class State:
         self, ctx: Context, entry: dict[str, Any], store: str, *, force: bool, reason: str | None
     ) -> Movement:
         on_hand = entry["stock"][store]
-        if on_hand and not force:
-            raise Conflict(
-                f"{entry['sku']} still has {on_hand} on hand at {store}; "
-                "use --force to write it off"
-            )
+        rules.check_unstock(entry["sku"], store, on_hand, force=force)
         self.drop(entry["stock"], store)
         return self.record(
             ctx,
@@ -303,21 +257,12 @@ class Context:
         self.at = at or utcnow()
 
 
-def show(value: Any) -> str:
-    return "none" if value is None else str(value)
-
-
-def row_fingerprint(row: BatchRow) -> str:
-    """What a keyed row asks for, without where it stood in its file."""
-    return "row|" + repr([getattr(row, column) for column in COLUMNS])
-
-
 ROW_CHECKS: dict[str, Callable[[Any], Any]] = {
-    "name": validate_name,
-    "price": parse_price,
-    "unit": validate_unit,
-    "category": validate_category,
-    "reorder_level": lambda v: parse_int(v, field="reorder_level", minimum=0),
+    "name": values.name,
+    "price": values.price,
+    "unit": values.unit,
+    "category": values.category,
+    "reorder_level": values.reorder_level,
 }
 
 
@@ -325,7 +270,7 @@ def apply_row(state: State, ctx: Context, row: BatchRow, default_store: str) -> 
     """Apply one batch row to `state` (see `backends.batch`); raises RowFailure."""
     column: str | None = "sku"
     try:
-        sku = validate_sku(row.sku)
+        sku = values.sku(row.sku)
         fields: dict[str, Any] = {}
         for column, check in ROW_CHECKS.items():
             value = getattr(row, column)
@@ -334,24 +279,24 @@ def apply_row(state: State, ctx: Context, row: BatchRow, default_store: str) -> 
         column = "change"
         if row.quantity is not None and row.change is not None:
             raise ValidationError("give quantity or change, not both")
-        quantity = parse_quantity(row.quantity) if row.quantity is not None else None
-        change = parse_delta(row.change) if row.change is not None else None
+        quantity = values.quantity(row.quantity) if row.quantity is not None else None
+        change = values.delta(row.change) if row.change is not None else None
         column = "expect"
-        expect = parse_quantity(row.expect, field="expect") if row.expect is not None else None
+        expect = values.quantity(row.expect, field="expect") if row.expect is not None else None
         column = "reason"
-        reason = validate_reason(row.reason)
+        reason = values.reason(row.reason)
         written: list[Movement] = []
         column = "store"
         explicit_store = row.store is not None
-        store = validate_store_code(row.store) if row.store is not None else default_store
+        store = values.store_code(row.store) if row.store is not None else default_store
         if store not in state.stores:
             if row.store_name is None:
                 raise NotFound(f"no store {store!r} (give store_name to create it)")
             column = "store_name"
-            name = validate_name(row.store_name, field="store_name")
+            name = values.name(row.store_name, field="store_name")
             state.put(state.stores, store, name)
             written.append(state.record(ctx, "store.create", store=store, sku=None, reason=name))
-        entry = state.products.get(sku.casefold())
+        entry = state.products.get(values.sku_key(sku))
         if entry is None:
             column = "sku"
             if not fields:
@@ -359,17 +304,11 @@ def apply_row(state: State, ctx: Context, row: BatchRow, default_store: str) -> 
             for column in ("name", "price"):
                 if column not in fields:
                     raise ValidationError(f"new SKU {sku!r} needs a {column}")
-            column = "expect"
-            if expect not in (None, 0):
-                raise Conflict(f"new SKU {sku!r} has 0 on hand, not the expected {expect}")
-            column = "change"
-            initial = quantity if quantity is not None else change or 0
-            if initial < 0:
-                raise InsufficientStock(
-                    f"new SKU {sku!r} has 0 on hand, {-initial} asked for",
-                    available=0,
-                    requested=-initial,
-                )
+            # A new SKU has 0 on hand: the same rule as for any other change.
+            column = "quantity" if quantity is not None else "change"
+            initial = rules.next_quantity(
+                0, sku=sku, store=store, delta=change or 0, quantity=quantity, expect=expect
+            )
             touches_store = explicit_store or quantity is not None or change is not None
             _, movement = state.create_product(
                 ctx,

@@ -42,6 +42,11 @@ __all__ = [
 class InventoryError(Exception):
     """Base of every error a backend raises."""
 
+    #: Whether the same request may succeed later unchanged (a service came back, a
+    #: collision with another writer passed).  Retry loops read this, never the driver
+    #: error underneath.
+    retryable: bool = False
+
 
 class RefusedError(InventoryError):
     """The request was understood and refused; retrying it unchanged will not help."""
@@ -102,6 +107,8 @@ class BatchRejected(InventoryError):
 
 class BackendUnavailable(InventoryError):
     """A service (database, broker, cache, server) cannot be reached; safe to retry."""
+
+    retryable = True
 
 
 class PermissionDenied(InventoryError):

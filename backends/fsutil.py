@@ -1,14 +1,23 @@
-"""Writing files so a crash leaves the old version or the new one, never half of either."""
+"""Writing files so a crash leaves the old version or the new one, never half of either.
+
+A path is written *through*, never replaced: a symbolic link is followed to its real
+file (which is replaced atomically, the link kept), and a FIFO or a device (`-o
+/dev/stdout`, `-o /dev/null`, a named pipe) is a stream, written in place.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["fsync_folder", "replacing", "write_atomic"]
+from .errors import BackendUnavailable, ConfigurationError, PermissionDenied
+
+__all__ = ["fsync_folder", "replacing", "write_atomic", "write_output"]
 
 
 def fsync_folder(folder: Path) -> None:
@@ -63,3 +72,33 @@ def write_atomic(path: Path, data: bytes, *, backup: Path | None = None) -> None
     """Replace `path` with `data` atomically (see `replacing`)."""
     with replacing(path, data, backup=backup):
         pass
+
+
+def write_output(path: Path, data: bytes) -> None:
+    """Write `data` to `path` as a user named it (`inv export -o`): through links to the
+    real file, atomically; to a FIFO or device as a stream.  OS errors become the
+    contract's: a folder or a read-only place `PermissionDenied`, a missing folder
+    `ConfigurationError`, anything else (a full disk) `BackendUnavailable`."""
+    real = Path(os.path.realpath(path))
+    try:
+        try:
+            mode = real.stat().st_mode
+        except FileNotFoundError:
+            mode = 0
+        if stat.S_ISDIR(mode):
+            raise PermissionDenied(f"cannot write {path}: it is a folder")
+        if mode and not stat.S_ISREG(mode):
+            with open(real, "wb") as stream:  # a FIFO, a terminal, a device
+                stream.write(data)
+            return
+        write_atomic(real, data)
+    except PermissionError:
+        raise PermissionDenied(f"cannot write {path}: permission denied") from None
+    except FileNotFoundError:
+        raise ConfigurationError(f"cannot write {path}: the folder does not exist") from None
+    except OSError as exc:
+        if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM, errno.EISDIR):
+            raise PermissionDenied(f"cannot write {path}: {exc.strerror}") from None
+        if exc.errno in (errno.ENOTDIR, errno.ENAMETOOLONG, errno.ELOOP, errno.EINVAL):
+            raise ConfigurationError(f"cannot write {path}: {exc.strerror}") from None
+        raise BackendUnavailable(f"cannot write {path}: {exc.strerror}") from None

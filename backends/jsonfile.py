@@ -18,6 +18,9 @@ committed, so a crash between the two writes leaves lines past that mark, which 
 ignore and the next writer cuts off: the file and its trail always agree.  Readers need
 no lock: they see the old file or the new one, never half of one.
 
+A path that is a symbolic link is followed: the real file is written (and locked), and
+its companions live beside the real file, so two paths to one inventory stay one.
+
 Example::
 
     with JsonBackend("shop/inventory.json", actor="ana") as inv:
@@ -34,13 +37,14 @@ import json
 import os
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Self, TypeVar
 
+from . import requests, rules, values
 from .base import Backend, Progress
 from .batch import BatchResult, BatchRow, OnError
 from .engine import Context, State, run_batch
@@ -49,16 +53,17 @@ from .errors import (
     BackendUnavailable,
     BatchRejected,
     ConfigurationError,
-    Conflict,
     CorruptData,
     NotFound,
     PermissionDenied,
-    RowProblem,
     ValidationError,
 )
 from .fsutil import replacing
+from .jsontext import JsonError, loads
 from .models import (
     MAIN_STORE,
+    AppliedEvent,
+    Edited,
     Item,
     Movement,
     MovementSummary,
@@ -68,48 +73,35 @@ from .models import (
     StoreValue,
     format_time,
     is_low,
-    parse_int,
-    parse_price,
-    parse_quantity,
     utcnow,
-    validate_category,
-    validate_event_id,
-    validate_name,
-    validate_sku,
-    validate_store_code,
-    validate_unit,
 )
 from .requests import (
     StockChange,
-    batch_fingerprint,
-    check_page,
     movement_from_json,
     movement_json,
-    new_product,
-    product_changes,
     product_from_json,
     product_json,
     reused_key,
-    sku_key,
 )
-from .requests import transfer as transfer_request
+
+if TYPE_CHECKING:
+    from .settings import Settings
 
 __all__ = ["SCHEMA_VERSION", "JsonBackend"]
 
 FORMAT = "inv-inventory"
 SCHEMA_VERSION = 1
-_MISSING = object()
 T = TypeVar("T")
+
+#: What an idempotency key remembers in the file besides its result's own keys.
+_EVENT_META = ("at", "fp", "audit", "movements")
 
 
 def _movement_json(m: Movement) -> str:
     return json.dumps(movement_json(m), ensure_ascii=False, separators=(",", ":"))
 
 
-_movement_from = movement_from_json
-
-
-def _product(entry: dict[str, Any]) -> Product:
+def _product(entry: dict[str, Any], *, replayed: bool = False) -> Product:
     return Product(
         sku=entry["sku"],
         name=entry["name"],
@@ -118,6 +110,7 @@ def _product(entry: dict[str, Any]) -> Product:
         category=entry["category"],
         reorder_level=entry["reorder_level"],
         stock=dict(sorted(entry["stock"].items())),
+        replayed=replayed,
     )
 
 
@@ -133,7 +126,8 @@ def _product_json(entry: dict[str, Any]) -> dict[str, Any]:
 
 
 def _check_document(doc: Any, path: Path) -> dict[str, Any]:
-    """Refuse anything but a well-formed inv file, naming where it goes wrong."""
+    """Refuse anything but a well-formed inv file, naming where it goes wrong; values
+    are checked by the grammar every other entry point uses (`backends.values`)."""
 
     def bad(where: str, what: str) -> CorruptData:
         return CorruptData(f"{path}: {where}: {what}; the file was left untouched")
@@ -150,50 +144,65 @@ def _check_document(doc: Any, path: Path) -> dict[str, Any]:
             f"{path} has schema_version {version}, newer than this inv understands "
             f"({SCHEMA_VERSION}); upgrade inv"
         )
-    for key, kind in (("stores", dict), ("products", dict), ("events", dict), ("audit", dict)):
-        if not isinstance(doc.get(key), kind):
+    for key in ("stores", "products", "events", "audit"):
+        if not isinstance(doc.get(key), dict):
             raise bad(key, "missing or not an object")
-    if not isinstance(doc.get("next_sku"), int):
+    next_sku = doc.get("next_sku")
+    if not isinstance(next_sku, int) or isinstance(next_sku, bool) or next_sku < 1:
         raise bad("next_sku", "missing or not a number")
     for key in ("entries", "bytes"):
         value = doc["audit"].get(key)
-        if not isinstance(value, int) or value < 0:
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
             raise bad(f"audit.{key}", "missing or not a count")
     stores = doc["stores"]
     if MAIN_STORE not in stores:
         raise bad("stores", "store 'main' is missing")
     for code, name in stores.items():
-        if not isinstance(name, str):
-            raise bad(f"stores.{code}", "the name is not text")
+        try:
+            if values.store_code(code) != code:
+                raise ValidationError(f"{code!r} is not a store code as inv writes it")
+            stores[code] = values.name(name)
+        except ValidationError as exc:
+            raise bad(f"stores.{code}", str(exc)) from None
+    products: dict[str, dict[str, Any]] = {}
     for sku, entry in doc["products"].items():
         where = f"products.{sku}"
         if not isinstance(entry, dict):
             raise bad(where, "not an object")
         try:
-            validate_sku(sku)
-            entry["name"] = validate_name(_text(entry.get("name")))
-            entry["price"] = parse_price(_text(entry.get("price")))
-            entry["unit"] = validate_unit(_text(entry.get("unit")))
-            entry["category"] = validate_category(entry.get("category"))
-            entry["reorder_level"] = parse_int(
-                entry.get("reorder_level"), field="reorder_level", minimum=0
-            )
+            checked = values.sku(sku)
+            entry["sku"] = checked
+            entry["name"] = values.name(entry.get("name"))
+            if not isinstance(entry.get("price"), str):
+                raise ValidationError(f"price: {entry.get('price')!r} is not text")
+            entry["price"] = values.price(entry["price"])
+            entry["unit"] = values.unit(entry.get("unit"))
+            entry["category"] = values.category(entry.get("category"))
+            entry["reorder_level"] = values.reorder_level(entry.get("reorder_level"))
             stock = entry.get("stock")
             if not isinstance(stock, dict):
                 raise ValidationError("stock: not an object")
             for store, quantity in stock.items():
                 if store not in stores:
                     raise ValidationError(f"stock: unknown store {store!r}")
-                parse_quantity(quantity, field=f"stock.{store}")
-        except (ValidationError, TypeError) as exc:
+                if not isinstance(quantity, int):
+                    raise ValidationError(f"stock.{store}: {quantity!r} is not a whole number")
+                values.quantity(quantity, field=f"stock.{store}")
+        except ValidationError as exc:
             raise bad(where, str(exc)) from None
+        key = values.sku_key(checked)
+        if key in products:
+            raise bad(
+                where,
+                f"{checked!r} and {products[key]['sku']!r} are one SKU (case and Unicode form "
+                "are ignored); merge them by hand",
+            )
+        products[key] = entry
+    for event_id, event in doc["events"].items():
+        if not isinstance(event, dict) or not isinstance(event.get("fp"), str):
+            raise bad(f"events.{event_id}", "not an idempotency record")
+    doc["products"] = products
     return doc
-
-
-def _text(value: Any) -> str:
-    if not isinstance(value, str):
-        raise TypeError(f"{value!r} is not text")
-    return value
 
 
 class JsonBackend(Backend):
@@ -210,21 +219,21 @@ class JsonBackend(Backend):
         lock_timeout: float = 30.0,
     ) -> None:
         super().__init__(actor=actor, source=source)
+        if not str(path).strip():
+            raise ConfigurationError("file: the inventory file's path is empty")
+        #: The path as given, for messages.
         self.path = Path(path)
-        stem = self.path.name.removesuffix(".json")
-        self.audit_path = self.path.with_name(f"{stem}.audit.jsonl")
-        self.backup_path = self.path.with_name(self.path.name + ".bak")
-        self.lock_path = self.path.with_name(self.path.name + ".lock")
-        self.lock_timeout = lock_timeout
+        #: The real file behind any symbolic links: what is read, written and locked.
+        self.real_path = Path(os.path.realpath(self.path))
+        stem = self.real_path.name.removesuffix(".json")
+        self.audit_path = self.real_path.with_name(f"{stem}.audit.jsonl")
+        self.backup_path = self.real_path.with_name(self.real_path.name + ".bak")
+        self.lock_path = self.real_path.with_name(self.real_path.name + ".lock")
+        self.lock_timeout = values.seconds(lock_timeout, field="lock_timeout")
 
     @classmethod
-    def from_settings(cls, settings: Mapping[str, Any], *, actor: str, source: str) -> Self:
-        return cls(
-            settings.get("file") or "inventory.json",
-            actor=actor,
-            source=source,
-            lock_timeout=float(settings.get("lock_timeout") or 30.0),
-        )
+    def from_settings(cls, settings: Settings, *, actor: str, source: str) -> Self:
+        return cls(settings.file, actor=actor, source=source, lock_timeout=settings.lock_timeout)
 
     def describe(self) -> str:
         return str(self.path)
@@ -238,19 +247,23 @@ class JsonBackend(Backend):
             yield
         except PermissionError as exc:
             where = exc.filename or self.path
-            if Path(where).name.startswith(f".{self.path.name}."):  # our temp file
+            if Path(where).name.startswith(f".{self.real_path.name}."):  # our temp file
                 where = f"in {Path(where).parent}"
             raise PermissionDenied(f"cannot {doing} {where}: permission denied") from exc
         except FileNotFoundError as exc:
             raise ConfigurationError(
                 f"cannot {doing} {exc.filename or self.path}: the folder does not exist"
             ) from exc
-        except IsADirectoryError as exc:
+        except (IsADirectoryError, NotADirectoryError) as exc:
             where = exc.filename or self.path
-            raise ConfigurationError(f"{where} is a folder, not a file") from exc
+            raise ConfigurationError(f"cannot {doing} {where}: {exc.strerror}") from exc
         except OSError as exc:
-            if exc.errno in (errno.EROFS, errno.EACCES):
+            if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
                 raise PermissionDenied(
+                    f"cannot {doing} {exc.filename or self.path}: {exc.strerror}"
+                ) from exc
+            if exc.errno in (errno.ENAMETOOLONG, errno.ELOOP, errno.EINVAL):
+                raise ConfigurationError(
                     f"cannot {doing} {exc.filename or self.path}: {exc.strerror}"
                 ) from exc
             raise BackendUnavailable(
@@ -279,27 +292,19 @@ class JsonBackend(Backend):
             os.close(fd)  # closing releases the lock
 
     def _read_document(self) -> dict[str, Any]:
+        if not self.real_path.exists():
+            raise ConfigurationError(f"no inventory at {self.path}; run 'inv init' to create one")
+        with self._os_errors("read"), open(self.real_path, "rb") as f:
+            raw = f.read()
         try:
-            with open(self.path, "rb") as f:
-                raw = f.read()
-        except FileNotFoundError:
-            raise ConfigurationError(
-                f"no inventory at {self.path}; run 'inv init' to create one"
-            ) from None
-        except IsADirectoryError:
-            raise ConfigurationError(f"{self.path} is a folder, not a file") from None
-        except PermissionError as exc:
-            raise PermissionDenied(f"cannot read {self.path}: permission denied") from exc
-        try:
-            doc = json.loads(raw.decode("utf-8"))
+            doc = loads(raw.decode("utf-8"))
         except UnicodeDecodeError as exc:
             raise CorruptData(
                 f"{self.path} is not UTF-8 text (byte {exc.start}); it was left untouched"
             ) from None
-        except json.JSONDecodeError as exc:
+        except JsonError as exc:
             raise CorruptData(
-                f"{self.path} is not valid JSON: {exc.msg} at line {exc.lineno}, "
-                f"column {exc.colno}; it was left untouched"
+                f"{self.path} is not valid JSON: {exc}; it was left untouched"
             ) from None
         return _check_document(doc, self.path)
 
@@ -307,7 +312,7 @@ class JsonBackend(Backend):
         doc = self._read_document()
         state = State(
             doc["stores"],
-            {sku.casefold(): {"sku": sku, **entry} for sku, entry in doc["products"].items()},
+            doc["products"],
             next_sku=doc["next_sku"],
             audit_entries=doc["audit"]["entries"],
             events=doc["events"],
@@ -319,26 +324,34 @@ class JsonBackend(Backend):
         """The committed audit entries, oldest first (lines past the mark are ignored)."""
         size = state.meta["audit_bytes"]
         if size:
-            try:
-                with open(self.audit_path, "rb") as f:
-                    data = f.read(size)
-            except FileNotFoundError:
+            if not self.audit_path.exists():
                 raise CorruptData(
                     f"the audit trail {self.audit_path} is missing; restore it from a backup"
-                ) from None
+                )
+            with self._os_errors("read the audit trail"), open(self.audit_path, "rb") as f:
+                data = f.read(size)
             if len(data) < size:
                 raise CorruptData(
                     f"the audit trail {self.audit_path} is shorter than {self.path} records"
                 )
             for number, line in enumerate(data.splitlines(), 1):
                 try:
-                    yield json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise CorruptData(
-                        f"{self.audit_path}: line {number}, column {exc.colno}: {exc.msg}"
-                    ) from None
+                    entry = loads(line)
+                except (JsonError, UnicodeDecodeError) as exc:
+                    raise CorruptData(f"{self.audit_path}: line {number}: {exc}") from None
+                if not isinstance(entry, dict) or not isinstance(entry.get("id"), int):
+                    raise CorruptData(f"{self.audit_path}: line {number}: not an audit entry")
+                yield entry
         for movement in state.new_audit:
             yield json.loads(_movement_json(movement))
+
+    def _movement_from(self, line: dict[str, Any], *, replayed: bool = False) -> Movement:
+        try:
+            return movement_from_json(line, replayed=replayed)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CorruptData(
+                f"{self.audit_path}: entry {line.get('id')} is not an audit entry ({exc})"
+            ) from None
 
     def _save(self, state: State) -> None:
         """Append the new audit lines, then replace the main file that commits them.
@@ -352,7 +365,7 @@ class JsonBackend(Backend):
         try:
             with (
                 self._os_errors("write"),
-                replacing(self.path, self._dump(state).encode(), backup=self.backup_path),
+                replacing(self.real_path, self._dump(state).encode(), backup=self.backup_path),
             ):
                 if payload:
                     self._append_audit(mark, payload)
@@ -360,7 +373,7 @@ class JsonBackend(Backend):
             state.meta["audit_bytes"] = mark
             raise
         # Temp files left by a writer killed mid-write (we hold the lock: none is live).
-        for stale in self.path.parent.glob(f".{self.path.name}.*.tmp"):
+        for stale in self.real_path.parent.glob(f".{self.real_path.name}.*.tmp"):
             with contextlib.suppress(OSError):
                 stale.unlink()
 
@@ -414,21 +427,23 @@ class JsonBackend(Backend):
             if state.changed:
                 self._save(state)
 
+    # -- idempotency ----------------------------------------------------------------
+
     def _once(
         self,
-        event_id: str | None,
-        fingerprint: str,
+        request: requests.Request,
         work: Callable[[State, Context], T],
         replay: Callable[[State, dict[str, Any]], T],
         remember: Callable[[T], dict[str, Any]],
     ) -> T:
-        """Run `work` once per event id: the same id again replays the first result."""
-        if event_id is not None:
-            validate_event_id(event_id)
+        """Run `work` once per event id: the same id again replays the first result (the
+        file keeps the key with the request's fingerprint, the ids of the audit entries
+        it wrote, and what `remember` adds)."""
+        event_id = request.event_id
         with self._writing() as state:
             if event_id is not None and event_id in state.events:
                 seen = state.events[event_id]
-                if seen["fp"] != fingerprint:
+                if seen["fp"] != request.fingerprint:
                     raise reused_key(event_id)
                 return replay(state, seen)
             ctx = Context(self.actor, self.source, event_id or str(uuid.uuid4()))
@@ -438,38 +453,41 @@ class JsonBackend(Backend):
                 written = state.new_audit[first:]
                 record = {
                     "at": format_time(ctx.at),
-                    "fp": fingerprint,
-                    "audit": [written[0].id, len(written)] if written else [0, 0],
+                    "fp": request.fingerprint,
+                    **self._audit_refs(written),
                     **remember(result),
                 }
                 state.put(state.events, event_id, record)
             return result
 
+    @staticmethod
+    def _audit_refs(written: Sequence[Movement]) -> dict[str, Any]:
+        """How a key points at the entries its request wrote: `[first id, count]` (they
+        are consecutive in this file); entries brought by `inv migrate` from a database
+        whose ids interleave are kept whole instead."""
+        if not written:
+            return {"audit": [0, 0]}
+        ids = [m.id for m in written]
+        if ids == list(range(ids[0], ids[0] + len(ids))):
+            return {"audit": [ids[0], len(ids)]}
+        return {"audit": [0, 0], "movements": [movement_json(m) for m in written]}
+
     def _replayed_movements(self, state: State, seen: dict[str, Any]) -> list[Movement]:
-        first, count = seen["audit"]
+        if "movements" in seen:
+            return [movement_from_json(m, replayed=True) for m in seen["movements"]]
+        first, count = seen.get("audit", [0, 0])
         if not count:
             return []
         return [
-            _movement_from(line)
+            self._movement_from(line, replayed=True)
             for line in self._audit_lines(state)
             if first <= line["id"] < first + count
         ]
 
-    def _movement_once(
-        self, event_id: str | None, fingerprint: str, work: Callable[[State, Context], Movement]
-    ) -> Movement:
-        return self._once(
-            event_id,
-            fingerprint,
-            work,
-            lambda state, seen: self._replayed_movements(state, seen)[0],
-            lambda _: {},
-        )
-
     # -- set-up ---------------------------------------------------------------------
 
-    def init(self) -> bool:
-        if self.path.exists():
+    def init(self, *, record: bool = True) -> bool:
+        if self.real_path.exists() or self.path.is_symlink():
             self._read_document()  # refuse a foreign or damaged file; never overwrite it
             return False
         if self.audit_path.exists() and self.audit_path.stat().st_size:
@@ -477,14 +495,15 @@ class JsonBackend(Backend):
                 f"{self.audit_path} exists without {self.path}; move it away before 'inv init'"
             )
         with self._os_errors("create"):
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.real_path.parent.mkdir(parents=True, exist_ok=True)
         with self._locked():
-            if self.path.exists():  # another process won the race
+            if self.real_path.exists():  # another process won the race
                 return False
             state = State({MAIN_STORE: "Main store"}, {})
             state.meta["audit_bytes"] = 0
-            ctx = Context(self.actor, self.source, str(uuid.uuid4()))
-            state.record(ctx, "store.create", store=MAIN_STORE, sku=None, reason="init")
+            if record:
+                ctx = Context(self.actor, self.source, str(uuid.uuid4()))
+                state.record(ctx, "store.create", store=MAIN_STORE, sku=None, reason="init")
             self._save(state)
         return True
 
@@ -493,44 +512,42 @@ class JsonBackend(Backend):
     def add_store(
         self, code: str, name: str | None = None, *, event_id: str | None = None
     ) -> Store:
-        code = validate_store_code(code)
-        name = validate_name(name, field="name") if name is not None else code
+        request = requests.add_store(code, name, event_id)
 
         def work(state: State, ctx: Context) -> Store:
-            if code in state.stores:
-                raise AlreadyExists(f"store {code!r} already exists")
-            state.put(state.stores, code, name)
-            state.record(ctx, "store.create", store=code, sku=None, reason=name)
-            return Store(code, name)
+            if request.code in state.stores:
+                raise AlreadyExists(f"store {request.code!r} already exists")
+            state.put(state.stores, request.code, request.name)
+            state.record(ctx, "store.create", store=request.code, sku=None, reason=request.name)
+            return Store(request.code, request.name)
 
         return self._once(
-            event_id,
-            f"store.create|{code}|{name}",
+            request,
             work,
-            lambda state, seen: Store(code, seen["name"]),
+            lambda state, seen: Store(request.code, seen["name"], replayed=True),
             lambda store: {"name": store.name},
         )
 
-    def remove_store(self, code: str, *, force: bool = False, event_id: str | None = None) -> None:
-        code = validate_store_code(code)
-        if code == MAIN_STORE:
-            raise ValidationError("store 'main' cannot be removed", field="store")
+    def remove_store(
+        self, code: str, *, force: bool = False, event_id: str | None = None
+    ) -> list[Movement]:
+        request = requests.remove_store(code, force, event_id)
 
-        def work(state: State, ctx: Context) -> None:
-            state.store(code)
-            held = [e for e in state.products.values() if code in e["stock"]]
-            on_hand = sum(e["stock"][code] for e in held)
-            if on_hand and not force:
-                raise Conflict(
-                    f"store {code!r} still holds {on_hand} units of stock; "
-                    "move it away or use --force to write it off"
-                )
-            for entry in held:
-                state.unstock(ctx, entry, code, force=True, reason="store removed")
-            state.drop(state.stores, code)
-            state.record(ctx, "store.delete", store=code, sku=None)
+        def work(state: State, ctx: Context) -> list[Movement]:
+            state.store(request.code)
+            held = [e for e in state.products.values() if request.code in e["stock"]]
+            on_hand = sum(e["stock"][request.code] for e in held)
+            rules.check_store_removal(request.code, on_hand, force=request.force)
+            held.sort(key=lambda e: (values.sku_key(e["sku"]), e["sku"]))
+            written = [
+                state.unstock(ctx, entry, request.code, force=True, reason="store removed")
+                for entry in held
+            ]
+            state.drop(state.stores, request.code)
+            written.append(state.record(ctx, "store.delete", store=request.code, sku=None))
+            return written
 
-        self._once(event_id, f"store.delete|{code}|{force}", work, lambda *_: None, lambda _: {})
+        return self._once(request, work, self._replayed_movements, lambda _: {})
 
     def stores(self) -> list[Store]:
         state = self._load()
@@ -551,7 +568,7 @@ class JsonBackend(Backend):
         reorder_level: int = 0,
         event_id: str | None = None,
     ) -> Product:
-        request = new_product(
+        request = requests.new_product(
             name,
             price,
             sku=sku,
@@ -560,6 +577,7 @@ class JsonBackend(Backend):
             unit=unit,
             category=category,
             reorder_level=reorder_level,
+            event_id=event_id,
         )
 
         def work(state: State, ctx: Context) -> Product:
@@ -567,22 +585,17 @@ class JsonBackend(Backend):
             entry, _ = state.create_product(
                 ctx,
                 sku=request.sku,
-                name=request.name,
-                price=request.price,
-                unit=request.unit,
-                category=request.category,
-                reorder_level=request.reorder_level,
                 store=request.store,
                 quantity=request.quantity,
                 reason=None,
+                **request.fields(),
             )
             return _product(entry)
 
         return self._once(
-            event_id,
-            request.fingerprint,
+            request,
             work,
-            lambda state, seen: product_from_json(seen["product"]),
+            lambda state, seen: product_from_json(seen["product"], replayed=True),
             lambda product: {"product": product_json(product)},
         )
 
@@ -596,22 +609,35 @@ class JsonBackend(Backend):
         category: str | None = None,
         reorder_level: int | None = None,
         event_id: str | None = None,
-    ) -> Product:
-        changes = product_changes(
-            name=name, price=price, unit=unit, category=category, reorder_level=reorder_level
+    ) -> Edited:
+        request = requests.edit_product(
+            sku,
+            name=name,
+            price=price,
+            unit=unit,
+            category=category,
+            reorder_level=reorder_level,
+            event_id=event_id,
         )
 
-        def work(state: State, ctx: Context) -> Product:
-            entry = state.product(sku)
-            state.update_product(ctx, entry, changes)
-            return _product(entry)
+        def work(state: State, ctx: Context) -> Edited:
+            entry = state.product(request.sku)
+            written = state.update_product(ctx, entry, dict(request.changes))
+            return Edited(_product(entry), written.reason if written is not None else None)
+
+        def replay(state: State, seen: dict[str, Any]) -> Edited:
+            entries = self._replayed_movements(state, seen)
+            return Edited(
+                product_from_json(seen["product"], replayed=True),
+                entries[0].reason if entries else None,
+                replayed=True,
+            )
 
         return self._once(
-            event_id,
-            f"product.update|{sku_key(sku)}|{sorted(changes.items())}",
+            request,
             work,
-            lambda state, seen: product_from_json(seen["product"]),
-            lambda product: {"product": product_json(product)},
+            replay,
+            lambda edited: {"product": product_json(edited.product)},
         )
 
     def remove_product(
@@ -622,43 +648,33 @@ class JsonBackend(Backend):
         force: bool = False,
         event_id: str | None = None,
     ) -> list[Movement]:
-        code = validate_store_code(store) if store is not None else None
+        request = requests.remove_product(sku, store, force, event_id)
 
         def work(state: State, ctx: Context) -> list[Movement]:
-            entry = state.product(sku)
+            entry = state.product(request.sku)
+            code = request.store
             if code is not None:
                 state.store(code)
                 if code not in entry["stock"]:
                     raise NotFound(f"{entry['sku']} is not stocked at {code}")
-                return [state.unstock(ctx, entry, code, force=force, reason=None)]
-            on_hand = {s: q for s, q in entry["stock"].items() if q}
-            if on_hand and not force:
-                where = ", ".join(f"{q} at {s}" for s, q in sorted(on_hand.items()))
-                raise Conflict(
-                    f"{entry['sku']} still has stock on hand ({where}); use --force to write it off"
-                )
+                return [state.unstock(ctx, entry, code, force=request.force, reason=None)]
+            rules.check_product_removal(entry["sku"], entry["stock"], force=request.force)
             written = [
                 state.unstock(ctx, entry, s, force=True, reason=None)
                 for s in sorted(entry["stock"])
             ]
-            state.drop(state.products, entry["sku"].casefold())
+            state.drop(state.products, values.sku_key(entry["sku"]))
             written.append(state.record(ctx, "product.delete", store=None, sku=entry["sku"]))
             return written
 
-        return self._once(
-            event_id,
-            f"product.delete|{sku_key(sku)}|{code}|{force}",
-            work,
-            self._replayed_movements,
-            lambda _: {},
-        )
+        return self._once(request, work, self._replayed_movements, lambda _: {})
 
     def get(self, sku: str) -> Product:
-        return _product(self._load().product(sku))
+        return _product(self._load().product(values.sku(sku)))
 
     # -- stock ----------------------------------------------------------------------
 
-    def _change_stock(self, change: StockChange, event_id: str | None) -> Movement:
+    def _change_stock(self, change: StockChange) -> Movement:
         def work(state: State, ctx: Context) -> Movement:
             state.store(change.store)
             entry = state.product(change.sku)
@@ -672,7 +688,12 @@ class JsonBackend(Backend):
                 reason=change.reason,
             )
 
-        return self._movement_once(event_id, change.fingerprint, work)
+        return self._once(
+            change,
+            work,
+            lambda state, seen: self._replayed_movements(state, seen)[0],
+            lambda _: {},
+        )
 
     def transfer(
         self,
@@ -684,12 +705,21 @@ class JsonBackend(Backend):
         *,
         event_id: str | None = None,
     ) -> tuple[Movement, Movement]:
-        move = transfer_request(sku, from_store, to_store, quantity, reason)
+        move = requests.transfer(sku, from_store, to_store, quantity, reason, event_id)
 
         def work(state: State, ctx: Context) -> tuple[Movement, Movement]:
             state.store(move.source, field="from")
             state.store(move.target, field="to")
             entry = state.product(move.sku)
+            stock = entry["stock"]
+            rules.transfer_quantities(
+                stock.get(move.source, 0),
+                stock.get(move.target, 0),
+                sku=entry["sku"],
+                source=move.source,
+                target=move.target,
+                quantity=move.quantity,
+            )
             out = state.change_stock(
                 ctx,
                 entry,
@@ -712,7 +742,7 @@ class JsonBackend(Backend):
             out, into = self._replayed_movements(state, seen)
             return out, into
 
-        return self._once(event_id, move.fingerprint, work, replay, lambda _: {})
+        return self._once(move, work, replay, lambda _: {})
 
     # -- batches --------------------------------------------------------------------
 
@@ -726,26 +756,16 @@ class JsonBackend(Backend):
         event_id: str | None = None,
         progress: Progress | None = None,
     ) -> BatchResult:
-        if on_error not in ("reject-all", "skip-rows"):
-            raise ValidationError(f"on_error: {on_error!r} is not reject-all or skip-rows")
-        default_store = validate_store_code(default_store)
-        fingerprint = batch_fingerprint(rows, default_store) if event_id is not None else "batch"
-        if event_id is not None:
-            validate_event_id(event_id)
+        request = requests.batch(
+            rows, default_store=default_store, on_error=on_error, event_id=event_id
+        )
         with self._locked():
             state = self._load()
-            if event_id is not None and event_id in state.events:
-                seen = state.events[event_id]
-                if seen["fp"] != fingerprint:
-                    raise reused_key(event_id, "batch")
-                return BatchResult(
-                    rows=seen["rows"],
-                    applied=seen["applied"],
-                    unchanged=seen["unchanged"],
-                    duplicates=seen["duplicates"],
-                    problems=[RowProblem(*p) for p in seen["problems"]],
-                    changes=self._replayed_movements(state, seen),
-                )
+            if request.event_id is not None and request.event_id in state.events:
+                seen = state.events[request.event_id]
+                if seen["fp"] != request.fingerprint:
+                    raise reused_key(request.event_id, "batch")
+                return requests.batch_from_json(seen, self._replayed_movements(state, seen))
 
             def remember(key: str, fingerprint: str, written: list[Movement]) -> None:
                 state.put(
@@ -754,7 +774,7 @@ class JsonBackend(Backend):
                     {
                         "at": format_time(written[0].at if written else utcnow()),
                         "fp": fingerprint,
-                        "audit": [written[0].id, len(written)] if written else [0, 0],
+                        **self._audit_refs(written),
                     },
                 )
 
@@ -763,31 +783,25 @@ class JsonBackend(Backend):
                 rows,
                 actor=self.actor,
                 source=self.source,
-                batch_id=event_id or str(uuid.uuid4()),
-                default_store=default_store,
+                batch_id=request.event_id or str(uuid.uuid4()),
+                default_store=request.default_store,
                 dry_run=dry_run,
                 progress=progress,
                 remember=remember,
             )
             if dry_run:
                 return result
-            if result.problems and on_error == "reject-all":
+            if result.problems and request.on_error == "reject-all":
                 raise BatchRejected(result.problems)
-            if event_id is not None:
+            if request.event_id is not None:
                 state.put(
                     state.events,
-                    event_id,
+                    request.event_id,
                     {
                         "at": format_time(utcnow()),
-                        "fp": fingerprint,
-                        "audit": [result.changes[0].id, len(result.changes)]
-                        if result.changes
-                        else [0, 0],
-                        "rows": result.rows,
-                        "applied": result.applied,
-                        "unchanged": result.unchanged,
-                        "duplicates": result.duplicates,
-                        "problems": [[p.row, p.column, p.reason] for p in result.problems],
+                        "fp": request.fingerprint,
+                        **self._audit_refs(result.changes),
+                        **requests.batch_json(result),
                     },
                 )
             if state.changed:
@@ -802,11 +816,13 @@ class JsonBackend(Backend):
 
     def status(self) -> dict[str, Any]:
         state = self._load()
+        with self._os_errors("read"):
+            size = self.real_path.stat().st_size
         return {
             "backend": self.name,
             "where": str(self.path),
             "ok": True,
-            "bytes": self.path.stat().st_size,
+            "bytes": size,
             "audit_bytes": state.meta["audit_bytes"],
             "stores": len(state.stores),
             "products": len(state.products),
@@ -817,14 +833,19 @@ class JsonBackend(Backend):
         state = self._load()
         last: dict[tuple[str, str], int] = {}
         problems = []
-        expected_id = 0
+        previous = 0
         for line in self._audit_lines(state):
-            expected_id += 1
-            if line["id"] != expected_id:
-                problems.append(f"history entry {expected_id} is missing (found {line['id']})")
-                expected_id = line["id"]
-            if line["store"] and line["sku"] and line["quantity_after"] is not None:
-                last[(line["store"], line["sku"].casefold())] = line["quantity_after"]
+            # Ids only grow; a history brought from PostgreSQL may skip some.
+            if line["id"] <= previous:
+                problems.append(f"history entry {line['id']} comes after entry {previous}")
+            previous = max(previous, line["id"])
+            if line.get("store") and line.get("sku") and line.get("quantity_after") is not None:
+                last[(line["store"], values.sku_key(line["sku"]))] = line["quantity_after"]
+        if previous != state.meta["audit_entries"]:
+            problems.append(
+                f"the history ends at entry {previous}, the file records "
+                f"{state.meta['audit_entries']}"
+            )
         checked = 0
         for key, entry in state.products.items():
             for code, quantity in entry["stock"].items():
@@ -841,10 +862,32 @@ class JsonBackend(Backend):
 
     def export_state(self) -> Snapshot:
         state = self._load()
+        history = [self._movement_from(line) for line in self._audit_lines(state)]
+        by_id = {m.id: m for m in history}
+        events = []
+        for event_id, seen in state.events.items():
+            result = {k: v for k, v in seen.items() if k not in _EVENT_META}
+            if "movements" in seen:
+                result["movements"] = seen["movements"]
+            else:
+                first, count = seen.get("audit", [0, 0])
+                result["movements"] = [
+                    movement_json(by_id[i]) for i in range(first, first + count) if i in by_id
+                ]
+            at = seen.get("at")
+            events.append(
+                AppliedEvent(
+                    event_id,
+                    seen["fp"],
+                    values.moment(at, field="at") if isinstance(at, str) else utcnow(),
+                    result,
+                )
+            )
         return Snapshot(
             stores=[Store(code, name) for code, name in sorted(state.stores.items())],
             products=sorted((_product(e) for e in state.products.values()), key=lambda p: p.sku),
-            history=[_movement_from(line) for line in self._audit_lines(state)],
+            history=history,
+            events=events,
         )
 
     def import_state(self, snapshot: Snapshot, *, progress: Progress | None = None) -> None:
@@ -853,7 +896,7 @@ class JsonBackend(Backend):
                 if store.code not in state.stores:
                     state.put(state.stores, store.code, store.name)
             for product in snapshot.products:
-                key = product.sku.casefold()
+                key = values.sku_key(product.sku)
                 if key in state.products:
                     raise AlreadyExists(f"SKU {product.sku!r} already exists here")
                 state.put(
@@ -869,12 +912,43 @@ class JsonBackend(Backend):
                         "stock": dict(product.stock),
                     },
                 )
+            # Into an empty history the entries keep their ids; else they follow ours.
+            keep_ids = state.meta["audit_entries"] == 0
+            new_ids: dict[int, int] = {}
             for done, m in enumerate(snapshot.history, 1):
-                number = state.meta["audit_entries"] + 1
+                number = m.id if keep_ids else state.meta["audit_entries"] + 1
+                new_ids[m.id] = number
                 state.put(state.meta, "audit_entries", number)
                 state.new_audit.append(replace(m, id=number))
                 if progress is not None and done % 10000 == 0:
                     progress(done)
+            by_id = {m.id: m for m in state.new_audit}
+            for event in snapshot.events:
+                if event.event_id in state.events:
+                    raise AlreadyExists(f"idempotency key {event.event_id!r} already exists here")
+                written = [
+                    by_id[new_ids[m["id"]]]
+                    for m in event.result.get("movements", [])
+                    if m.get("id") in new_ids and new_ids[m["id"]] in by_id
+                ]
+                extra = {k: v for k, v in event.result.items() if k not in _EVENT_META}
+                state.put(
+                    state.events,
+                    event.event_id,
+                    {
+                        "at": format_time(event.at),
+                        "fp": event.fingerprint,
+                        **self._audit_refs(written),
+                        **extra,
+                    },
+                )
+            generated = [
+                int(p.sku[1:])
+                for p in snapshot.products
+                if len(p.sku) >= 7 and p.sku[0] == "P" and p.sku[1:].isdigit() and p.sku.isascii()
+            ]
+            if generated:
+                state.put(state.meta, "next_sku", max(state.meta["next_sku"], max(generated) + 1))
 
     # -- reads ----------------------------------------------------------------------
 
@@ -890,22 +964,19 @@ class JsonBackend(Backend):
         limit: int | None = None,
         offset: int = 0,
     ) -> list[Item]:
-        check_page(sort=sort, limit=limit, offset=offset)
+        window = requests.page(sort=sort, descending=descending, limit=limit, offset=offset)
+        code = values.store_code(store) if store is not None else None
+        needle = requests.search(search)
+        wanted_category = values.category(category) if category else None
+        wanted = values.text_key(wanted_category) if wanted_category else None
         state = self._load()
-        code = state.store(store) if store is not None else None
-        needle = search.strip().casefold() if search else None
-        wanted_category = category.strip().casefold() if category else None
-        items: list[Item] = []
-        for entry in state.products.values():
-            if (
-                needle
-                and needle not in entry["sku"].casefold()
-                and needle not in (entry["name"].casefold())
-            ):
+        if code is not None:
+            state.store(code)
+        items: list[tuple[tuple[str, str, str], Item]] = []
+        for key, entry in state.products.items():
+            if needle and needle not in key and needle not in values.text_key(entry["name"]):
                 continue
-            if wanted_category is not None and (entry["category"] or "").casefold() != (
-                wanted_category
-            ):
+            if wanted is not None and values.text_key(entry["category"] or "") != wanted:
                 continue
             stock = entry["stock"]
             places: list[tuple[str | None, int]]
@@ -918,29 +989,31 @@ class JsonBackend(Backend):
             for where, quantity in places:
                 if low_stock and not is_low(quantity, entry["reorder_level"]):
                     continue
-                items.append(
-                    Item(
-                        entry["sku"],
-                        entry["name"],
-                        entry["price"],
-                        entry["unit"],
-                        entry["category"],
-                        entry["reorder_level"],
-                        where,
-                        quantity,
-                    )
+                item = Item(
+                    entry["sku"],
+                    entry["name"],
+                    entry["price"],
+                    entry["unit"],
+                    entry["category"],
+                    entry["reorder_level"],
+                    where,
+                    quantity,
                 )
-        items.sort(key=lambda i: (i.sku.casefold(), i.sku, i.store or ""))
-        if sort == "name":
-            items.sort(key=lambda i: i.name.casefold(), reverse=descending)
-        elif sort == "quantity":
-            items.sort(key=lambda i: i.quantity, reverse=descending)
-        elif sort == "value":
-            items.sort(key=lambda i: i.value, reverse=descending)
-        elif descending:
-            items.sort(key=lambda i: i.sku.casefold(), reverse=True)
-        end = None if limit is None else offset + limit
-        return items[offset:end]
+                items.append(((key, entry["sku"], where or ""), item))
+        # Ties always fall back to the SKU's key, the SKU, then the store, ascending.
+        items.sort(key=lambda pair: pair[0])
+        ordered = [item for _, item in items]
+        if window.sort == "name":
+            names = {id(i): values.text_key(i.name) for i in ordered}
+            ordered.sort(key=lambda i: names[id(i)], reverse=window.descending)
+        elif window.sort == "quantity":
+            ordered.sort(key=lambda i: i.quantity, reverse=window.descending)
+        elif window.sort == "value":
+            ordered.sort(key=lambda i: i.value, reverse=window.descending)
+        elif window.descending:
+            ordered.sort(key=lambda i: values.sku_key(i.sku), reverse=True)
+        end = None if window.limit is None else window.offset + window.limit
+        return ordered[window.offset : end]
 
     def history(
         self,
@@ -950,38 +1023,39 @@ class JsonBackend(Backend):
         since: datetime | None = None,
         limit: int | None = None,
     ) -> list[Movement]:
-        check_page(limit=limit)
+        window = requests.page(limit=limit)
+        code = values.store_code(store) if store is not None else None
+        wanted = values.sku_key(values.sku(sku)) if sku is not None else None
         state = self._load()
-        code = validate_store_code(store) if store is not None else None
-        wanted = sku.strip().casefold() if sku is not None else None
         since_text = format_time(since) if since is not None else None
         found = []
         for line in self._audit_lines(state):
-            if wanted is not None and (line["sku"] or "").casefold() != wanted:
+            if wanted is not None and values.sku_key(line.get("sku") or "") != wanted:
                 continue
-            if code is not None and line["store"] != code:
+            if code is not None and line.get("store") != code:
                 continue
-            if since_text is not None and line["at"] < since_text:
+            if since_text is not None and str(line.get("at")) < since_text:
                 continue
             found.append(line)
         found.reverse()
-        if limit is not None:
-            found = found[:limit]
-        return [_movement_from(line) for line in found]
+        if window.limit is not None:
+            found = found[: window.limit]
+        return [self._movement_from(line) for line in found]
 
     def report_value(self, *, store: str | None = None) -> list[StoreValue]:
+        code = values.store_code(store) if store is not None else None
         state = self._load()
-        codes = [state.store(store)] if store is not None else sorted(state.stores)
+        codes = [state.store(code)] if code is not None else sorted(state.stores)
         counts = dict.fromkeys(codes, 0)
         units = dict.fromkeys(codes, 0)
-        values = dict.fromkeys(codes, Decimal("0.00"))
+        worth = dict.fromkeys(codes, Decimal("0.00"))
         for entry in state.products.values():
-            for code, quantity in entry["stock"].items():
-                if code in counts:
-                    counts[code] += 1
-                    units[code] += quantity
-                    values[code] += entry["price"] * quantity
-        return [StoreValue(code, counts[code], units[code], values[code]) for code in codes]
+            for where, quantity in entry["stock"].items():
+                if where in counts:
+                    counts[where] += 1
+                    units[where] += quantity
+                    worth[where] += entry["price"] * quantity
+        return [StoreValue(c, counts[c], units[c], worth[c]) for c in codes]
 
     def report_movements(
         self,
@@ -990,13 +1064,15 @@ class JsonBackend(Backend):
         since: datetime | None = None,
         until: datetime | None = None,
     ) -> list[MovementSummary]:
+        code = values.store_code(store) if store is not None else None
         state = self._load()
-        code = state.store(store) if store is not None else None
+        if code is not None:
+            state.store(code)
         since_text = format_time(since) if since is not None else None
         until_text = format_time(until) if until is not None else None
         sums: dict[tuple[str, str], list[int]] = {}
         for line in self._audit_lines(state):
-            if line["store"] is None or line["sku"] is None or line["delta"] is None:
+            if line.get("store") is None or line.get("sku") is None or line.get("delta") is None:
                 continue
             if code is not None and line["store"] != code:
                 continue
@@ -1011,6 +1087,6 @@ class JsonBackend(Backend):
             else:
                 total[2] -= line["delta"]
         return [
-            MovementSummary(store, sku, count, units_in, units_out)
-            for (store, sku), (count, units_in, units_out) in sorted(sums.items())
+            MovementSummary(where, sku, count, units_in, units_out)
+            for (where, sku), (count, units_in, units_out) in sorted(sums.items())
         ]

@@ -1,11 +1,17 @@
 """`inv migrate`: carry a whole inventory from one backend to another, and prove it.
 
-What is copied: stores, the catalog with its stock, and the full history (appended in
-order, with new ids, keeping times, actors, sources and event ids).  The target must be
-empty (only store `main`, no products) unless `merge` is given; products on both sides
-must then be identical.  Running it again finds nothing left to copy and changes
-nothing.  Afterwards the target is read back and compared: product, stock-row and
-history counts, and each store's total quantity.
+What is copied: stores, the catalog with its stock, the full history (in order, keeping
+ids, times, actors, sources and event ids), and the idempotency keys with the
+fingerprint and first result of each, so a sale retried after the migration is still
+applied once.  The target is created if needed, without an entry of its own: the
+history it receives starts with the source's.
+
+The target must be empty (only store `main`, no products, no history) unless `merge` is
+given; products on both sides must then be identical, and history is appended after the
+target's own with new ids.  Running it again finds nothing left to copy and changes
+nothing.  Afterwards the target is read back and compared: stores, products, stock rows,
+history entries and keys, and each store's total quantity; into an empty target the
+history must come back entry for entry.
 """
 
 from __future__ import annotations
@@ -14,7 +20,8 @@ from dataclasses import dataclass, field
 
 from .base import Backend, Progress
 from .errors import Conflict
-from .models import MAIN_STORE, Movement, Product, Snapshot
+from .models import MAIN_STORE, AppliedEvent, Movement, Product, Snapshot
+from .values import sku_key
 
 __all__ = ["MigrationReport", "migrate"]
 
@@ -26,13 +33,16 @@ class MigrationReport:
     copied_stores: int = 0
     copied_products: int = 0
     copied_history: int = 0
+    copied_keys: int = 0
     source: dict[str, int] = field(default_factory=dict)
     target: dict[str, int] = field(default_factory=dict)
     totals: dict[str, tuple[int, int]] = field(default_factory=dict)  # store -> (src, dst)
 
     @property
     def nothing_to_do(self) -> bool:
-        return not (self.copied_stores or self.copied_products or self.copied_history)
+        return not (
+            self.copied_stores or self.copied_products or self.copied_history or self.copied_keys
+        )
 
 
 def _entry_key(m: Movement) -> tuple[object, ...]:
@@ -45,6 +55,7 @@ def _counts(snapshot: Snapshot) -> dict[str, int]:
         "products": len(snapshot.products),
         "stock_rows": sum(len(p.stock) for p in snapshot.products),
         "history": len(snapshot.history),
+        "keys": len(snapshot.events),
     }
 
 
@@ -60,38 +71,54 @@ def _same(a: Product, b: Product) -> bool:
     return a == b and a.stock == b.stock  # Product's == leaves stock out
 
 
+def _listed(items: list[str]) -> str:
+    return ", ".join(items[:5]) + (" ..." if len(items) > 5 else "")
+
+
 def migrate(
     source: Backend, target: Backend, *, merge: bool = False, progress: Progress | None = None
 ) -> MigrationReport:
     """Copy `source` into `target` (created if needed); raise `Conflict` if it can't."""
-    target.init()
-    have = source.export_state()
+    have = source.export_state()  # first: a source that cannot be read creates nothing
+    target.init(record=False)
     there = target.export_state()
-    their_products = {p.sku.casefold(): p for p in there.products}
+    their_products = {sku_key(p.sku): p for p in there.products}
     clashes = [
         p.sku
         for p in have.products
-        if p.sku.casefold() in their_products and not _same(p, their_products[p.sku.casefold()])
+        if sku_key(p.sku) in their_products and not _same(p, their_products[sku_key(p.sku)])
     ]
     if clashes:
-        listed = ", ".join(clashes[:5]) + (" ..." if len(clashes) > 5 else "")
         raise Conflict(
-            f"{target.describe()} has different data for {len(clashes)} SKUs ({listed}); "
-            "nothing was copied"
+            f"{target.describe()} has different data for {len(clashes)} SKUs "
+            f"({_listed(clashes)}); nothing was copied"
+        )
+    their_keys = {e.event_id: e for e in there.events}
+    reused = [
+        e.event_id
+        for e in have.events
+        if e.event_id in their_keys and their_keys[e.event_id].fingerprint != e.fingerprint
+    ]
+    if reused:
+        raise Conflict(
+            f"{target.describe()} used {len(reused)} of the same idempotency keys for other "
+            f"requests ({_listed(reused)}); nothing was copied"
         )
     their_stores = {s.code for s in there.stores}
     seen = {_entry_key(m) for m in there.history}
     delta = Snapshot(
         stores=[s for s in have.stores if s.code not in their_stores],
-        products=[p for p in have.products if p.sku.casefold() not in their_products],
+        products=[p for p in have.products if sku_key(p.sku) not in their_products],
         history=[m for m in have.history if _entry_key(m) not in seen],
+        events=[e for e in have.events if e.event_id not in their_keys],
     )
-    target_is_empty = not there.products and their_stores <= {MAIN_STORE}
-    anything = delta.stores or delta.products or delta.history
+    target_is_empty = not there.products and not there.history and their_stores <= {MAIN_STORE}
+    anything = delta.stores or delta.products or delta.history or delta.events
     if anything and not target_is_empty and not merge:
         raise Conflict(
             f"{target.describe()} is not empty ({len(there.products)} products, "
-            f"{len(there.stores)} stores); use --merge to add to it"
+            f"{len(there.stores)} stores, {len(there.history)} history entries); "
+            "use --merge to add to it"
         )
     if anything:
         target.import_state(delta, progress=progress)
@@ -100,23 +127,40 @@ def migrate(
         copied_stores=len(delta.stores),
         copied_products=len(delta.products),
         copied_history=len(delta.history),
+        copied_keys=len(delta.events),
         source=_counts(have),
         target=_counts(after),
     )
     mine, theirs = _totals(have), _totals(after)
     report.totals = {code: (mine[code], theirs.get(code, 0)) for code in mine}
-    landed = {p.sku.casefold(): p for p in after.products}
+    _verify(have, after, report, exact=target_is_empty)
+    return report
+
+
+def _verify(have: Snapshot, after: Snapshot, report: MigrationReport, *, exact: bool) -> None:
+    """Everything of `have` is in `after` (and, into an empty target, nothing else)."""
+    landed = {sku_key(p.sku): p for p in after.products}
     missing = [
         p.sku
         for p in have.products
-        if not _same(p, landed.get(p.sku.casefold(), p)) or p.sku.casefold() not in landed
+        if sku_key(p.sku) not in landed or not _same(p, landed[sku_key(p.sku)])
     ]
-    wrong_totals = [code for code, (a, b) in report.totals.items() if a != b and target_is_empty]
-    after_seen = {_entry_key(m) for m in after.history}
-    lost = sum(1 for m in have.history if _entry_key(m) not in after_seen)
-    if missing or wrong_totals or lost:
+    wrong_totals = [code for code, (a, b) in report.totals.items() if a != b and exact]
+    if exact:
+        lost = sum(1 for a, b in zip(have.history, after.history, strict=False) if a != b)
+        lost += abs(len(have.history) - len(after.history))
+    else:
+        after_seen = {_entry_key(m) for m in after.history}
+        lost = sum(1 for m in have.history if _entry_key(m) not in after_seen)
+    keys: dict[str, AppliedEvent] = {e.event_id: e for e in after.events}
+    lost_keys = sum(
+        1
+        for e in have.events
+        if e.event_id not in keys or keys[e.event_id].fingerprint != e.fingerprint
+    )
+    if missing or wrong_totals or lost or lost_keys:
         raise Conflict(
             f"verification failed after copying: {len(missing)} products differ, "
-            f"{len(wrong_totals)} store totals differ, {lost} history entries missing"
+            f"{len(wrong_totals)} store totals differ, {lost} history entries differ or "
+            f"are missing, {lost_keys} idempotency keys missing"
         )
-    return report

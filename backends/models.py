@@ -1,26 +1,32 @@
-"""The domain: stores, products, stock levels, movements, and the rules for their values.
+"""The domain: stores, products, stock levels, movements, as the backends return them.
 
-Every backend and the CLI parse values through the functions here, so a price, a SKU or
-a store code means the same thing everywhere.  Money is `Decimal`, never float; times
-are UTC; quantities are integers.
+Money is `Decimal`, never float; times are UTC; quantities are integers.  The grammar of
+each value is `backends.values`; the rules that change them are `backends.rules`.
+
+A result a backend returns for a request it had applied before (the same idempotency
+key again) is the first result, marked `replayed`: nothing changed this time.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
-from decimal import Decimal, InvalidOperation
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
 
-from .errors import ValidationError
+from .rules import MAIN_STORE
+from .values import MAX_PRICE, MAX_QUANTITY
 
 __all__ = [
     "ACTIONS",
+    "MAIN_STORE",
     "MAX_PRICE",
     "MAX_QUANTITY",
     "MOVEMENT_FIELDS",
     "SORT_KEYS",
     "SOURCES",
+    "AppliedEvent",
+    "Edited",
     "Item",
     "Movement",
     "MovementRow",
@@ -31,26 +37,9 @@ __all__ = [
     "StoreValue",
     "format_time",
     "is_low",
-    "parse_delta",
-    "parse_int",
-    "parse_price",
-    "parse_quantity",
-    "parse_time",
     "utcnow",
-    "validate_category",
-    "validate_event_id",
-    "validate_name",
-    "validate_reason",
-    "validate_sku",
-    "validate_store_code",
-    "validate_unit",
 ]
 
-#: Quantities fit a signed 32-bit integer so every backend can store them the same way.
-MAX_QUANTITY = 2**31 - 1
-#: Prices fit NUMERIC(12, 2).
-MAX_PRICE = Decimal("9999999999.99")
-MAIN_STORE = "main"
 ACTIONS = (
     "product.create",
     "product.update",
@@ -66,11 +55,6 @@ ACTIONS = (
 SOURCES = ("cli", "api", "import", "worker", "migrate")
 SORT_KEYS = ("sku", "name", "quantity", "value")
 
-_STORE_CODE = re.compile(r"[a-z0-9_-]+")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-_SURROGATE = re.compile(r"[\ud800-\udfff]")  # bytes that were not UTF-8 (surrogateescape)
-_CENT = Decimal("0.01")
-
 
 @dataclass(frozen=True, slots=True)
 class Store:
@@ -78,6 +62,7 @@ class Store:
 
     code: str
     name: str
+    replayed: bool = field(default=False, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +76,7 @@ class Product:
     category: str | None = None
     reorder_level: int = 0
     stock: dict[str, int] = field(default_factory=dict, compare=False)
+    replayed: bool = field(default=False, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +112,7 @@ class Movement:
     delta: int | None
     quantity_after: int | None
     reason: str | None
+    replayed: bool = field(default=False, compare=False)
 
     def row(self) -> MovementRow:
         """The fields in `MOVEMENT_FIELDS` order: a COPY row, a CSV line."""
@@ -151,12 +138,36 @@ class Movement:
 
 
 @dataclass(frozen=True, slots=True)
+class Edited:
+    """What `edit_product` did: the product after it, and the text the history recorded
+    for the change (`price 4.50 -> 4.75`), None when nothing differed."""
+
+    product: Product
+    changes: str | None
+    replayed: bool = field(default=False, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class AppliedEvent:
+    """An idempotency key a backend remembers: the fingerprint of the request it was
+    first used for, when, and that request's result as JSON (see `backends.requests`).
+    `inv migrate` carries them, so a retry after a migration is still applied once."""
+
+    event_id: str
+    fingerprint: str
+    at: datetime
+    result: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
 class Snapshot:
-    """A whole inventory, for migrating it: stores, products with stock, history."""
+    """A whole inventory, for migrating it: stores, products with stock, history (oldest
+    first, with its ids), and the idempotency keys with their results."""
 
     stores: list[Store]
     products: list[Product]
     history: list[Movement]
+    events: list[AppliedEvent] = field(default_factory=list)
 
 
 #: An audit entry as a tuple, in `MOVEMENT_FIELDS` order (`Movement.row`).
@@ -217,140 +228,3 @@ def utcnow() -> datetime:
 def format_time(at: datetime) -> str:
     """ISO 8601 in UTC with a `Z`, the form every file and JSON output uses."""
     return at.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
-
-
-_RELATIVE = re.compile(r"(\d+)\s*([smhdw])")
-_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
-
-
-def parse_time(text: str, *, field: str = "since", now: datetime | None = None) -> datetime:
-    """An ISO 8601 date or time (naive means UTC), or a relative age such as `24h` or `7d`."""
-    text = text.strip()
-    match = _RELATIVE.fullmatch(text)
-    if match:
-        amount = timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
-        return (now or utcnow()) - amount
-    try:
-        at = datetime.fromisoformat(text.replace("Z", "+00:00") if text.endswith("Z") else text)
-    except ValueError:
-        raise ValidationError(
-            f"{field}: {text!r} is not an ISO date or time (2026-11-01, 2026-11-01T09:30Z) "
-            "or an age (24h, 7d)",
-            field=field,
-        ) from None
-    if at.tzinfo is None:
-        at = at.replace(tzinfo=UTC)
-    return at.astimezone(UTC)
-
-
-def parse_price(value: object, *, field: str = "price") -> Decimal:
-    """A price: a decimal with at most 2 places, 0 or more.  Floats are refused outright."""
-    if isinstance(value, float):
-        raise ValidationError(f"{field}: give the price as text, not a float", field=field)
-    if isinstance(value, bool):
-        raise ValidationError(f"{field}: {value!r} is not a price", field=field)
-    text = str(value).strip()
-    try:
-        price = Decimal(text)
-    except InvalidOperation:
-        raise ValidationError(f"{field}: {text!r} is not a number", field=field) from None
-    if not price.is_finite():
-        raise ValidationError(f"{field}: {text!r} is not a number", field=field)
-    if price < 0:
-        raise ValidationError(f"{field}: {text} is negative", field=field)
-    exponent = price.as_tuple().exponent
-    if isinstance(exponent, int) and exponent < -2 and price != price.quantize(_CENT):
-        raise ValidationError(f"{field}: {text} has more than 2 decimal places", field=field)
-    if price > MAX_PRICE:
-        raise ValidationError(f"{field}: {text} is larger than {MAX_PRICE}", field=field)
-    return price.quantize(_CENT)
-
-
-def parse_int(value: object, *, field: str, minimum: int, maximum: int = MAX_QUANTITY) -> int:
-    """An integer within bounds; accepts int or its decimal text, never a float or `1.5`."""
-    if isinstance(value, bool | float):
-        raise ValidationError(f"{field}: {value!r} is not a whole number", field=field)
-    if isinstance(value, int):
-        number = value
-    else:
-        text = str(value).strip()
-        try:
-            number = int(text, 10)
-        except ValueError:
-            raise ValidationError(f"{field}: {text!r} is not a whole number", field=field) from None
-    if number < minimum:
-        if minimum == 0:
-            raise ValidationError(f"{field}: {number} is negative", field=field)
-        raise ValidationError(f"{field}: {number} is less than {minimum}", field=field)
-    if number > maximum:
-        raise ValidationError(f"{field}: {number} is larger than {maximum}", field=field)
-    return number
-
-
-def parse_quantity(value: object, *, field: str = "quantity") -> int:
-    """A stock quantity: a whole number, 0 or more."""
-    return parse_int(value, field=field, minimum=0)
-
-
-def parse_delta(value: object, *, field: str = "change") -> int:
-    """A stock change: a whole number, negative to take stock away."""
-    return parse_int(value, field=field, minimum=-MAX_QUANTITY)
-
-
-def _text(value: str, *, field: str, max_length: int) -> str:
-    text = value.strip()
-    if not text:
-        raise ValidationError(f"{field}: must not be empty", field=field)
-    if len(text) > max_length:
-        raise ValidationError(f"{field}: longer than {max_length} characters", field=field)
-    if _CONTROL.search(text):
-        raise ValidationError(f"{field}: contains a control character", field=field)
-    if _SURROGATE.search(text):
-        raise ValidationError(f"{field}: is not valid UTF-8", field=field)
-    return text
-
-
-def validate_event_id(value: str, *, field: str = "idempotency_key") -> str:
-    """An idempotency key (event id): 1-200 printable characters, kept as given."""
-    _text(value, field=field, max_length=200)
-    return value
-
-
-def validate_sku(value: str, *, field: str = "sku") -> str:
-    """A SKU: trimmed, 1-64 printable characters.  Case is kept; lookups ignore it."""
-    return _text(value, field=field, max_length=64)
-
-
-def validate_store_code(value: str, *, field: str = "store") -> str:
-    """A store code: a slug of lower-case letters, digits, `-` and `_` (input is lower-cased)."""
-    code = value.strip().lower()
-    if not code:
-        raise ValidationError(f"{field}: must not be empty", field=field)
-    if len(code) > 64 or not _STORE_CODE.fullmatch(code):
-        raise ValidationError(
-            f"{field}: {value!r} is not a store code "
-            "(lower-case letters, digits, '-' and '_', at most 64)",
-            field=field,
-        )
-    return code
-
-
-def validate_name(value: str, *, field: str = "name") -> str:
-    return _text(value, field=field, max_length=200)
-
-
-def validate_unit(value: str, *, field: str = "unit") -> str:
-    return _text(value, field=field, max_length=32)
-
-
-def validate_category(value: str | None, *, field: str = "category") -> str | None:
-    """A category, or None; an empty one means none."""
-    if value is None or not value.strip():
-        return None
-    return _text(value, field=field, max_length=100)
-
-
-def validate_reason(value: str | None, *, field: str = "reason") -> str | None:
-    if value is None or not value.strip():
-        return None
-    return _text(value, field=field, max_length=200)

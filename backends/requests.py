@@ -1,7 +1,15 @@
-"""A request's arguments, checked once for every backend, with the fingerprint that
-idempotency compares (the same key for a different fingerprint is a `Conflict`).
+"""Every mutation as a typed request: its arguments checked once, for every backend, and
+the fingerprint that idempotency compares.
 
-Each backend's public method starts with one of these, then does its storage's part.
+Each backend's public method starts by building one of these, then does its storage's
+part.  A fingerprint starts with the request's kind, so an idempotency key used for one
+kind of request can never replay another; the same key for a different fingerprint is a
+`Conflict` (`reused_key`).  The fingerprints' text is stored beside each key (in the JSON
+file, in `applied_events`) and travels through `inv migrate`: it must stay stable.
+
+What a key remembers is its first result, in one JSON form every backend reads
+(`result_json`): the audit entries it wrote (`movements`), and the product, the store
+name or the batch figures where the request returns them.
 """
 
 from __future__ import annotations
@@ -13,8 +21,9 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from .batch import BatchRow
-from .errors import Conflict, ValidationError
+from . import values
+from .batch import BatchResult, BatchRow, OnError
+from .errors import Conflict, RowProblem, ValidationError
 from .models import (
     MOVEMENT_FIELDS,
     SORT_KEYS,
@@ -22,42 +31,39 @@ from .models import (
     MovementRow,
     Product,
     format_time,
-    parse_delta,
-    parse_int,
-    parse_price,
-    parse_quantity,
-    validate_category,
-    validate_name,
-    validate_reason,
-    validate_sku,
-    validate_store_code,
-    validate_unit,
 )
 
 __all__ = [
+    "AddStore",
+    "Batch",
+    "EditProduct",
     "NewProduct",
+    "Page",
+    "RemoveProduct",
+    "RemoveStore",
+    "Request",
     "StockChange",
     "Transfer",
-    "batch_fingerprint",
-    "check_page",
+    "add_store",
+    "batch",
+    "batch_from_json",
+    "batch_json",
+    "edit_product",
     "movement_from_json",
     "movement_json",
     "new_product",
-    "product_changes",
+    "page",
     "product_from_json",
     "product_json",
+    "remove_product",
+    "remove_store",
     "reused_key",
+    "row_fingerprint",
     "row_json",
-    "sku_key",
+    "search",
     "stock_change",
     "transfer",
 ]
-
-
-def batch_fingerprint(rows: Sequence[BatchRow], default_store: str) -> str:
-    """A whole batch, for its idempotency key: every row, in order."""
-    digest = hashlib.sha256(repr(list(rows)).encode()).hexdigest()
-    return f"batch|{default_store}|{len(rows)}|{digest}"
 
 
 def reused_key(event_id: str, what: str = "request") -> Conflict:
@@ -67,13 +73,65 @@ def reused_key(event_id: str, what: str = "request") -> Conflict:
     )
 
 
-def sku_key(sku: str) -> str:
-    """How SKUs compare: trimmed, case ignored."""
-    return sku.strip().casefold()
+def _key(event_id: str | None) -> str | None:
+    return values.idempotency_key(event_id) if event_id is not None else None
+
+
+class Request:
+    """Base of the typed requests: each has its checked `event_id` (None: no key) and
+    its `fingerprint`."""
+
+    __slots__ = ()
+    event_id: str | None
+
+    @property
+    def fingerprint(self) -> str:
+        raise NotImplementedError
+
+
+# -- stores ----------------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
-class NewProduct:
+class AddStore(Request):
+    code: str
+    name: str
+    event_id: str | None
+
+    @property
+    def fingerprint(self) -> str:
+        return f"store.create|{self.code}|{self.name}"
+
+
+def add_store(code: str, name: str | None, event_id: str | None) -> AddStore:
+    checked = values.store_code(code)
+    return AddStore(checked, values.name(name) if name is not None else checked, _key(event_id))
+
+
+@dataclass(frozen=True, slots=True)
+class RemoveStore(Request):
+    code: str
+    force: bool
+    event_id: str | None
+
+    @property
+    def fingerprint(self) -> str:
+        return f"store.delete|{self.code}|{self.force}"
+
+
+def remove_store(code: str, force: bool, event_id: str | None) -> RemoveStore:
+    from .rules import check_store_removal
+
+    checked = values.store_code(code)
+    check_store_removal(checked, None, force=force)
+    return RemoveStore(checked, bool(force), _key(event_id))
+
+
+# -- catalog ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class NewProduct(Request):
     sku: str | None
     name: str
     price: Decimal
@@ -82,10 +140,27 @@ class NewProduct:
     reorder_level: int
     store: str
     quantity: int
+    event_id: str | None = None
 
     @property
     def fingerprint(self) -> str:
-        return f"product.create|{self!r}"
+        # The text of the first release's fingerprint: the fields but the key.
+        return (
+            f"product.create|NewProduct(sku={self.sku!r}, name={self.name!r}, "
+            f"price={self.price!r}, unit={self.unit!r}, category={self.category!r}, "
+            f"reorder_level={self.reorder_level!r}, store={self.store!r}, "
+            f"quantity={self.quantity!r})"
+        )
+
+    def fields(self) -> dict[str, Any]:
+        """The catalog fields, as the product keeps them."""
+        return {
+            "name": self.name,
+            "price": self.price,
+            "unit": self.unit,
+            "category": self.category,
+            "reorder_level": self.reorder_level,
+        }
 
 
 def new_product(
@@ -98,44 +173,83 @@ def new_product(
     unit: str,
     category: str | None,
     reorder_level: int,
+    event_id: str | None = None,
 ) -> NewProduct:
     return NewProduct(
-        sku=validate_sku(sku) if sku is not None else None,
-        name=validate_name(name),
-        price=parse_price(price),
-        unit=validate_unit(unit),
-        category=validate_category(category),
-        reorder_level=parse_int(reorder_level, field="reorder_level", minimum=0),
-        store=validate_store_code(store),
-        quantity=parse_quantity(quantity),
+        sku=values.sku(sku) if sku is not None else None,
+        name=values.name(name),
+        price=values.price(price),
+        unit=values.unit(unit),
+        category=values.category(category),
+        reorder_level=values.reorder_level(reorder_level),
+        store=values.store_code(store),
+        quantity=values.quantity(quantity),
+        event_id=_key(event_id),
     )
 
 
-def product_changes(
+@dataclass(frozen=True, slots=True)
+class EditProduct(Request):
+    sku: str
+    changes: tuple[tuple[str, Any], ...]  # (field, new value), sorted by field
+    event_id: str | None
+
+    @property
+    def fingerprint(self) -> str:
+        return f"product.update|{values.sku_key(self.sku)}|{list(self.changes)}"
+
+
+def edit_product(
+    sku: str,
     *,
     name: str | None,
     price: Decimal | str | None,
     unit: str | None,
     category: str | None,
     reorder_level: int | None,
-) -> dict[str, Any]:
+    event_id: str | None,
+) -> EditProduct:
     """The catalog fields to change (None: leave it; category "": clear it)."""
     changes: dict[str, Any] = {}
     if name is not None:
-        changes["name"] = validate_name(name)
+        changes["name"] = values.name(name)
     if price is not None:
-        changes["price"] = parse_price(price)
+        changes["price"] = values.price(price)
     if unit is not None:
-        changes["unit"] = validate_unit(unit)
+        changes["unit"] = values.unit(unit)
     if category is not None:
-        changes["category"] = validate_category(category)
+        changes["category"] = values.category(category)
     if reorder_level is not None:
-        changes["reorder_level"] = parse_int(reorder_level, field="reorder_level", minimum=0)
-    return changes
+        changes["reorder_level"] = values.reorder_level(reorder_level)
+    return EditProduct(values.sku(sku), tuple(sorted(changes.items())), _key(event_id))
 
 
 @dataclass(frozen=True, slots=True)
-class StockChange:
+class RemoveProduct(Request):
+    sku: str
+    store: str | None  # None: from the catalog
+    force: bool
+    event_id: str | None
+
+    @property
+    def fingerprint(self) -> str:
+        return f"product.delete|{values.sku_key(self.sku)}|{self.store}|{self.force}"
+
+
+def remove_product(sku: str, store: str | None, force: bool, event_id: str | None) -> RemoveProduct:
+    return RemoveProduct(
+        values.sku(sku),
+        values.store_code(store) if store is not None else None,
+        bool(force),
+        _key(event_id),
+    )
+
+
+# -- stock -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class StockChange(Request):
     """`adjust` (delta) or `set_quantity` (quantity) at one store."""
 
     store: str
@@ -144,6 +258,7 @@ class StockChange:
     quantity: int | None
     expect: int | None
     reason: str | None
+    event_id: str | None = None
 
     @property
     def action(self) -> str:
@@ -153,7 +268,8 @@ class StockChange:
     def fingerprint(self) -> str:
         amount = self.delta if self.delta is not None else self.quantity
         return (
-            f"{self.action}|{self.store}|{sku_key(self.sku)}|{amount}|{self.expect}|{self.reason}"
+            f"{self.action}|{self.store}|{values.sku_key(self.sku)}|{amount}|"
+            f"{self.expect}|{self.reason}"
         )
 
 
@@ -165,60 +281,157 @@ def stock_change(
     quantity: int | None = None,
     expect: int | None,
     reason: str | None,
+    event_id: str | None = None,
 ) -> StockChange:
+    if (delta is None) == (quantity is None):
+        raise ValidationError("give a change or a quantity, not both or neither", field="change")
     return StockChange(
-        store=validate_store_code(store),
-        sku=sku,
-        delta=parse_delta(delta) if delta is not None else None,
-        quantity=parse_quantity(quantity) if quantity is not None else None,
-        expect=parse_quantity(expect, field="expect") if expect is not None else None,
-        reason=validate_reason(reason),
+        store=values.store_code(store),
+        sku=values.sku(sku),
+        delta=values.delta(delta) if delta is not None else None,
+        quantity=values.quantity(quantity) if quantity is not None else None,
+        expect=values.quantity(expect, field="expect") if expect is not None else None,
+        reason=values.reason(reason),
+        event_id=_key(event_id),
     )
 
 
 @dataclass(frozen=True, slots=True)
-class Transfer:
+class Transfer(Request):
     sku: str
     source: str
     target: str
     quantity: int
     reason: str | None
+    event_id: str | None = None
 
     @property
     def fingerprint(self) -> str:
         return (
-            f"stock.transfer|{sku_key(self.sku)}|{self.source}|{self.target}|"
+            f"stock.transfer|{values.sku_key(self.sku)}|{self.source}|{self.target}|"
             f"{self.quantity}|{self.reason}"
         )
 
 
 def transfer(
-    sku: str, from_store: str, to_store: str, quantity: int, reason: str | None
+    sku: str,
+    from_store: str,
+    to_store: str,
+    quantity: int,
+    reason: str | None,
+    event_id: str | None = None,
 ) -> Transfer:
-    source = validate_store_code(from_store, field="from")
-    target = validate_store_code(to_store, field="to")
+    checked_sku = values.sku(sku)
+    source = values.store_code(from_store, field="from")
+    target = values.store_code(to_store, field="to")
     if source == target:
         raise ValidationError(f"cannot transfer from {source} to itself", field="to")
     return Transfer(
-        sku=sku,
+        sku=checked_sku,
         source=source,
         target=target,
-        quantity=parse_int(quantity, field="qty", minimum=1),
-        reason=validate_reason(reason),
+        quantity=values.integer(quantity, field="qty", minimum=1),
+        reason=values.reason(reason),
+        event_id=_key(event_id),
     )
 
 
-def check_page(*, sort: str | None = None, limit: int | None, offset: int = 0) -> None:
-    """Refuse an unknown sort key and a negative limit or offset."""
-    if sort is not None and sort not in SORT_KEYS:
+# -- batches ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Batch(Request):
+    rows: Sequence[BatchRow]
+    default_store: str
+    on_error: OnError
+    event_id: str | None
+
+    @property
+    def fingerprint(self) -> str:
+        """A whole batch, for its idempotency key: every row, in order."""
+        if self.event_id is None:
+            return "batch"
+        digest = hashlib.sha256(repr(list(self.rows)).encode()).hexdigest()
+        return f"batch|{self.default_store}|{len(self.rows)}|{digest}"
+
+
+def batch(
+    rows: Sequence[BatchRow], *, default_store: str, on_error: str, event_id: str | None
+) -> Batch:
+    if on_error not in ("reject-all", "skip-rows"):
+        raise ValidationError(
+            f"on_error: {on_error!r} is not reject-all or skip-rows", field="on_error"
+        )
+    return Batch(rows, values.store_code(default_store), on_error, _key(event_id))  # type: ignore[arg-type]
+
+
+def batch_json(result: BatchResult) -> dict[str, Any]:
+    """A batch's figures, as its idempotency key remembers them (its entries are kept as
+    every request's are: `movements`)."""
+    return {
+        "rows": result.rows,
+        "applied": result.applied,
+        "unchanged": result.unchanged,
+        "duplicates": result.duplicates,
+        "problems": [[p.row, p.column, p.reason] for p in result.problems],
+    }
+
+
+def batch_from_json(data: dict[str, Any], changes: list[Movement]) -> BatchResult:
+    """The first result of a batch, replayed."""
+    return BatchResult(
+        rows=data["rows"],
+        applied=data["applied"],
+        unchanged=data["unchanged"],
+        duplicates=data["duplicates"],
+        problems=[RowProblem(*p) for p in data["problems"]],
+        changes=changes,
+        replayed=True,
+    )
+
+
+def row_fingerprint(row: BatchRow) -> str:
+    """What a keyed batch row asks for, without where it stood in its file."""
+    from .batch import COLUMNS
+
+    return "row|" + repr([getattr(row, column) for column in COLUMNS])
+
+
+# -- reads -----------------------------------------------------------------------------
+
+
+def search(text: str | None) -> str | None:
+    """A `list` search, as the key it is looked for in (`values.text_key` of the SKU or
+    the name); None for no search."""
+    if text is None or not text.strip():
+        return None
+    return values.text_key(values.text(text, field="search", max_length=200))
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    sort: str
+    descending: bool
+    limit: int | None
+    offset: int
+
+
+def page(
+    *, sort: str = "sku", descending: bool = False, limit: int | None, offset: int = 0
+) -> Page:
+    """A read's order and window: an unknown sort key, or a limit or offset out of
+    bounds, is refused the same way on every backend."""
+    if sort not in SORT_KEYS:
         raise ValidationError(f"sort: {sort!r} is not one of {', '.join(SORT_KEYS)}", field="sort")
-    if limit is not None and limit < 0:
-        raise ValidationError("limit: must be 0 or more", field="limit")
-    if offset < 0:
-        raise ValidationError("offset: must be 0 or more", field="offset")
+    return Page(
+        sort,
+        bool(descending),
+        values.limit(limit) if limit is not None else None,
+        values.offset(offset),
+    )
 
 
-# -- results as JSON, for what idempotency remembers ---------------------------------------
+# -- results as JSON, for what idempotency remembers -----------------------------------
 
 
 def movement_json(m: Movement) -> dict[str, Any]:
@@ -234,8 +447,10 @@ def row_json(row: MovementRow, at: str | None = None) -> dict[str, Any]:
     }
 
 
-def movement_from_json(data: dict[str, Any]) -> Movement:
-    return Movement(**{**data, "at": datetime.fromisoformat(data["at"].replace("Z", "+00:00"))})
+def movement_from_json(data: dict[str, Any], *, replayed: bool = False) -> Movement:
+    fields: dict[str, Any] = {name: data.get(name) for name in MOVEMENT_FIELDS}
+    fields["at"] = datetime.fromisoformat(str(data["at"]).replace("Z", "+00:00"))
+    return Movement(**fields, replayed=replayed)
 
 
 def product_json(p: Product) -> dict[str, Any]:
@@ -250,5 +465,14 @@ def product_json(p: Product) -> dict[str, Any]:
     }
 
 
-def product_from_json(data: dict[str, Any]) -> Product:
-    return Product(**{**data, "price": Decimal(data["price"])})
+def product_from_json(data: dict[str, Any], *, replayed: bool = False) -> Product:
+    return Product(
+        sku=data["sku"],
+        name=data["name"],
+        price=Decimal(data["price"]),
+        unit=data["unit"],
+        category=data.get("category"),
+        reorder_level=data.get("reorder_level", 0),
+        stock=dict(data.get("stock", {})),
+        replayed=replayed,
+    )

@@ -13,7 +13,6 @@ from collections import Counter
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
-from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Annotated, Any, TypeVar
@@ -99,7 +98,7 @@ class Options:
             logging.getLogger("inv.kafka.client").setLevel(logging.CRITICAL)
         settings = settings or self.settings()
         cls = get_backend_class(settings.backend)
-        return cls.from_settings(settings.model_dump(), actor=settings.who(), source=source)
+        return cls.from_settings(settings, actor=settings.who(), source=source)
 
 
 def _options(ctx: typer.Context) -> Options:
@@ -108,10 +107,26 @@ def _options(ctx: typer.Context) -> Options:
     return ctx.obj
 
 
-def _say(ctx: typer.Context, quiet: bool, text: str) -> None:
-    """A confirmation on stdout, unless --quiet."""
+def _say(ctx: typer.Context, quiet: bool, text: str, *, replayed: bool = False) -> None:
+    """A confirmation on stdout, unless --quiet; a replayed request (its idempotency key
+    was applied before) says so: what is printed is the first result."""
     if not (quiet or _options(ctx).quiet):
-        print(text)
+        print(f"{text} {REPLAYED}" if replayed else text)
+
+
+#: What a confirmation adds when the request was applied before with the same key.
+REPLAYED = "(already applied with this idempotency key; nothing changed now)"
+
+
+def _whole(text: str) -> int:
+    """A whole number on the command line: ASCII digits and a sign, nothing else (no
+    `1_000`, no digits of other scripts); its bounds are the backend's to check."""
+    from backends import ValidationError, values
+
+    try:
+        return values.integer(text, field="value", minimum=-(10**41), maximum=10**41)
+    except ValidationError as exc:
+        raise typer.BadParameter(str(exc).removeprefix("value: ")) from None
 
 
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing on success.")]
@@ -186,7 +201,9 @@ def add(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="Product name.")],
     price: Annotated[str, typer.Option("--price", "-p", help="Unit price, e.g. 4.50.")],
-    qty: Annotated[int, typer.Option("--qty", "-n", help="Opening stock at --store.")] = 0,
+    qty: Annotated[
+        int, typer.Option("--qty", "-n", parser=_whole, help="Opening stock at --store.")
+    ] = 0,
     sku: Annotated[
         str | None,
         typer.Option("--sku", help="SKU.", show_default="the next free P000001-style one"),
@@ -195,7 +212,10 @@ def add(
     unit: Annotated[str, typer.Option("--unit", help="each, kg, box, ...")] = "each",
     category: Annotated[str | None, typer.Option("--category", "-c")] = None,
     reorder_level: Annotated[
-        int, typer.Option("--reorder-level", help="Low stock at or below this (0: never).")
+        int,
+        typer.Option(
+            "--reorder-level", parser=_whole, help="Low stock at or below this (0: never)."
+        ),
     ] = 0,
     idempotency_key: Key = None,
     quiet: Quiet = False,
@@ -215,11 +235,15 @@ def add(
         )
     if quiet or _options(ctx).quiet:
         print(product.sku)
-    else:
-        print(
-            f"Added {product.sku} ({product.name}) at {product.price}: "
-            f"{product.stock.get(store.strip().lower(), qty)} {product.unit} at {store}"
-        )
+        return
+    where, count = next(iter(product.stock.items()), (store, qty))
+    _say(
+        ctx,
+        quiet,
+        f"Added {product.sku} ({product.name}) at {product.price}: "
+        f"{count} {product.unit} at {where}",
+        replayed=product.replayed,
+    )
 
 
 @command(app)
@@ -230,7 +254,7 @@ def edit(
     price: Annotated[str | None, typer.Option("--price", "-p")] = None,
     unit: Annotated[str | None, typer.Option("--unit")] = None,
     category: Annotated[str | None, typer.Option("--category", "-c", help='"" clears it.')] = None,
-    reorder_level: Annotated[int | None, typer.Option("--reorder-level")] = None,
+    reorder_level: Annotated[int | None, typer.Option("--reorder-level", parser=_whole)] = None,
     idempotency_key: Key = None,
     quiet: Quiet = False,
 ) -> None:
@@ -240,8 +264,7 @@ def edit(
             "give at least one of --name, --price, --unit, --category, --reorder-level"
         )
     with _options(ctx).open() as inv:
-        before = inv.get(sku)
-        after = inv.edit_product(
+        edited = inv.edit_product(
             sku,
             name=name,
             price=price,
@@ -250,15 +273,14 @@ def edit(
             reorder_level=reorder_level,
             event_id=idempotency_key,
         )
-    changed = [
-        f"{field} {getattr(before, field)} -> {getattr(after, field)}"
-        for field in ("name", "price", "unit", "category", "reorder_level")
-        if getattr(before, field) != getattr(after, field)
-    ]
+    product = edited.product
     _say(
         ctx,
         quiet,
-        f"Updated {after.sku}: {'; '.join(changed)}" if changed else f"{after.sku}: no change",
+        f"Updated {product.sku}: {edited.changes}"
+        if edited.changes
+        else f"{product.sku}: no change",
+        replayed=edited.replayed,
     )
 
 
@@ -280,8 +302,13 @@ def remove(
     off = sum(-(m.delta or 0) for m in written)
     note = f" ({off} written off)" if off else ""
     sku_out = written[0].sku if written else sku
-    where = f"from {store}" if store is not None else "from the catalog"
-    _say(ctx, quiet, f"Removed {sku_out} {where}{note}")
+    where = f"from {written[0].store}" if store is not None and written else "from the catalog"
+    _say(
+        ctx,
+        quiet,
+        f"Removed {sku_out} {where}{note}",
+        replayed=any(m.replayed for m in written),
+    )
 
 
 # -- stock ----------------------------------------------------------------------------
@@ -293,16 +320,20 @@ def update(
     sku: Annotated[str, typer.Argument(help="The product's SKU.")],
     change: Annotated[
         int | None,
-        typer.Option("--change", help="Add N (negative to take away: --change -3)."),
+        typer.Option("--change", parser=_whole, help="Add N (negative to take away: --change -3)."),
     ] = None,
     set_to: Annotated[
-        int | None, typer.Option("--set", help="Set the stock to N (a count).")
+        int | None, typer.Option("--set", parser=_whole, help="Set the stock to N (a count).")
     ] = None,
     store: StoreOpt = "main",
     reason: Reason = None,
     expect: Annotated[
         int | None,
-        typer.Option("--expect", help="Only if the current quantity is this (compare-and-set)."),
+        typer.Option(
+            "--expect",
+            parser=_whole,
+            help="Only if the current quantity is this (compare-and-set).",
+        ),
     ] = None,
     idempotency_key: Key = None,
     wait: Wait = False,
@@ -320,7 +351,7 @@ def update(
             moved = inv.set_quantity(
                 store, sku, set_to, reason, expect=expect, event_id=idempotency_key
             )
-    _say(ctx, quiet, _describe_move(moved))
+    _say(ctx, quiet, _describe_move(moved), replayed=moved.replayed)
 
 
 def _describe_move(m: Movement) -> str:
@@ -338,7 +369,7 @@ def transfer(
     sku: Annotated[str, typer.Argument(help="The product's SKU.")],
     from_store: Annotated[str, typer.Option("--from", help="Store it leaves.")],
     to_store: Annotated[str, typer.Option("--to", help="Store it goes to.")],
-    qty: Annotated[int, typer.Option("--qty", "-n", help="How many.")],
+    qty: Annotated[int, typer.Option("--qty", "-n", parser=_whole, help="How many.")],
     reason: Reason = None,
     idempotency_key: Key = None,
     wait: Wait = False,
@@ -359,8 +390,9 @@ def transfer(
     _say(
         ctx,
         quiet,
-        f"Moved {qty} {out.sku} from {out.store} to {into.store} "
+        f"Moved {-(out.delta or 0)} {out.sku} from {out.store} to {into.store} "
         f"({out.store}: {out.quantity_after}, {into.store}: {into.quantity_after})",
+        replayed=out.replayed,
     )
 
 
@@ -399,8 +431,12 @@ def list_(
     category: Annotated[str | None, typer.Option("--category", "-c")] = None,
     sort: Annotated[SortKey, typer.Option("--sort", help="Sort by.")] = SortKey.sku,
     desc: Annotated[bool, typer.Option("--desc", help="Largest first.")] = False,
-    limit: Annotated[int | None, typer.Option("--limit", min=0)] = None,
-    offset: Annotated[int, typer.Option("--offset", min=0)] = 0,
+    limit: Annotated[
+        int | None, typer.Option("--limit", parser=_whole, help="At most N rows.")
+    ] = None,
+    offset: Annotated[
+        int, typer.Option("--offset", parser=_whole, help="Skip the first N rows.")
+    ] = 0,
     fmt: FormatOpt = Format.table,
 ) -> None:
     """List stock: one row per product and store."""
@@ -445,7 +481,7 @@ HISTORY_COLUMNS = MOVEMENT_FIELDS
 
 Since = Annotated[
     str | None,
-    typer.Option("--since", help="ISO date or time (UTC), or an age: 24h, 7d."),
+    typer.Option("--since", help="ISO date or time (UTC), or an age: 15m, 24h, 7d, 18mo, 7y."),
 ]
 
 
@@ -456,16 +492,16 @@ def history(
     store: Annotated[str | None, typer.Option("--store", "-s", help="Only this store.")] = None,
     since: Since = None,
     limit: Annotated[
-        int | None, typer.Option("--limit", min=0, help="At most N, newest first.")
+        int | None, typer.Option("--limit", parser=_whole, help="At most N, newest first.")
     ] = None,
     fmt: FormatOpt = Format.table,
 ) -> None:
     """The audit trail, newest first."""
-    from backends.models import parse_time
+    from backends import values
 
     from .formats import movement_record, render
 
-    when = parse_time(since) if since is not None else None
+    when = values.moment(since, field="since") if since is not None else None
     with _options(ctx).open() as inv:
         entries = inv.history(sku, store=store, since=when, limit=limit)
     columns = HISTORY_TABLE if fmt == Format.table else HISTORY_COLUMNS
@@ -488,7 +524,7 @@ def store_add(
     """Add a store."""
     with _options(ctx).open() as inv:
         added = inv.add_store(code, name, event_id=idempotency_key)
-    _say(ctx, quiet, f"Added store {added.code} ({added.name})")
+    _say(ctx, quiet, f"Added store {added.code} ({added.name})", replayed=added.replayed)
 
 
 @command(store_app, "list")
@@ -513,8 +549,15 @@ def store_remove(
 ) -> None:
     """Remove a store (refused while it holds stock, unless --force)."""
     with _options(ctx).open() as inv:
-        inv.remove_store(code, force=force, event_id=idempotency_key)
-    _say(ctx, quiet, f"Removed store {code.strip().lower()}")
+        written = inv.remove_store(code, force=force, event_id=idempotency_key)
+    off = sum(-(m.delta or 0) for m in written)
+    note = f" ({off} written off)" if off else ""
+    _say(
+        ctx,
+        quiet,
+        f"Removed store {written[-1].store}{note}",
+        replayed=any(m.replayed for m in written),
+    )
 
 
 # -- reports --------------------------------------------------------------------------
@@ -583,15 +626,21 @@ def report_movements(
     fmt: FormatOpt = Format.table,
 ) -> None:
     """Units in and out per product and store over a period."""
-    from backends.models import parse_time
+    from backends import values
 
-    from .formats import render, summary_record
+    from .formats import SUMMARY_COLUMNS, render, summary_record
 
-    start = parse_time(since) if since is not None else None
-    end = parse_time(until, field="until") if until is not None else None
+    start = values.moment(since, field="since") if since is not None else None
+    end = values.moment(until, field="until") if until is not None else None
     with _options(ctx).open() as inv:
         rows = inv.report_movements(store=store, since=start, until=end)
-    render([summary_record(r) for r in rows], fmt, title="Movements", empty="no movements")
+    render(
+        [summary_record(r) for r in rows],
+        fmt,
+        columns=SUMMARY_COLUMNS,
+        title="Movements",
+        empty="no movements",
+    )
 
 
 # -- import and export ----------------------------------------------------------------
@@ -699,6 +748,7 @@ def import_(
         quiet,
         f"{name}: {_rows(result.applied)} {verb}, {result.unchanged} unchanged, "
         f"{result.duplicates} already applied; {_count_changes(result.changes)}",
+        replayed=result.replayed,
     )
     if problems:
         skipped = "would be skipped" if dry_run else "skipped"
@@ -743,7 +793,7 @@ def export(
     """Write the catalog and stock as CSV or JSON Lines; import reads it back."""
     import io
 
-    from backends.fsutil import write_atomic
+    from backends.fsutil import write_output
 
     from .files import export_records, write_rows
     from .formats import progress
@@ -758,14 +808,7 @@ def export(
     if output is None:
         sys.stdout.write(buffer.getvalue())
         return
-    try:
-        write_atomic(output, buffer.getvalue().encode())
-    except FileNotFoundError:
-        raise fail(f"cannot write {output}: the folder does not exist", 78) from None
-    except PermissionError:
-        raise fail(f"cannot write {output}: permission denied", 77) from None
-    except OSError as exc:
-        raise fail(f"cannot write {output}: {exc.strerror}", 75) from None
+    write_output(output, buffer.getvalue().encode())
     if not (quiet or _options(ctx).quiet):
         print(f"Exported {count} rows to {output}", file=sys.stderr)
 
@@ -785,36 +828,18 @@ def db_upgrade(ctx: typer.Context, quiet: Quiet = False) -> None:
         _say(ctx, quiet, f"{where}: schema upgraded from {before or 'nothing'} to {after}")
 
 
-def _age(text: str) -> datetime:
-    """`7y`, `18mo`, `6w`, `90d` before now, in UTC."""
-    import re
-    from datetime import UTC, timedelta
-
-    from backends import ValidationError
-
-    match = re.fullmatch(r"\s*(\d+)\s*(y|mo|w|d)\s*", text)
-    if not match:
-        raise ValidationError(f"older-than: {text!r} is not an age such as 7y, 18mo, 6w or 90d")
-    amount, unit = int(match.group(1)), match.group(2)
-    now = datetime.now(UTC)
-    if unit == "y":
-        return now.replace(year=now.year - amount, day=min(now.day, 28))
-    if unit == "mo":
-        months = now.year * 12 + now.month - 1 - amount
-        return now.replace(year=months // 12, month=months % 12 + 1, day=min(now.day, 28))
-    return now - timedelta(weeks=amount if unit == "w" else 0, days=amount if unit == "d" else 0)
-
-
 @command(audit_app, "prune")
 def audit_prune(
     ctx: typer.Context,
     older_than: Annotated[
-        str, typer.Option("--older-than", help="Retention: 7y, 18mo, 6w, 90d.")
+        str, typer.Option("--older-than", help="Retention, an age: 7y, 18mo, 6w, 90d.")
     ] = "7y",
     quiet: Quiet = False,
 ) -> None:
     """Drop whole months of history older than the retention (7 years by default)."""
-    cutoff = _age(older_than)
+    from backends import values
+
+    cutoff = values.age(older_than, field="older-than")
     with _options(ctx).open() as inv:
         dropped = inv.prune_audit(cutoff)
     if dropped:
@@ -838,8 +863,12 @@ def audit_verify(ctx: typer.Context, quiet: Quiet = False) -> None:
 @command(app)
 def seed(
     ctx: typer.Context,
-    stores: Annotated[int, typer.Option("--stores", help="How many stores.")] = 10_000,
-    products: Annotated[int, typer.Option("--products", help="How many products.")] = 500,
+    stores: Annotated[
+        int, typer.Option("--stores", parser=_whole, help="How many stores.")
+    ] = 10_000,
+    products: Annotated[
+        int, typer.Option("--products", parser=_whole, help="How many products.")
+    ] = 500,
     quiet: Quiet = False,
 ) -> None:
     """Generate a realistic data set (every product at every store), for demos."""
@@ -875,12 +904,22 @@ def worker(
     ctx: typer.Context,
     batch_size: Annotated[
         int | None,
-        typer.Option("--batch-size", min=1, help="Events per batch, at most.", show_default="1000"),
+        typer.Option(
+            "--batch-size",
+            min=1,
+            max=1_000_000,
+            help="Events per batch, at most.",
+            show_default="1000",
+        ),
     ] = None,
     batch_ms: Annotated[
         int | None,
         typer.Option(
-            "--batch-ms", min=1, help="How long a batch waits to fill, in ms.", show_default="50"
+            "--batch-ms",
+            min=1,
+            max=3_600_000,
+            help="How long a batch waits to fill, in ms.",
+            show_default="50",
         ),
     ] = None,
     group: Annotated[
@@ -973,18 +1012,18 @@ def migrate(
     settings = load_settings(options.config, backend=options.backend, file=options.file)
     if to == settings.backend:
         raise typer.BadParameter(f"the inventory is already on {to}", param_hint="--to")
-    target_settings = settings.model_dump()
-    target_settings["backend"] = to
+    from pydantic import SecretStr
+
+    changes: dict[str, Any] = {"backend": to}
     if to_database_url is not None:
-        target_settings["database_url"] = to_database_url
+        changes["database_url"] = SecretStr(to_database_url)
     if to_file is not None:
-        target_settings["file"] = to_file
+        changes["file"] = to_file.expanduser()
+    target_settings = settings.model_copy(update=changes)
     source_cls = get_backend_class(settings.backend)
     target_cls = get_backend_class(to)
     with (
-        source_cls.from_settings(
-            settings.model_dump(), actor=settings.who(), source="migrate"
-        ) as source,
+        source_cls.from_settings(settings, actor=settings.who(), source="migrate") as source,
         target_cls.from_settings(target_settings, actor=settings.who(), source="migrate") as target,
         progress("Copying history", None) as advance,
     ):
@@ -996,14 +1035,16 @@ def migrate(
         print(f"{where} already has everything; nothing changed")
     else:
         print(
-            f"Copied {report.copied_stores} stores, {report.copied_products} products and "
-            f"{report.copied_history} history entries to {where}"
+            f"Copied {report.copied_stores} new stores, {report.copied_products} products, "
+            f"{report.copied_history} history entries and {report.copied_keys} idempotency "
+            f"keys to {where}"
         )
-    print("checked      source   target")
-    for key in ("stores", "products", "stock_rows", "history"):
-        print(f"{key:<12} {report.source[key]:>7}  {report.target[key]:>7}")
-    for code, (mine, theirs) in sorted(report.totals.items()):
-        print(f"units at {code:<12} {mine:>7}  {theirs:>7}")
+    rows = [(key, report.source[key], report.target[key]) for key in report.source]
+    rows += [(f"units at {code}", a, b) for code, (a, b) in sorted(report.totals.items())]
+    width = max(len(name) for name, _, _ in rows)
+    print(f"{'checked':<{width}}  {'source':>9}  {'target':>9}")
+    for name, mine, theirs in rows:
+        print(f"{name:<{width}}  {mine:>9}  {theirs:>9}")
 
 
 def main() -> None:

@@ -17,20 +17,9 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from decimal import Decimal
 from typing import IO, Any, TextIO
 
-from backends import BatchRow, Item, RowProblem, ValidationError
+from backends import BatchRow, Item, RowProblem, ValidationError, values
 from backends.batch import COLUMNS
-from backends.models import (
-    parse_delta,
-    parse_int,
-    parse_price,
-    parse_quantity,
-    validate_category,
-    validate_name,
-    validate_reason,
-    validate_sku,
-    validate_store_code,
-    validate_unit,
-)
+from backends.jsontext import JsonError, loads
 
 from .formats import FileFormat
 
@@ -51,34 +40,21 @@ EXPORT_COLUMNS = (
 )
 
 
-def _key(value: Any) -> str:
-    return validate_key(str(value))
-
-
-def validate_key(value: str) -> str:
-    key = value.strip()
-    if not key:
-        raise ValidationError("must not be empty")
-    if len(key) > 200:
-        raise ValidationError("longer than 200 characters")
-    return key
-
-
-# Column -> parser.  Each raises ValidationError("column: reason").
+# Column -> the grammar of its values (`backends.values`), the one every entry point uses.
 _PARSERS: dict[str, Callable[[Any], Any]] = {
-    "sku": lambda v: validate_sku(str(v)),
-    "name": lambda v: validate_name(str(v)),
-    "price": parse_price,
-    "unit": lambda v: validate_unit(str(v)),
-    "category": lambda v: validate_category(str(v)),
-    "reorder_level": lambda v: parse_int(v, field="reorder_level", minimum=0),
-    "store": lambda v: validate_store_code(str(v)),
-    "store_name": lambda v: validate_name(str(v), field="store_name"),
-    "quantity": parse_quantity,
-    "change": parse_delta,
-    "reason": lambda v: validate_reason(str(v)),
-    "expect": lambda v: parse_quantity(v, field="expect"),
-    "idempotency_key": _key,
+    "sku": values.sku,
+    "name": values.name,
+    "price": values.price,
+    "unit": values.unit,
+    "category": values.category,
+    "reorder_level": values.reorder_level,
+    "store": values.store_code,
+    "store_name": lambda v: values.name(v, field="store_name"),
+    "quantity": values.quantity,
+    "change": values.delta,
+    "reason": values.reason,
+    "expect": lambda v: values.quantity(v, field="expect"),
+    "idempotency_key": values.idempotency_key,
 }
 
 
@@ -89,22 +65,31 @@ def _reason(error: ValidationError, column: str) -> str:
     return text[len(prefix) :] if text.startswith(prefix) else text
 
 
-def _parse_row(number: int, values: dict[str, Any], problems: list[RowProblem]) -> BatchRow | None:
+#: Columns of text: a JSON number there is taken as its digits (`{"sku": 12345}`).
+_TEXT_COLUMNS = frozenset(
+    {"sku", "name", "unit", "category", "store", "store_name", "reason", "idempotency_key"}
+)
+
+
+def _parse_row(number: int, fields: dict[str, Any], problems: list[RowProblem]) -> BatchRow | None:
     parsed: dict[str, Any] = {}
     ok = True
-    for column, raw in values.items():
+    for column, raw in fields.items():
         if raw is None or (isinstance(raw, str) and not raw.strip()):
             continue
         if isinstance(raw, bool | list | dict):
-            problems.append(RowProblem(number, column, f"{json.dumps(raw)} is not a plain value"))
+            kind = {bool: "true or false", list: "a list", dict: "an object"}[type(raw)]
+            problems.append(RowProblem(number, column, f"{kind} is not a plain value"))
             ok = False
             continue
+        if column in _TEXT_COLUMNS and isinstance(raw, int | Decimal):
+            raw = str(raw)
         try:
             parsed[column] = _PARSERS[column](raw)
         except ValidationError as exc:
             problems.append(RowProblem(number, column, _reason(exc, column)))
             ok = False
-    if not str(values.get("sku") or "").strip():
+    if not str(fields.get("sku") or "").strip():
         problems.append(RowProblem(number, "sku", "a SKU is required"))
         return None
     if "quantity" in parsed and "change" in parsed:
@@ -200,19 +185,18 @@ def _jsonl_rows(
         if not line.strip():
             continue
         try:
-            values = json.loads(line, parse_float=Decimal)
-        except json.JSONDecodeError as exc:
-            problems.append(
-                RowProblem(number, None, f"not valid JSON: {exc.msg} (column {exc.colno})")
-            )
+            fields = loads(line, decimals=True)
+        except JsonError as exc:
+            where = f" (column {exc.colno})" if exc.colno is not None else ""
+            problems.append(RowProblem(number, None, f"not valid JSON: {exc.msg}{where}"))
             continue
-        if not isinstance(values, dict):
+        if not isinstance(fields, dict):
             problems.append(RowProblem(number, None, "not a JSON object"))
             continue
-        keys = [str(k) for k in values]
+        keys = [str(k) for k in fields]
         if not _check_columns(keys, problems, row=number):
             continue
-        row = _parse_row(number, values, problems)
+        row = _parse_row(number, fields, problems)
         if row is not None:
             rows.append(row)
         if len(rows) % 1000 == 0:

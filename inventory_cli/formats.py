@@ -91,6 +91,9 @@ def value_record(row: StoreValue) -> Record:
     return {"store": row.store, "products": row.products, "units": row.units, "value": row.value}
 
 
+SUMMARY_COLUMNS = ("store", "sku", "movements", "units_in", "units_out", "net")
+
+
 def summary_record(row: MovementSummary) -> Record:
     return {
         "store": row.store,

@@ -1,59 +1,50 @@
-"""Settings: flags, then `INV_*` environment variables, then a TOML file, then defaults.
+"""Where settings come from: flags, then `INV_*` environment variables, then a TOML file,
+then defaults (the model and its defaults are `backends.settings.Settings`).
 
 The TOML file is `INV_CONFIG` (or `--config`), else `./inv.toml`, else `config.toml` in
-the user's config folder (`~/.config/inv/` on Linux).  Its keys are the field names
-below (`backend = "postgres"`); a relative `file` in it is relative to the TOML file.
-Secrets are `SecretStr`: they print as `**********`.
+the user's config folder (`~/.config/inv/` on Linux), read by pydantic-settings'
+`TomlConfigSettingsSource`.  Its keys are the field names (`backend = "postgres"`); a
+relative `file` in it is relative to the TOML file.
 """
 
 from __future__ import annotations
 
-import getpass
 import os
 import tomllib
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
 import typer
-from pydantic import Field, SecretStr
 from pydantic import ValidationError as PydanticValidationError
 from pydantic_settings import (
     BaseSettings,
-    InitSettingsSource,
     PydanticBaseSettingsSource,
-    SettingsConfigDict,
+    TomlConfigSettingsSource,
 )
 
-from backends import ConfigurationError
+from backends import ConfigurationError, PermissionDenied
+from backends.settings import Settings
 
 __all__ = ["Settings", "config_path", "load_settings"]
 
+#: The TOML file of the settings being loaded (set by `load_settings`).
+_CONFIG_FILE: ContextVar[Path | None] = ContextVar("inv_config_file", default=None)
 
-class Settings(BaseSettings):
-    """Everything `inv` can be configured with; see the README's settings table."""
 
-    model_config = SettingsConfigDict(env_prefix="INV_", extra="forbid")
+class _TomlFile(TomlConfigSettingsSource):
+    """The TOML file's values; a relative `file` is made relative to the TOML file."""
 
-    backend: str = "json"
-    file: Path = Path("inventory.json")
-    actor: str | None = None
-    lock_timeout: float = 30.0
-    database_url: SecretStr | None = None
-    read_database_urls: SecretStr | None = None
-    redis_url: SecretStr | None = None
-    kafka_bootstrap_servers: str | None = None
-    kafka_topic: str = "inventory-events"
-    kafka_partitions: int = Field(6, ge=1)
-    kafka_group: str = "inv-workers"
-    kafka_timeout: float = Field(10.0, gt=0)
-    kafka_session_timeout_ms: int = Field(10000, ge=100)
-    wait_timeout: float = Field(30.0, gt=0)
-    cache_ttl: int = Field(300, ge=1)
-    cache_prefix: str = "inv"
-    worker_batch_size: int = Field(1000, ge=1)
-    worker_batch_ms: int = Field(50, ge=1)
-    url: str | None = None
-    token: SecretStr | None = None
+    def _read_file(self, file_path: Any) -> dict[str, Any]:
+        data = super()._read_file(file_path)
+        file = data.get("file")
+        if isinstance(file, str) and file.strip() and not Path(file).expanduser().is_absolute():
+            data["file"] = str(Path(file_path).parent / file)
+        return data
+
+
+class _LoadedSettings(Settings):
+    """`Settings` read from flags, the environment and the TOML file, in that order."""
 
     @classmethod
     def settings_customise_sources(
@@ -64,21 +55,10 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        toml = InitSettingsSource(settings_cls, init_kwargs=_toml_values)
-        return (init_settings, env_settings, toml)
-
-    def who(self) -> str:
-        """The actor audit entries name: the setting, else the OS user."""
-        if self.actor:
-            return self.actor
-        try:
-            return getpass.getuser()
-        except (KeyError, OSError):
-            return "unknown"
-
-
-# The TOML values for the Settings being built (set by load_settings just before).
-_toml_values: dict[str, Any] = {}
+        path = _CONFIG_FILE.get()
+        if path is None:
+            return (init_settings, env_settings)
+        return (init_settings, env_settings, _TomlFile(settings_cls, toml_file=path))
 
 
 def config_path(explicit: Path | None = None) -> Path | None:
@@ -95,38 +75,46 @@ def config_path(explicit: Path | None = None) -> Path | None:
     return user if user.is_file() else None
 
 
-def _read_toml(path: Path) -> dict[str, Any]:
+def _check_readable(path: Path) -> None:
+    """Refuse a config file that is not there or not a file before anything reads it."""
     try:
-        with open(path, "rb") as f:
-            data = tomllib.load(f)
-    except FileNotFoundError:
-        raise ConfigurationError(f"config file {path} does not exist") from None
-    except OSError as exc:
-        raise ConfigurationError(f"cannot read config file {path}: {exc.strerror}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigurationError(f"config file {path} is not valid TOML: {exc}") from None
-    file = data.get("file")
-    if isinstance(file, str) and not Path(file).expanduser().is_absolute():
-        data["file"] = str(path.parent / file)
-    return data
+        if not path.exists():
+            raise ConfigurationError(f"config file {path} does not exist")
+        if not path.is_file():
+            raise ConfigurationError(f"config file {path} is not a file")
+        if not os.access(path, os.R_OK):
+            raise PermissionDenied(f"cannot read config file {path}: permission denied")
+    except (OSError, ValueError) as exc:  # a name too long, a NUL in it
+        raise ConfigurationError(f"config file {path}: {exc}") from None
 
 
 def load_settings(config: Path | None = None, **flags: Any) -> Settings:
     """Build the settings; flags given as None fall through to the other sources."""
-    global _toml_values
     path = config_path(config)
-    _toml_values = _read_toml(path) if path is not None else {}
+    if path is not None:
+        _check_readable(path)
     given = {key: value for key, value in flags.items() if value is not None}
+    where = f" (config file {path})" if path is not None else ""
+    token = _CONFIG_FILE.set(path)
     try:
-        settings = Settings(**given)
+        settings = _LoadedSettings(**given)
     except PydanticValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in err['loc']) or 'settings'}: {err['msg']}"
             for err in exc.errors()
         )
-        where = f" (config file {path})" if path is not None else ""
         raise ConfigurationError(f"bad settings{where}: {problems}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigurationError(f"config file {path} is not valid TOML: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigurationError(
+            f"config file {path} is not UTF-8 text (byte {exc.start})"
+        ) from None
+    except PermissionError:
+        raise PermissionDenied(f"cannot read config file {path}: permission denied") from None
+    except OSError as exc:
+        raise ConfigurationError(f"cannot read config file {path}: {exc.strerror}") from None
     finally:
-        _toml_values = {}
+        _CONFIG_FILE.reset(token)
     settings.file = settings.file.expanduser()
     return settings

@@ -426,11 +426,17 @@ class BackendContract:
 
     def test_edit_every_field(self, backend: Backend) -> None:
         backend.add_product("Blue Widget", "4.50", sku="W-1", quantity=5, category="Tools")
-        edited = backend.edit_product(
+        edit = backend.edit_product(
             "w-1", name="Red Widget", price="4.75", unit="kg", category="Garden", reorder_level=3
         )
+        edited = edit.product
         expected = Product("W-1", "Red Widget", Decimal("4.75"), "kg", "Garden", 3)
         assert edited == expected
+        assert edit.changes == (
+            "name Blue Widget -> Red Widget; price 4.50 -> 4.75; unit each -> kg; "
+            "category Tools -> Garden; reorder_level 0 -> 3"
+        )
+        assert not edit.replayed
         assert edited.stock == {"main": 5}
         assert backend.get("W-1") == expected
 
@@ -438,12 +444,12 @@ class BackendContract:
         backend.add_product(
             "Blue Widget", "4.50", sku="W-1", unit="box", category="Tools", reorder_level=2
         )
-        edited = backend.edit_product("W-1", name="Red Widget")
+        edited = backend.edit_product("W-1", name="Red Widget").product
         assert edited == Product("W-1", "Red Widget", Decimal("4.50"), "box", "Tools", 2)
 
     def test_edit_empty_category_clears_it(self, backend: Backend) -> None:
         backend.add_product("Widget", "1.00", sku="W-1", category="Tools")
-        assert backend.edit_product("W-1", category="").category is None
+        assert backend.edit_product("W-1", category="").product.category is None
         assert backend.get("W-1").category is None
         assert backend.list_items()[0].category is None
 
@@ -472,7 +478,8 @@ class BackendContract:
         backend.add_product("Widget", "4.50", sku="W-1", category="Tools")
         before = snapshot(backend)
         edited = backend.edit_product("w-1", name="Widget", price="4.5", category="Tools")
-        assert edited == Product("W-1", "Widget", Decimal("4.50"), "each", "Tools", 0)
+        assert edited.product == Product("W-1", "Widget", Decimal("4.50"), "each", "Tools", 0)
+        assert edited.changes is None
         assert backend.edit_product("W-1") == edited
         assert snapshot(backend) == before
 
@@ -626,7 +633,7 @@ class BackendContract:
 
     def test_edit_price_keeps_decimal(self, backend: Backend) -> None:
         backend.add_product("Widget", "1.00", sku="W-1")
-        edited = backend.edit_product("W-1", price=Decimal("2.1"))
+        edited = backend.edit_product("W-1", price=Decimal("2.1")).product
         assert str(edited.price) == "2.10"
         assert str(backend.get("W-1").price) == "2.10"
 
@@ -868,7 +875,9 @@ class BackendContract:
         before = snapshot(backend)
         again = backend.edit_product("W-1", price="5.00", event_id=event)
         assert again == first
-        assert again.price == Decimal("5.00")
+        assert again.replayed and not first.replayed
+        assert again.changes == "price 1.00 -> 5.00"  # what the first call did, not now
+        assert again.product.price == Decimal("5.00")
         assert snapshot(backend) == before
         assert backend.get("W-1").price == Decimal("6.00")
 

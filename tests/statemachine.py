@@ -348,13 +348,14 @@ class InventoryMachine(RuleBasedStateMachine):
             self.backend.edit_product, self.any_case(data, product.sku), price=price
         )
         event_id = self.event()
-        edited = call(event_id=event_id)
+        result = call(event_id=event_id)
+        edited = result.product
         assert edited.price == _price(price)
         assert edited.stock == product.stock
         if edited.price != product.price:
             product.price = edited.price
             self.changes += 1
-            self.remember(call, event_id, edited)
+            self.remember(call, event_id, result)
 
     @precondition(lambda self: self.done)
     @rule(data=st.data())

@@ -6,8 +6,8 @@
    `event_id`; the same key with a different fingerprint is rejected as a `Conflict`);
 2. resolves stores and products in two queries, creates the stock rows the events touch
    and locks them all in (store, product) order, so workers never deadlock each other;
-3. runs the rules in order (the same checks, and the same messages, as the postgres
-   backend: `expect`, the maximum, never below zero);
+3. runs the rules in order (`backends.rules`, as every backend does: `expect`, the
+   maximum, never below zero);
 4. writes back with one UPDATE of the changed rows (each takes a new version from
    `stock_version_seq`), one COPY of the audit rows, one COPY into `applied_events`
    (with the result `--wait` prints), one INSERT into `rejected_events`.
@@ -28,6 +28,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
+from .. import rules
 from ..errors import (
     Conflict,
     InsufficientStock,
@@ -35,9 +36,10 @@ from ..errors import (
     NotFound,
     ValidationError,
 )
-from ..models import MAX_QUANTITY, MovementRow, format_time
+from ..models import MovementRow, format_time
 from ..postgres.bulk import audit_ids, copy_audit_rows, copy_rows
 from ..requests import reused_key, row_json
+from ..values import sku_key
 from .events import Event, MalformedEvent, decode
 
 __all__ = [
@@ -182,7 +184,7 @@ def apply_batch(connection: Connection, messages: Sequence[Message]) -> Outcome:
         ).all()
     )
     # Stores and products are locked against deletion (KEY SHARE, in id order) for the
-    # batch; SKUs are matched by PostgreSQL's lower(), as every other command does.
+    # batch; SKUs are matched by their key (`values.sku_key`), as every other command does.
     codes = {ev.store for ev in events} | {ev.to_store for ev in events if ev.to_store}
     store_ids: dict[str, int] = dict(
         connection.execute(
@@ -191,20 +193,20 @@ def apply_batch(connection: Connection, messages: Sequence[Message]) -> Outcome:
         ).all()
     )
     products: dict[str, tuple[int, str]] = {
-        row.k: (row.id, row.sku)
+        row.sku_key: (row.id, row.sku)
         for row in connection.execute(
             text(
-                "SELECT v.k, p.id, p.sku FROM unnest(CAST(:k AS text[])) AS v(k) "
-                "JOIN products p ON lower(p.sku) = lower(v.k) ORDER BY p.id FOR KEY SHARE OF p"
+                "SELECT p.sku_key, p.id, p.sku FROM products p "
+                "WHERE p.sku_key = ANY(CAST(:k AS text[])) ORDER BY p.id FOR KEY SHARE"
             ),
-            {"k": list({ev.sku.strip() for ev in events})},
+            {"k": list({sku_key(ev.sku) for ev in events})},
         )
     }
 
     # Create the rows the events may touch, then lock them all, in one order.
     pairs: set[tuple[int, int]] = set()
     for ev in events:
-        product = products.get(ev.sku.strip())
+        product = products.get(sku_key(ev.sku))
         if product is None:
             continue
         for code in (ev.store, ev.to_store):
@@ -362,52 +364,32 @@ def _rule(
     for code in (e.store, e.to_store):
         if code is not None and code not in store_ids:
             raise NotFound(f"no store {code!r}")
-    product = products.get(e.sku.strip())
+    product = products.get(sku_key(e.sku))
     if product is None:
-        raise NotFound(f"no product with SKU {e.sku.strip()!r}")
+        raise NotFound(f"no product with SKU {e.sku!r}")
     product_id, sku = product
     item = items[(store_ids[e.store], product_id)]
     current = item.quantity
     if e.type == "stock.transfer":
         assert e.to_store is not None and e.quantity is not None
         target = items[(store_ids[e.to_store], product_id)]
-        if current < e.quantity:
-            raise InsufficientStock(
-                f"not enough {sku} at {e.store}: {current} on hand, {e.quantity} asked for",
-                available=current,
-                requested=e.quantity,
-            )
-        if target.quantity + e.quantity > MAX_QUANTITY:
-            raise ValidationError(
-                f"change: {sku} at {e.to_store} would exceed {MAX_QUANTITY}", field="change"
-            )
-        item.quantity -= e.quantity
-        target.quantity += e.quantity
+        out, into = rules.transfer_quantities(
+            current,
+            target.quantity,
+            sku=sku,
+            source=e.store,
+            target=e.to_store,
+            quantity=e.quantity,
+        )
+        item.quantity, target.quantity = out, into
         item.changed = target.changed = True
         return [
-            ("stock.transfer_out", e.store, sku, -e.quantity, item.quantity),
-            ("stock.transfer_in", e.to_store, sku, e.quantity, target.quantity),
+            ("stock.transfer_out", e.store, sku, -e.quantity, out),
+            ("stock.transfer_in", e.to_store, sku, e.quantity, into),
         ]
-    if e.expect is not None and current != e.expect:
-        raise Conflict(
-            f"{sku} at {e.store} is {current}, not the expected {e.expect}; nothing changed"
-        )
-    if e.type == "stock.set":
-        assert e.quantity is not None
-        new = e.quantity
-    else:
-        assert e.delta is not None
-        new = current + e.delta
-        if new > MAX_QUANTITY:
-            raise ValidationError(
-                f"change: {sku} at {e.store} would exceed {MAX_QUANTITY}", field="change"
-            )
-        if new < 0:
-            raise InsufficientStock(
-                f"not enough {sku} at {e.store}: {current} on hand, {-e.delta} asked for",
-                available=current,
-                requested=-e.delta,
-            )
+    new = rules.next_quantity(
+        current, sku=sku, store=e.store, delta=e.delta, quantity=e.quantity, expect=e.expect
+    )
     item.quantity = new
     item.changed = True
     return [(e.type, e.store, sku, new - current, new)]

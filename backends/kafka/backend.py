@@ -8,6 +8,7 @@ Configuration (settings; see the README for flags and environment names)::
     kafka_topic               the events topic (default inventory-events)     INV_KAFKA_TOPIC
     kafka_partitions          partitions `inv init` creates (default 6)  INV_KAFKA_PARTITIONS
     kafka_timeout             seconds to wait for the broker (default 10)   INV_KAFKA_TIMEOUT
+    kafka_group               the workers' consumer group (inv-workers)     INV_KAFKA_GROUP
     redis_url                 the read cache (optional)                        INV_REDIS_URL
     cache_ttl                 seconds a cache entry lives (default 300)        INV_CACHE_TTL
     cache_prefix              the cache's key prefix (default inv)          INV_CACHE_PREFIX
@@ -35,41 +36,37 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping, Sequence
-from decimal import Decimal
-from typing import Any, Self
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Self
 
 from sqlalchemy import text
 
-from ..base import Progress
-from ..batch import BatchResult, BatchRow, OnError
+from .. import requests, values
 from ..errors import (
     BackendUnavailable,
     ConfigurationError,
     InventoryError,
     NotFound,
 )
-from ..models import (
-    Movement,
-    Product,
-    Snapshot,
-    Store,
-    validate_event_id,
-    validate_store_code,
-)
-from ..postgres.backend import PostgresBackend, _Refused, _secret
+from ..models import Movement, Product
+from ..postgres import reads
+from ..postgres.backend import PostgresBackend, _replicas
+from ..postgres.database import secret
 from ..requests import (
     StockChange,
     movement_from_json,
     product_from_json,
     product_json,
     reused_key,
-    sku_key,
 )
-from ..requests import transfer as transfer_request
+from ..values import sku_key
+from . import admin
 from .apply import error_from
 from .cache import Cache
 from .events import Event, from_change, from_transfer
+
+if TYPE_CHECKING:
+    from ..settings import Settings
 
 __all__ = ["KafkaBackend", "pending"]
 
@@ -112,6 +109,7 @@ class KafkaBackend(PostgresBackend):
         cache_prefix: str = "inv",
         wait: bool = False,
         wait_timeout: float = 30.0,
+        group: str = "inv-workers",
         read_urls: Sequence[str] = (),
         actor: str = "unknown",
         source: str = "cli",
@@ -121,36 +119,36 @@ class KafkaBackend(PostgresBackend):
         self.topic = topic
         self.partitions = partitions
         self.timeout = timeout
+        self.group = group
         self.wait = wait
         self.wait_timeout = wait_timeout
         self.cache = Cache(redis_url, ttl=cache_ttl, prefix=cache_prefix) if redis_url else None
         self._producer: Any = None
 
     @classmethod
-    def from_settings(cls, settings: Mapping[str, Any], *, actor: str, source: str) -> Self:
-        url = _secret(settings.get("database_url"))
+    def from_settings(cls, settings: Settings, *, actor: str, source: str) -> Self:
+        url = secret(settings.database_url)
         if not url:
             raise ConfigurationError(
                 "the kafka backend needs its database: set INV_DATABASE_URL "
                 "(postgresql://user:password@host:5432/dbname)"
             )
-        servers = settings.get("kafka_bootstrap_servers")
-        if not servers:
+        if not settings.kafka_bootstrap_servers:
             raise ConfigurationError(
                 "the kafka backend needs a broker: set INV_KAFKA_BOOTSTRAP_SERVERS (host:9092)"
             )
-        replicas = _secret(settings.get("read_database_urls")) or ""
         return cls(
             url,
-            bootstrap_servers=str(servers),
-            topic=str(settings.get("kafka_topic") or "inventory-events"),
-            partitions=int(settings.get("kafka_partitions") or 6),
-            timeout=float(settings.get("kafka_timeout") or 10.0),
-            redis_url=_secret(settings.get("redis_url")),
-            cache_ttl=int(settings.get("cache_ttl") or 300),
-            cache_prefix=str(settings.get("cache_prefix") or "inv"),
-            wait_timeout=float(settings.get("wait_timeout") or 30.0),
-            read_urls=[u.strip() for u in replicas.split(",") if u.strip()],
+            bootstrap_servers=settings.kafka_bootstrap_servers,
+            topic=settings.kafka_topic,
+            partitions=settings.kafka_partitions,
+            timeout=settings.kafka_timeout,
+            redis_url=secret(settings.redis_url),
+            cache_ttl=settings.cache_ttl,
+            cache_prefix=settings.cache_prefix,
+            wait_timeout=settings.wait_timeout,
+            group=settings.kafka_group,
+            read_urls=_replicas(settings),
             actor=actor,
             source=source,
         )
@@ -179,7 +177,7 @@ class KafkaBackend(PostgresBackend):
             "logger": logging.getLogger("inv.kafka.client"),
         }
 
-    def _unreachable(self, detail: str) -> BackendUnavailable:
+    def unreachable(self, detail: str) -> BackendUnavailable:
         return BackendUnavailable(f"cannot reach Kafka at {self.bootstrap_servers}: {detail}")
 
     def producer(self) -> Any:
@@ -211,13 +209,13 @@ class KafkaBackend(PostgresBackend):
         try:
             producer.produce(self.topic, event.encode(), key=event.key, on_delivery=delivered)
         except BufferError as exc:
-            raise self._unreachable(f"the send buffer is full ({exc})") from None
+            raise self.unreachable(f"the send buffer is full ({exc})") from None
         except Exception as exc:  # KafkaException: an unknown topic, a bad setting
-            raise self._unreachable(str(exc)) from None
+            raise self.unreachable(str(exc)) from None
         left = producer.flush(self.timeout + 1)
         if left or failures:
             self._producer = None  # an idempotent producer that lost its broker is stuck
-            raise self._unreachable(
+            raise self.unreachable(
                 f"{failures[0] if failures else 'no answer'}; event {event.event_id} was not "
                 f"confirmed: to retry without applying it twice, re-run with "
                 f"--idempotency-key {event.event_id}"
@@ -225,37 +223,10 @@ class KafkaBackend(PostgresBackend):
 
     # -- set-up ------------------------------------------------------------------------
 
-    def init(self) -> bool:
-        created = super().init()
-        self.create_topics()
+    def init(self, *, record: bool = True) -> bool:
+        created = super().init(record=record)
+        admin.create_topics(self)
         return created
-
-    def create_topics(self) -> list[str]:
-        """Create the events topic and its dead-letter topic if missing; returns those
-        created."""
-        from confluent_kafka import KafkaException
-        from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
-
-        admin = AdminClient(self.kafka_config())
-        try:
-            existing = admin.list_topics(timeout=self.timeout).topics
-        except KafkaException as exc:
-            raise self._unreachable(str(exc.args[0])) from None
-        wanted = [t for t in (self.topic, self.dead_letter_topic) if t not in existing]
-        if not wanted:
-            return []
-        futures = admin.create_topics(
-            [NewTopic(t, num_partitions=self.partitions, replication_factor=-1) for t in wanted],
-            operation_timeout=self.timeout,
-            request_timeout=self.timeout,
-        )
-        for topic, future in futures.items():
-            try:
-                future.result(self.timeout)
-            except KafkaException as exc:
-                if "TOPIC_ALREADY_EXISTS" not in str(exc):
-                    raise self._unreachable(f"creating topic {topic}: {exc.args[0]}") from None
-        return wanted
 
     # -- stock: through Kafka ----------------------------------------------------------
 
@@ -264,7 +235,7 @@ class KafkaBackend(PostgresBackend):
         used for a different request."""
         if event_id is None:
             return None
-        with self._connect(self.url) as connection:
+        with self.db.connect() as connection:
             row = connection.execute(
                 text("SELECT fingerprint, result FROM applied_events WHERE event_id = :k"),
                 {"k": event_id},
@@ -273,35 +244,33 @@ class KafkaBackend(PostgresBackend):
             return None
         if row.fingerprint != fingerprint:
             raise reused_key(event_id)
-        return [movement_from_json(m) for m in row.result.get("movements", [])]
+        return [movement_from_json(m, replayed=True) for m in row.result.get("movements", [])]
 
     def _check_names(self, sku: str, *stores: str) -> None:
         """`NotFound` for a store or product that does not exist (a replica may lag:
         what it does not know is asked of the primary)."""
         query = text(
             "SELECT (SELECT array_agg(code) FROM stores WHERE code = ANY(:c)) AS stores, "
-            "EXISTS (SELECT 1 FROM products WHERE lower(sku) = lower(:s)) AS product"
+            "EXISTS (SELECT 1 FROM products WHERE sku_key = :k) AS product"
         )
-        params = {"c": list(stores), "s": sku.strip()}
+        params = {"c": list(stores), "k": sku_key(sku)}
         with self._read() as connection:
             row = connection.execute(query, params).one()
         if (set(row.stores or ()) != set(stores) or not row.product) and self.read_urls:
-            with self._connect(self.url) as connection:
+            with self.db.connect() as connection:
                 row = connection.execute(query, params).one()
         for code in stores:
             if code not in (row.stores or ()):
                 raise NotFound(f"no store {code!r}")
         if not row.product:
-            raise NotFound(f"no product with SKU {sku.strip()!r}")
+            raise NotFound(f"no product with SKU {sku!r}")
 
-    def _change_stock(self, change: StockChange, event_id: str | None) -> Movement:
-        if event_id is not None:
-            validate_event_id(event_id)
-        first = self._first_result(event_id, change.fingerprint)
+    def _change_stock(self, change: StockChange) -> Movement:
+        first = self._first_result(change.event_id, change.fingerprint)
         if first is not None:
             return first[0]
         self._check_names(change.sku, change.store)
-        event = from_change(change, event_id=event_id, actor=self.actor, source=self.source)
+        event = from_change(change, event_id=change.event_id, actor=self.actor, source=self.source)
         self.publish(event)
         if self.wait:
             return self.wait_for(event)[0]
@@ -317,14 +286,12 @@ class KafkaBackend(PostgresBackend):
         *,
         event_id: str | None = None,
     ) -> tuple[Movement, Movement]:
-        move = transfer_request(sku, from_store, to_store, quantity, reason)
-        if event_id is not None:
-            validate_event_id(event_id)
-        first = self._first_result(event_id, move.fingerprint)
+        move = requests.transfer(sku, from_store, to_store, quantity, reason, event_id)
+        first = self._first_result(move.event_id, move.fingerprint)
         if first is not None:
             return first[0], first[1]
-        self._check_names(sku, move.source, move.target)
-        event = from_transfer(move, event_id=event_id, actor=self.actor, source=self.source)
+        self._check_names(move.sku, move.source, move.target)
+        event = from_transfer(move, event_id=move.event_id, actor=self.actor, source=self.source)
         self.publish(event)
         if self.wait:
             out, into = self.wait_for(event)
@@ -345,9 +312,9 @@ class KafkaBackend(PostgresBackend):
             "(SELECT json_build_object('error', error, 'reason', reason, 'detail', detail) "
             "FROM rejected_events WHERE message_id = :m) AS rejected"
         )
-        self._wrote = True  # from now on this backend reads the primary, not the cache
+        self.db.wrote = True  # from now on this backend reads the primary, not the cache
         pause = 0.002
-        with self._connect(self.url) as connection:
+        with self.db.connect() as connection:
             while True:
                 row = connection.execute(query, {"e": event.event_id, "m": event.message_id}).one()
                 connection.rollback()
@@ -371,122 +338,59 @@ class KafkaBackend(PostgresBackend):
     # -- reads: Redis, then a replica, then the primary -----------------------------------
 
     def get(self, sku: str) -> Product:
-        if self.cache is None or self._wrote:
-            return super().get(sku)
-        key = sku_key(sku)
+        checked = values.sku(sku)
+        if self.cache is None or self.db.wrote:
+            return super().get(checked)
+        key = sku_key(checked)
         stamp, catalog, stock = self.cache.read(key)
         if catalog is not None:
             return product_from_json({**catalog, "stock": dict(sorted(stock.items()))})
         if stamp is None:  # Redis is down: a replica, then the primary
-            return super().get(sku)
+            return super().get(checked)
         # A miss is filled from the primary: a replica may not have seen a change yet.
-        with self._connect(self.url) as connection:
-            try:
-                row = self._product_row(connection, sku)
-            except _Refused as refused:
-                raise refused.error from None
-            levels = self._stock_levels(connection, row.id)
-            product = self._product(connection, row, {code: q for code, _, q in levels})
+        with self.db.connect() as connection:
+            row = reads.product_row(connection, checked)
+            levels = reads.stock_levels(connection, row.id)
+            product = reads.product(connection, row, {code: q for code, _, q in levels})
         self.cache.fill(stamp, key, {**product_json(product), "stock": {}}, levels)
         return product
 
     def quantity(self, store: str, sku: str) -> int:
         """One quantity: one Redis round trip when cached; else as `get` (which fills the
         cache), with the store codes cached beside it."""
-        code = validate_store_code(store)
-        if self.cache is None or self._wrote:
-            return super().quantity(code, sku)
-        cached = self.cache.quantity(sku_key(sku), code)
+        code = values.store_code(store)
+        checked = values.sku(sku)
+        if self.cache is None or self.db.wrote:
+            return super().quantity(code, checked)
+        cached = self.cache.quantity(sku_key(checked), code)
         if cached is not None and cached >= 0:
             return cached
         if cached == -1:
             raise NotFound(f"no store {code!r}")
-        product = self.get(sku)
-        with self._connect(self.url) as connection:  # the primary: a replica may lag
+        product = self.get(checked)
+        with self.db.connect() as connection:  # the primary: a replica may lag
             codes = list(connection.execute(text("SELECT code FROM stores")).scalars())
         self.cache.fill_stores(codes)
         if code not in codes:
             raise NotFound(f"no store {code!r}")
         return product.stock.get(code, 0)
 
-    # -- straight to PostgreSQL, then the cache entries they touch are dropped -----------
+    # -- catalog, stores, imports: straight to PostgreSQL --------------------------------
 
-    def _forget(self, *skus: str) -> None:
-        if self.cache is not None:
-            self.cache.forget(skus)
-
-    def _forget_all(self) -> None:
-        if self.cache is not None:
+    def _written(self, entries: Sequence[Movement] | None) -> None:
+        """After a write straight to PostgreSQL, drop the cache entries it touched: the
+        products its entries name, the store list when stores came or went, everything
+        when anything may have changed."""
+        if self.cache is None:
+            return
+        if entries is None or any(m.action == "store.delete" for m in entries):
             self.cache.forget_all()
-
-    def add_product(self, name: str, price: Decimal | str, **kwargs: Any) -> Product:
-        product = super().add_product(name, price, **kwargs)
-        self._forget(product.sku)
-        return product
-
-    def edit_product(self, sku: str, **kwargs: Any) -> Product:
-        try:
-            return super().edit_product(sku, **kwargs)
-        finally:
-            self._forget(sku)
-
-    def remove_product(self, sku: str, **kwargs: Any) -> list[Movement]:
-        try:
-            return super().remove_product(sku, **kwargs)
-        finally:
-            self._forget(sku)
-
-    def add_store(
-        self, code: str, name: str | None = None, *, event_id: str | None = None
-    ) -> Store:
-        try:
-            return super().add_store(code, name, event_id=event_id)
-        finally:
-            if self.cache is not None:
-                self.cache.forget_stores()
-
-    def remove_store(self, code: str, *, force: bool = False, event_id: str | None = None) -> None:
-        try:
-            super().remove_store(code, force=force, event_id=event_id)
-        finally:
-            self._forget_all()
-
-    def apply(
-        self,
-        rows: Sequence[BatchRow],
-        *,
-        on_error: OnError = "reject-all",
-        dry_run: bool = False,
-        default_store: str = "main",
-        event_id: str | None = None,
-        progress: Progress | None = None,
-    ) -> BatchResult:
-        try:
-            return super().apply(
-                rows,
-                on_error=on_error,
-                dry_run=dry_run,
-                default_store=default_store,
-                event_id=event_id,
-                progress=progress,
-            )
-        finally:
-            if not dry_run:
-                self._forget(*(row.sku for row in rows))
-
-    def import_state(self, snapshot: Snapshot, *, progress: Progress | None = None) -> None:
-        try:
-            super().import_state(snapshot, progress=progress)
-        finally:
-            self._forget_all()
-
-    def seed(
-        self, *, stores: int, products: int, progress: Progress | None = None
-    ) -> dict[str, int]:
-        try:
-            return super().seed(stores=stores, products=products, progress=progress)
-        finally:
-            self._forget_all()
+            return
+        skus = {m.sku for m in entries if m.sku is not None}
+        if skus:
+            self.cache.forget(skus)
+        if any(m.action == "store.create" for m in entries):
+            self.cache.forget_stores()
 
     # -- status ------------------------------------------------------------------------
 
@@ -500,15 +404,13 @@ class KafkaBackend(PostgresBackend):
             report["database"] = {"ok": False, "error": str(exc)}
         else:
             try:
-                with self._connect(self.url) as connection:
+                with self.db.connect() as connection:
                     report["rejected_events"] = connection.execute(
                         text("SELECT count(*) FROM rejected_events")
                     ).scalar_one()
             except InventoryError:
                 pass
-        from .worker import consumer_lag
-
-        kafka = consumer_lag(self)
+        kafka = admin.consumer_lag(self, group=self.group)
         report["kafka"] = kafka
         if not kafka["ok"]:
             report["ok"] = False
@@ -520,7 +422,5 @@ class KafkaBackend(PostgresBackend):
 
     def events_pending(self) -> int:
         """Events published and not yet committed by the workers (the total lag)."""
-        from .worker import consumer_lag
-
-        lag = consumer_lag(self, peek=False)
+        lag = admin.consumer_lag(self, group=self.group, peek=False)
         return int(lag.get("lag", 0))

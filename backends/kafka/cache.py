@@ -31,7 +31,7 @@ import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from ..requests import sku_key
+from ..values import sku_key
 
 if TYPE_CHECKING:
     import redis

@@ -26,14 +26,18 @@ what is wrong; the worker rejects such a message instead of stopping its partiti
 from __future__ import annotations
 
 import json
-import re
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
 
-from ..models import MAX_QUANTITY, format_time, utcnow
-from ..requests import StockChange, Transfer, sku_key
+from .. import values
+from ..errors import ValidationError
+from ..jsontext import JsonError, loads
+from ..models import format_time, utcnow
+from ..requests import StockChange, Transfer
+from ..values import sku_key
 
 __all__ = [
     "EVENT_TYPES",
@@ -100,7 +104,7 @@ def from_change(change: StockChange, *, event_id: str | None, actor: str, source
         **_base(event_id, actor, source),
         type=change.action,
         store=change.store,
-        sku=change.sku.strip(),
+        sku=change.sku,
         delta=change.delta,
         quantity=change.quantity,
         to_store=None,
@@ -116,7 +120,7 @@ def from_transfer(move: Transfer, *, event_id: str | None, actor: str, source: s
         **_base(event_id, actor, source),
         type="stock.transfer",
         store=move.source,
-        sku=move.sku.strip(),
+        sku=move.sku,
         delta=None,
         quantity=move.quantity,
         to_store=move.target,
@@ -126,82 +130,66 @@ def from_transfer(move: Transfer, *, event_id: str | None, actor: str, source: s
     )
 
 
-#: Text fields: (name, longest, required).  `at` is checked by parsing it.
-_TEXT_FIELDS = (
-    ("message_id", 200, True),
-    ("event_id", 200, True),
-    ("store", 64, True),
-    ("to_store", 64, False),
-    ("sku", 64, True),
-    ("reason", 200, False),
-    ("actor", 200, True),
-    ("source", 200, True),
-    ("at", 40, True),
-    ("fingerprint", 1000, True),
+#: Text fields and the grammar each follows (`backends.values`); None: not required.
+_TEXT_FIELDS: tuple[tuple[str, Callable[..., Any], bool], ...] = (
+    ("message_id", values.idempotency_key, True),
+    ("event_id", values.idempotency_key, True),
+    ("store", values.store_code, True),
+    ("to_store", values.store_code, False),
+    ("sku", values.sku, True),
+    ("reason", values.reason, False),
+    ("actor", values.actor, True),
+    ("source", values.actor, True),
+    ("at", lambda v, field: values.text(v, field=field, max_length=40), True),
+    ("fingerprint", lambda v, field: values.text(v, field=field, max_length=1000), True),
 )
-_NUMBER_FIELDS = ("delta", "quantity", "expect")
-#: What no text field may hold: control characters, bytes that were not UTF-8.
-_BAD_TEXT = re.compile(r"[\x00-\x1f\x7f\ud800-\udfff]")
-_SLUG = re.compile(r"[a-z0-9_-]{1,64}")
+_NUMBER_FIELDS = (
+    ("delta", values.delta),
+    ("quantity", values.quantity),
+    ("expect", values.quantity),
+)
 
 
 def decode(raw: bytes | None) -> Event:
     """An event from the topic, or `MalformedEvent` saying what is wrong with it.
 
-    The checks are the value rules of a command's arguments (`backends.models`), done in
-    one pass: the worker decodes every message, so this is on its hot path.
+    Every field is checked by the grammar a command's arguments follow (`backends.values`),
+    so what a worker applies is what a command could have asked for.
     """
     if not raw:
         raise MalformedEvent("the message is empty")
     try:
-        data = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        data = loads(raw)
+    except (UnicodeDecodeError, JsonError) as exc:
         raise MalformedEvent(f"not JSON: {exc}") from None
     if not isinstance(data, dict):
         raise MalformedEvent(f"not a JSON object but {type(data).__name__}")
     version = data.get("v")
-    if version != SCHEMA_VERSION:
+    if version != SCHEMA_VERSION or type(version) is not int:
         raise MalformedEvent(f"schema version {version!r}, this worker reads {SCHEMA_VERSION}")
     kind = data.get("type")
     if kind not in EVENT_TYPES:
         raise MalformedEvent(f"unknown type {kind!r}")
-    texts: dict[str, str | None] = {}
-    for name, longest, required in _TEXT_FIELDS:
-        value = data.get(name)
-        if value is None:
-            if required or (name == "to_store" and kind == "stock.transfer"):
-                raise MalformedEvent(f"{name} is missing")
-            texts[name] = None
-            continue
-        if type(value) is not str:
-            raise MalformedEvent(f"{name} is not str: {value!r}")
-        if len(value) > longest:
-            raise MalformedEvent(f"{name}: longer than {longest} characters")
-        if not value.strip():
-            if name != "reason":
-                raise MalformedEvent(f"{name} is empty")
-            value = None
-        texts[name] = value
-    if _BAD_TEXT.search("".join(v for v in texts.values() if v)):  # one search for all
-        for name, value in texts.items():
-            if value and any("\ud800" <= c <= "\udfff" for c in value):
-                raise MalformedEvent(f"{name}: is not valid UTF-8")
-            if value and _BAD_TEXT.search(value):
-                raise MalformedEvent(f"{name}: contains a control character")
+    texts: dict[str, Any] = {}
     numbers: dict[str, int | None] = {}
-    for name in _NUMBER_FIELDS:
-        value = data.get(name)
-        if value is not None and (
-            type(value) is not int or not -MAX_QUANTITY <= value <= MAX_QUANTITY
-        ):
-            if type(value) is not int:
-                raise MalformedEvent(f"{name} is not int: {value!r}")
-            raise MalformedEvent(f"{name} is out of range: {value}")
-        numbers[name] = value
-    for name in ("store", "to_store"):
-        code = texts[name]
-        if code is not None and not _SLUG.fullmatch(code):
-            raise MalformedEvent(f"{name}: {code!r} is not a store code")
+    try:
+        for name, check, required in _TEXT_FIELDS:
+            value = data.get(name)
+            if value is None:
+                if required or (name == "to_store" and kind == "stock.transfer"):
+                    raise MalformedEvent(f"{name} is missing")
+                texts[name] = None
+                continue
+            if type(value) is not str:
+                raise MalformedEvent(f"{name} is not text: {value!r}")
+            texts[name] = check(value, field=name)
+        for name, number in _NUMBER_FIELDS:
+            value = data.get(name)
+            if value is not None and type(value) is not int:
+                raise MalformedEvent(f"{name} is not a whole number: {value!r}")
+            numbers[name] = None if value is None else number(value, field=name)
+    except ValidationError as exc:
+        raise MalformedEvent(str(exc)) from None
     delta, quantity, expect = numbers["delta"], numbers["quantity"], numbers["expect"]
     if kind == "stock.adjust":
         if delta is None:
@@ -213,8 +201,6 @@ def decode(raw: bytes | None) -> Event:
             raise MalformedEvent("quantity is missing")
         if delta is not None:
             raise MalformedEvent(f"{kind} has a quantity, not a delta")
-    if (quantity is not None and quantity < 0) or (expect is not None and expect < 0):
-        raise MalformedEvent("a quantity is negative")
     if kind == "stock.transfer":
         if (quantity or 0) <= 0:
             raise MalformedEvent("a transfer moves a positive quantity")
@@ -225,23 +211,24 @@ def decode(raw: bytes | None) -> Event:
     elif texts["to_store"] is not None:
         raise MalformedEvent(f"{kind} has no to_store")
     event = Event(
-        message_id=texts["message_id"],  # type: ignore[arg-type]
-        event_id=texts["event_id"],  # type: ignore[arg-type]
+        message_id=texts["message_id"],
+        event_id=texts["event_id"],
         type=kind,
-        store=texts["store"],  # type: ignore[arg-type]
-        sku=texts["sku"],  # type: ignore[arg-type]
+        store=texts["store"],
+        sku=texts["sku"],
         delta=delta,
         quantity=quantity,
         to_store=texts["to_store"],
         expect=expect,
         reason=texts["reason"],
-        actor=texts["actor"],  # type: ignore[arg-type]
-        source=texts["source"],  # type: ignore[arg-type]
-        at=texts["at"],  # type: ignore[arg-type]
-        fingerprint=texts["fingerprint"],  # type: ignore[arg-type]
+        actor=texts["actor"],
+        source=texts["source"],
+        at=texts["at"],
+        fingerprint=texts["fingerprint"],
     )
     try:
+        values.moment(event.at, field="at")
         event.time  # noqa: B018 - parse it now, so a bad time is malformed, not a crash later
-    except ValueError:
+    except (ValueError, ValidationError):
         raise MalformedEvent(f"at is not an ISO time: {event.at!r}") from None
     return event

@@ -32,30 +32,21 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import BackendUnavailable
+from ..errors import BackendUnavailable, ConfigurationError, InventoryError, PermissionDenied
 from .apply import Message, Outcome, apply_batch, record_rejections, unprocessable
 
 if TYPE_CHECKING:
     from .backend import KafkaBackend
 
-__all__ = ["Counters", "Worker", "consumer_lag"]
+__all__ = ["Counters", "Worker"]
 
 log = logging.getLogger("inv.worker")
 
-DEFAULT_GROUP = "inv-workers"
+DEFAULT_GROUP = "inv-workers"  # the default of the kafka_group setting
 
 #: How often a batch that fails (other than PostgreSQL being away) is tried before it is
 #: split to find the message that fails.
 TRIES = 3
-
-
-def _outage(exc: BackendUnavailable) -> bool:
-    """PostgreSQL unreachable (connection refused, lost, shutting down), as opposed to a
-    statement that failed."""
-    cause = exc.__cause__
-    orig = getattr(cause, "orig", cause)
-    state = getattr(orig, "sqlstate", None)
-    return state is None or str(state).startswith(("08", "57P", "53"))
 
 
 def _merge(a: Outcome, b: Outcome) -> Outcome:
@@ -221,8 +212,10 @@ class Worker:
         self._assigned = []
 
     def _apply(self, messages: list[Message]) -> Outcome | None:
-        """Apply in one transaction.  While PostgreSQL is unreachable, retry with backoff
-        (no offsets are committed meanwhile); None if stopped before it could.
+        """Apply in one transaction.  While PostgreSQL is unreachable (or writers collide:
+        any error that says it is `retryable`), retry with backoff (no offsets are
+        committed meanwhile); None if stopped before it could.  A configuration error
+        stops the worker.
 
         A batch that fails for any other reason is tried again (`TRIES` times), then
         split in two, down to the message that fails on its own, which is rejected as
@@ -232,9 +225,11 @@ class Worker:
         failures = 0
         while True:
             try:
-                return self.backend._write(lambda connection: apply_batch(connection, messages))
-            except BackendUnavailable as exc:
-                if not _outage(exc):
+                return self.backend.db.write(lambda connection: apply_batch(connection, messages))
+            except (ConfigurationError, PermissionDenied):
+                raise  # the setup is wrong, not a message: stop rather than reject them all
+            except InventoryError as exc:
+                if not exc.retryable:
                     failure: BaseException = exc
                 else:
                     self.counters.retries += 1
@@ -280,7 +275,7 @@ class Worker:
         rejection = unprocessable(message, failure)
         while True:
             try:
-                self.backend._write(lambda connection: record_rejections(connection, [rejection]))
+                self.backend.db.write(lambda connection: record_rejections(connection, [rejection]))
                 return Outcome(rejected=[rejection])
             except BackendUnavailable as exc:
                 log.warning("cannot record the rejection of %s (%s)", message.message_id, exc)
@@ -380,82 +375,3 @@ class Worker:
             log.debug("lag unknown: %s", exc)
         self.counters.lag = lag
         log.info("counters: %s", " ".join(f"{k}={v}" for k, v in asdict(self.counters).items()))
-
-
-def consumer_lag(
-    backend: KafkaBackend, *, group: str = DEFAULT_GROUP, peek: bool = True
-) -> dict[str, Any]:
-    """The broker's health and the group's lag per partition; with `peek`, the age of the
-    oldest event not yet committed by the workers."""
-    from confluent_kafka import Consumer, KafkaException, TopicPartition
-
-    report: dict[str, Any] = {
-        "where": backend.bootstrap_servers,
-        "topic": backend.topic,
-        "group": group,
-    }
-    config = {**backend.kafka_config(), "group.id": group, "enable.auto.commit": False}
-    consumer = Consumer(config)
-    try:
-        metadata = consumer.list_topics(backend.topic, timeout=backend.timeout)
-        topic = metadata.topics.get(backend.topic)
-        if topic is None or topic.error is not None:
-            report.update(ok=False, error=f"topic {backend.topic} does not exist; run 'inv init'")
-            return report
-        partitions = [TopicPartition(backend.topic, p) for p in sorted(topic.partitions)]
-        committed = consumer.committed(partitions, timeout=backend.timeout)
-        rows = []
-        total = 0
-        oldest: float | None = None
-        for tp in committed:
-            low, high = consumer.get_watermark_offsets(tp, timeout=backend.timeout)
-            done = tp.offset if tp.offset >= 0 else low
-            lag = max(0, high - done)
-            total += lag
-            row: dict[str, Any] = {
-                "partition": tp.partition,
-                "committed": done,
-                "end": high,
-                "lag": lag,
-            }
-            if peek and lag:
-                age = _age_at(backend, tp.partition, done)
-                if age is not None:
-                    row["oldest_age_s"] = round(age, 3)
-                    oldest = age if oldest is None else max(oldest, age)
-            rows.append(row)
-        report.update(ok=True, lag=total, partitions=rows)
-        report["oldest_unapplied_age_s"] = round(oldest, 3) if oldest is not None else 0.0
-    except KafkaException as exc:
-        report.update(ok=False, error=str(exc.args[0]))
-    finally:
-        consumer.close()
-    return report
-
-
-def _age_at(backend: KafkaBackend, partition: int, offset: int) -> float | None:
-    """Seconds since the event at `offset` was published (None if it cannot be read)."""
-    from confluent_kafka import Consumer, TopicPartition
-
-    peeker = Consumer(
-        {
-            **backend.kafka_config(),
-            "group.id": "inv-status-peek",
-            "enable.auto.commit": False,
-            "fetch.wait.max.ms": 10,
-        }
-    )
-    try:
-        peeker.assign([TopicPartition(backend.topic, partition, offset)])
-        deadline = time.monotonic() + min(backend.timeout, 3.0)
-        while time.monotonic() < deadline:
-            record = peeker.poll(0.1)
-            if record is None or record.error() is not None:
-                continue
-            _kind, stamp = record.timestamp()
-            if stamp <= 0:
-                return None
-            return max(0.0, time.time() - stamp / 1000)
-        return None
-    finally:
-        peeker.close()

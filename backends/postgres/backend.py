@@ -9,12 +9,15 @@ Configuration (settings; see the README for flags and environment names)::
 Reads go to a replica when there is one; writes, and reads that follow a write by the
 same backend object (one command), go to the primary.  The schema is managed by Alembic
 (`inv db upgrade`); a database whose schema is behind this code is refused with a hint.
+Connections, error translation and retries are `backends.postgres.database`; the
+queries of reads are `backends.postgres.reads`.
 
 A movement is one guarded statement (`UPDATE ... SET quantity = quantity + :d WHERE ...
 AND quantity + :d >= 0 RETURNING`) plus its audit row and its idempotency record, in
-one transaction.  Transfers lock their two rows in store order, so opposite transfers
-never deadlock.  Batches (import) lock the rows they touch, apply the shared rules of
-`backends.engine` to them, and write the result back with COPY and set-based SQL.
+one transaction; when the guard refuses, `backends.rules` says why.  Transfers lock
+their two rows in store order, so opposite transfers never deadlock.  Batches (import)
+lock the rows they touch, apply the shared rules of `backends.engine` to them, and write
+the result back with COPY and set-based SQL.
 
 Example::
 
@@ -26,40 +29,31 @@ Example::
 from __future__ import annotations
 
 import json
-import logging
-import random
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import ExitStack, contextmanager
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Self, TypeVar
 
-import psycopg
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import Connection, Engine, make_url
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy import text
+from sqlalchemy.engine import Connection
 
+from .. import requests, rules, values
 from ..base import Backend, Progress
 from ..batch import BatchResult, BatchRow, OnError
-from ..engine import State, run_batch, show
+from ..engine import State, run_batch
 from ..errors import (
     AlreadyExists,
-    BackendUnavailable,
     BatchRejected,
     ConfigurationError,
-    Conflict,
-    InsufficientStock,
     InventoryError,
     NotFound,
-    PermissionDenied,
-    RowProblem,
-    ValidationError,
+    RefusedError,
 )
 from ..models import (
     MAIN_STORE,
-    MAX_QUANTITY,
-    MOVEMENT_FIELDS,
+    Edited,
     Item,
     Movement,
     MovementSummary,
@@ -68,88 +62,40 @@ from ..models import (
     Store,
     StoreValue,
     format_time,
-    validate_event_id,
-    validate_name,
-    validate_store_code,
 )
 from ..requests import (
     StockChange,
-    batch_fingerprint,
-    check_page,
     movement_from_json,
     movement_json,
-    new_product,
-    product_changes,
     product_from_json,
     product_json,
     reused_key,
-    sku_key,
 )
-from ..requests import transfer as transfer_request
-from . import schema
+from . import reads, schema
+from .database import Database, secret, where
+
+if TYPE_CHECKING:
+    from ..settings import Settings
 
 __all__ = ["PostgresBackend"]
 
 T = TypeVar("T")
 
-log = logging.getLogger("inv.postgres")
-
-_ENGINES: dict[str, Engine] = {}
-
-AUDIT_COLUMNS = ", ".join(MOVEMENT_FIELDS)
-RETRYABLE = {"40001", "40P01", "23505"}  # serialization failure, deadlock, a racing insert
+AUDIT_COLUMNS = reads.AUDIT_COLUMNS
 
 
-def _driver_url(url: str) -> str:
-    """psycopg 3 is the driver, whatever scheme the user wrote."""
-    for prefix in ("postgresql+psycopg://", "postgresql://", "postgres://"):
-        if url.startswith(prefix):
-            return "postgresql+psycopg://" + url[len(prefix) :]
-    raise ConfigurationError(
-        "database_url: must start with postgresql:// "
-        f"(got {make_url(url).render_as_string(hide_password=True) if '://' in url else '?'})"
-    )
+class _DryRun(Exception):
+    """Rolls a dry run's transaction back, carrying its result out."""
+
+    def __init__(self, result: BatchResult) -> None:
+        self.result = result
 
 
-def _engine(url: str) -> Engine:
-    """One pool per URL per process."""
-    engine = _ENGINES.get(url)
-    if engine is None:
-        engine = create_engine(
-            _driver_url(url),
-            pool_size=5,
-            max_overflow=5,
-            pool_pre_ping=False,
-            connect_args={
-                "connect_timeout": 5,
-                "options": "-c TimeZone=UTC",
-                # A server that vanishes without closing (a cable, a frozen VM) is noticed
-                # in about 20 s instead of the kernel's two hours.
-                "keepalives": 1,
-                "keepalives_idle": 10,
-                "keepalives_interval": 3,
-                "keepalives_count": 3,
-            },
-        )
-        _ENGINES[url] = engine
-    return engine
-
-
-def _where(url: str) -> str:
-    parsed = make_url(_driver_url(url))
-    return f"{parsed.host or 'localhost'}:{parsed.port or 5432}"
-
-
-def _movement(row: Any) -> Movement:
-    """An audit entry from a row with the `MOVEMENT_FIELDS` columns."""
-    return Movement(*(getattr(row, name) for name in MOVEMENT_FIELDS))
-
-
-class _Refused(Exception):
-    """Raised inside a transaction to roll it back, carrying the error to raise after."""
-
-    def __init__(self, error: InventoryError) -> None:
-        self.error = error
+def _replayed(seen: dict[str, Any]) -> list[Movement]:
+    """The entries a key's first use wrote, as remembered (a batch of the first release
+    kept them as `changes`)."""
+    entries = seen.get("movements", seen.get("changes", []))
+    return [movement_from_json(m, replayed=True) for m in entries]
 
 
 class PostgresBackend(Backend):
@@ -166,177 +112,109 @@ class PostgresBackend(Backend):
         source: str = "cli",
     ) -> None:
         super().__init__(actor=actor, source=source)
-        self.url = url
-        self.read_urls = list(read_urls)
-        self._checked = False
-        self._wrote = False
+        self.db = Database(url, read_urls)
+        self._touched: list[Movement] = []
 
     @classmethod
-    def from_settings(cls, settings: Mapping[str, Any], *, actor: str, source: str) -> Self:
-        url = _secret(settings.get("database_url"))
+    def from_settings(cls, settings: Settings, *, actor: str, source: str) -> Self:
+        url = secret(settings.database_url)
         if not url:
             raise ConfigurationError(
-                "the postgres backend needs a database: set INV_DATABASE_URL "
+                f"the {cls.name} backend needs a database: set INV_DATABASE_URL "
                 "(postgresql://user:password@host:5432/dbname)"
             )
-        replicas = _secret(settings.get("read_database_urls")) or ""
-        return cls(
-            url,
-            read_urls=[u.strip() for u in replicas.split(",") if u.strip()],
-            actor=actor,
-            source=source,
-        )
+        return cls(url, read_urls=_replicas(settings), actor=actor, source=source)
+
+    @property
+    def url(self) -> str:
+        return self.db.url
+
+    @property
+    def read_urls(self) -> list[str]:
+        return self.db.read_urls
 
     def describe(self) -> str:
-        return (
-            make_url(_driver_url(self.url))
-            .render_as_string(hide_password=True)
-            .replace("postgresql+psycopg://", "postgresql://")
-        )
+        return self.db.describe()
 
     def close(self) -> None:
-        for url in (self.url, *self.read_urls):
-            engine = _ENGINES.pop(url, None)
-            if engine is not None:
-                engine.dispose()
+        self.db.close()
 
-    # -- connections and errors -------------------------------------------------------
-
-    def _translate(self, exc: DBAPIError | psycopg.Error, url: str) -> InventoryError | None:
-        """A driver error as one of the contract's errors, naming the server, never the
-        password."""
-        orig = exc.orig if isinstance(exc, DBAPIError) else exc
-        message = str(orig).strip().splitlines()[0] if str(orig).strip() else type(orig).__name__
-        state = getattr(orig, "sqlstate", None)
-        where = _where(url)
-        if state == "28P01" or "password authentication failed" in message:
-            return ConfigurationError(f"PostgreSQL at {where} refused the login: {message}")
-        if state == "3D000" or ("database" in message and "does not exist" in message):
-            return ConfigurationError(f"PostgreSQL at {where}: {message}")
-        if state == "28000" or ("role" in message and "does not exist" in message):
-            return ConfigurationError(f"PostgreSQL at {where}: {message}")
-        if state == "42501":
-            return PermissionDenied(f"PostgreSQL at {where}: {message}")
-        if state == "22003":
-            return ValidationError(f"a number is out of range: {message}")
-        if state is not None and state.startswith(("42", "0A")):
-            return None  # syntax or semantics of our own SQL: a bug, not the user's doing
-        if state is None or state.startswith(("08", "57P")):
-            return BackendUnavailable(f"cannot reach PostgreSQL at {where}: {message}")
-        return BackendUnavailable(f"PostgreSQL at {where} failed: {message}")
-
-    def _check_schema(self, connection: Connection) -> None:
-        if self._checked:
-            return
-        revision = schema.current_revision(connection)
-        if revision is None:
-            raise ConfigurationError(
-                f"{self.describe()} has no inv schema; run 'inv init' (or 'inv db upgrade')"
-            )
-        if revision != schema.HEAD:
-            if revision < schema.HEAD:
-                raise ConfigurationError(
-                    f"the schema of {self.describe()} is at {revision}, this inv needs "
-                    f"{schema.HEAD}; run 'inv db upgrade'"
-                )
-            raise ConfigurationError(
-                f"the schema of {self.describe()} ({revision}) is newer than this inv "
-                f"({schema.HEAD}); upgrade inv"
-            )
-        self._checked = True
-
-    @contextmanager
-    def _connect(self, url: str, *, check: bool = True) -> Iterator[Connection]:
-        try:
-            with _engine(url).connect() as connection:
-                if check and not self._checked:
-                    self._check_schema(connection)
-                    connection.rollback()  # end the check's implicit transaction
-                yield connection
-        except (DBAPIError, psycopg.Error) as exc:
-            error = self._translate(exc, url)
-            if error is None:
-                raise  # a bug in our SQL: let it show
-            raise error from exc
+    # -- transactions -----------------------------------------------------------------
 
     @contextmanager
     def _read(self) -> Iterator[Connection]:
-        """A connection for reads: a replica, unless this backend has written; the
-        primary when the replica cannot be reached (one warning)."""
-        with ExitStack() as stack:
-            connection = None
-            if self.read_urls and not self._wrote:
-                url = random.choice(self.read_urls)
-                try:
-                    connection = stack.enter_context(self._connect(url))
-                except BackendUnavailable as exc:
-                    log.warning("%s; reading from the primary", exc)
-            if connection is None:
-                connection = stack.enter_context(self._connect(self.url))
+        with self.db.read() as connection:
             yield connection
 
-    def _write(self, work: Callable[[Connection], T], *, attempts: int = 5) -> T:
-        """Run `work` in one transaction on the primary; retry deadlocks and
-        serialization failures; create a missing audit partition and retry."""
-        self._wrote = True
-        for attempt in range(attempts):
-            try:
-                with self._connect(self.url) as connection, connection.begin():
-                    return work(connection)
-            except _Refused as refused:
-                raise refused.error from None
-            except BackendUnavailable as exc:
-                cause = exc.__cause__
-                orig = cause.orig if isinstance(cause, DBAPIError) else cause
-                state = getattr(orig, "sqlstate", None)
-                if state in RETRYABLE and attempt + 1 < attempts:
-                    continue
-                if state == "23514" and "no partition" in str(orig) and attempt + 1 < attempts:
-                    self._ensure_partition()
-                    continue
-                raise
-        raise AssertionError("unreachable")
+    def _write(self, work: Callable[[Connection], T], *, everything: bool = False) -> T:
+        """Run `work` in one transaction on the primary (see `Database.write`), then the
+        post-write hook with the audit entries it wrote (`everything`: it may have changed
+        anything).  A refusal changed nothing; any other failure may have come after the
+        commit, so the hook hears that anything may have changed."""
+        self._touched = []
+        try:
+            result = self.db.write(work)
+        except RefusedError:
+            raise
+        except BaseException:
+            self._written(None)
+            raise
+        self._written(None if everything else self._touched)
+        return result
 
-    def _ensure_partition(self, at: datetime | None = None) -> None:
-        with self._connect(self.url) as connection, connection.begin():
-            connection.execute(text("SELECT audit_log_partition(coalesce(:at, now()))"), {"at": at})
+    def _written(self, entries: Sequence[Movement] | None) -> None:
+        """After every write: the entries it wrote, or None when anything may have changed.
+        The kafka backend drops the cache entries they touch.  (A backend object serves
+        one caller at a time, as a connection does.)"""
+
+    def _write_unchecked(self, work: Callable[[Connection], T]) -> T:
+        """`_write` before the schema is there to check (init, upgrade)."""
+        self._touched = []
+        try:
+            return self.db.write(work, check=False, attempts=1)
+        finally:
+            self._written(None)
 
     # -- idempotency ------------------------------------------------------------------
 
+    @staticmethod
     def _claim(
-        self, connection: Connection, event_id: str | None, fingerprint: str, what: str = "request"
+        connection: Connection, request: requests.Request, what: str = "request"
     ) -> dict[str, Any] | None:
-        """Take `event_id` for this transaction; if it was applied before, return what
-        was remembered (a concurrent holder of the key is waited for)."""
-        if event_id is None:
+        """Take the request's key for this transaction; if it was applied before, return
+        what was remembered (a concurrent holder of the key is waited for)."""
+        if request.event_id is None:
             return None
-        try:
-            validate_event_id(event_id)
-        except ValidationError as exc:
-            raise _Refused(exc) from None
         taken = connection.execute(
             text(
                 "INSERT INTO applied_events (event_id, fingerprint) VALUES (:k, :fp) "
                 "ON CONFLICT (event_id) DO NOTHING RETURNING event_id"
             ),
-            {"k": event_id, "fp": fingerprint},
+            {"k": request.event_id, "fp": request.fingerprint},
         ).first()
         if taken is not None:
             return None
         seen = connection.execute(
             text("SELECT fingerprint, result FROM applied_events WHERE event_id = :k"),
-            {"k": event_id},
+            {"k": request.event_id},
         ).one()
-        if seen.fingerprint != fingerprint:
-            raise _Refused(reused_key(event_id, what))
+        if seen.fingerprint != request.fingerprint:
+            raise reused_key(request.event_id, what)
         result: dict[str, Any] = seen.result
         return result
 
-    def _remember(self, connection: Connection, event_id: str | None, result: Any) -> None:
-        if event_id is not None:
+    @staticmethod
+    def _remember(
+        connection: Connection,
+        request: requests.Request,
+        written: Sequence[Movement],
+        extra: dict[str, Any] | None = None,
+    ) -> None:
+        if request.event_id is not None:
+            result = {**(extra or {}), "movements": [movement_json(m) for m in written]}
             connection.execute(
                 text("UPDATE applied_events SET result = CAST(:r AS jsonb) WHERE event_id = :k"),
-                {"k": event_id, "r": json.dumps(result)},
+                {"k": request.event_id, "r": json.dumps(result)},
             )
 
     def _audit(
@@ -353,9 +231,10 @@ class PostgresBackend(Backend):
     ) -> Movement:
         row = connection.execute(
             text(
-                "INSERT INTO audit_log (actor, source, event_id, store, sku, action, delta, "
-                "quantity_after, reason) VALUES (:actor, :source, :event_id, :store, :sku, "
-                f":action, :delta, :quantity_after, :reason) RETURNING {AUDIT_COLUMNS}"
+                "INSERT INTO audit_log (actor, source, event_id, store, sku, sku_key, action, "
+                "delta, quantity_after, reason) VALUES (:actor, :source, :event_id, :store, "
+                ":sku, :sku_key, :action, :delta, :quantity_after, :reason) "
+                f"RETURNING {AUDIT_COLUMNS}"
             ),
             {
                 "actor": self.actor,
@@ -363,80 +242,28 @@ class PostgresBackend(Backend):
                 "event_id": event_id,
                 "store": store,
                 "sku": sku,
+                "sku_key": values.sku_key(sku) if sku is not None else None,
                 "action": action,
                 "delta": delta,
                 "quantity_after": quantity_after,
                 "reason": reason,
             },
         ).one()
-        return _movement(row)
-
-    # -- look-ups inside a transaction ------------------------------------------------
-
-    @staticmethod
-    def _store_id(connection: Connection, code: str) -> int:
-        found = connection.execute(
-            text("SELECT id FROM stores WHERE code = :c"), {"c": code}
-        ).scalar()
-        if found is None:
-            raise _Refused(NotFound(f"no store {code!r}"))
-        return int(found)
-
-    @staticmethod
-    def _product_row(connection: Connection, sku: str, *, lock: bool = False) -> Any:
-        row = connection.execute(
-            text(
-                "SELECT id, sku, name, price, unit, category, reorder_level FROM products "
-                "WHERE lower(sku) = lower(:s)" + (" FOR UPDATE" if lock else "")
-            ),
-            {"s": sku.strip()},
-        ).first()
-        if row is None:
-            raise _Refused(NotFound(f"no product with SKU {sku.strip()!r}"))
-        return row
-
-    @staticmethod
-    def _stock_levels(connection: Connection, product_id: int) -> list[tuple[str, int, int]]:
-        """(store, version, quantity) for every store the product is stocked at."""
-        rows = connection.execute(
-            text(
-                "SELECT s.code, i.version, i.quantity FROM inventory i "
-                "JOIN stores s ON s.id = i.store_id "
-                'WHERE i.product_id = :p ORDER BY s.code COLLATE "C"'
-            ),
-            {"p": product_id},
-        )
-        return [(code, version, quantity) for code, version, quantity in rows]
-
-    @classmethod
-    def _stock_of(cls, connection: Connection, product_id: int) -> dict[str, int]:
-        return {code: q for code, _, q in cls._stock_levels(connection, product_id)}
-
-    def _product(
-        self, connection: Connection, row: Any, stock: dict[str, int] | None = None
-    ) -> Product:
-        return Product(
-            sku=row.sku,
-            name=row.name,
-            price=row.price,
-            unit=row.unit,
-            category=row.category,
-            reorder_level=row.reorder_level,
-            stock=self._stock_of(connection, row.id) if stock is None else stock,
-        )
+        entry = reads.movement(row)
+        self._touched.append(entry)
+        return entry
 
     # -- set-up -----------------------------------------------------------------------
 
-    def init(self) -> bool:
+    def init(self, *, record: bool = True) -> bool:
         def work(connection: Connection) -> bool:
             # One initialiser at a time; a second one finds the schema there.
             connection.execute(text("SELECT pg_advisory_xact_lock(hashtext('inv.init'))"))
             before = schema.current_revision(connection)
-            if before is not None and before > schema.HEAD:
-                raise _Refused(
-                    ConfigurationError(
-                        f"the schema of {self.describe()} ({before}) is newer than this inv"
-                    )
+            if before is not None and before != schema.HEAD and not schema.is_older(before):
+                raise ConfigurationError(
+                    f"the schema of {self.describe()} ({before}) is not one this inv knows; "
+                    "upgrade inv"
                 )
             schema.upgrade(connection)
             created = connection.execute(
@@ -445,7 +272,7 @@ class PostgresBackend(Backend):
                     "ON CONFLICT (code) DO NOTHING RETURNING id"
                 )
             ).first()
-            if created is not None:
+            if created is not None and record:
                 self._audit(
                     connection,
                     str(uuid.uuid4()),
@@ -456,18 +283,14 @@ class PostgresBackend(Backend):
                 )
             return before is None
 
-        self._wrote = True
-        try:
-            with self._connect(self.url, check=False) as connection, connection.begin():
-                created = work(connection)
-        except _Refused as refused:
-            raise refused.error from None
-        self._checked = False
+        created = self._write_unchecked(work)
+        self.db.checked = False
         return created
 
     def upgrade(self) -> tuple[str | None, str]:
         """`inv db upgrade`: migrate to this code's schema; returns (before, after)."""
-        with self._connect(self.url, check=False) as connection, connection.begin():
+
+        def work(connection: Connection) -> str | None:
             before = schema.current_revision(connection)
             schema.upgrade(connection)
             connection.execute(
@@ -476,7 +299,10 @@ class PostgresBackend(Backend):
                     "FROM generate_series(-1, 12) AS m"
                 )
             )
-        self._checked = False
+            return before
+
+        before = self._write_unchecked(work)
+        self.db.checked = False
         return before, schema.HEAD
 
     # -- stores -----------------------------------------------------------------------
@@ -484,88 +310,79 @@ class PostgresBackend(Backend):
     def add_store(
         self, code: str, name: str | None = None, *, event_id: str | None = None
     ) -> Store:
-        code = validate_store_code(code)
-        name = validate_name(name, field="name") if name is not None else code
+        request = requests.add_store(code, name, event_id)
 
         def work(connection: Connection) -> Store:
-            seen = self._claim(connection, event_id, f"store.create|{code}|{name}")
+            seen = self._claim(connection, request)
             if seen is not None:
-                return Store(code, seen["name"])
+                return Store(request.code, seen["name"], replayed=True)
             created = connection.execute(
                 text(
                     "INSERT INTO stores (code, name) VALUES (:c, :n) "
                     "ON CONFLICT (code) DO NOTHING RETURNING id"
                 ),
-                {"c": code, "n": name},
+                {"c": request.code, "n": request.name},
             ).first()
             if created is None:
-                raise _Refused(AlreadyExists(f"store {code!r} already exists"))
-            self._audit(
+                raise AlreadyExists(f"store {request.code!r} already exists")
+            entry = self._audit(
                 connection,
-                event_id or str(uuid.uuid4()),
+                request.event_id or str(uuid.uuid4()),
                 "store.create",
-                store=code,
+                store=request.code,
                 sku=None,
-                reason=name,
+                reason=request.name,
             )
-            self._remember(connection, event_id, {"name": name})
-            return Store(code, name)
+            self._remember(connection, request, [entry], {"name": request.name})
+            return Store(request.code, request.name)
 
         return self._write(work)
 
-    def remove_store(self, code: str, *, force: bool = False, event_id: str | None = None) -> None:
-        code = validate_store_code(code)
-        if code == MAIN_STORE:
-            raise ValidationError("store 'main' cannot be removed", field="store")
+    def remove_store(
+        self, code: str, *, force: bool = False, event_id: str | None = None
+    ) -> list[Movement]:
+        request = requests.remove_store(code, force, event_id)
 
-        def work(connection: Connection) -> None:
-            if self._claim(connection, event_id, f"store.delete|{code}|{force}") is not None:
-                return
-            found = connection.execute(
-                text("SELECT id FROM stores WHERE code = :c FOR UPDATE"), {"c": code}
-            ).scalar()
-            if found is None:
-                raise _Refused(NotFound(f"no store {code!r}"))
+        def work(connection: Connection) -> list[Movement]:
+            seen = self._claim(connection, request)
+            if seen is not None:
+                return _replayed(seen)
+            found = reads.store_id(connection, request.code, lock="FOR UPDATE")
             held = connection.execute(
                 text(
                     "SELECT p.sku, i.quantity FROM inventory i JOIN products p "
                     "ON p.id = i.product_id WHERE i.store_id = :s "
-                    'ORDER BY lower(p.sku) COLLATE "C", p.sku COLLATE "C" FOR UPDATE OF i'
+                    'ORDER BY p.sku_key, p.sku COLLATE "C" FOR UPDATE OF i'
                 ),
                 {"s": found},
             ).all()
-            on_hand = sum(q for _, q in held)
-            if on_hand and not force:
-                raise _Refused(
-                    Conflict(
-                        f"store {code!r} still holds {on_hand} units of stock; "
-                        "move it away or use --force to write it off"
-                    )
-                )
-            eid = event_id or str(uuid.uuid4())
-            for sku, quantity in held:
+            rules.check_store_removal(request.code, sum(q for _, q in held), force=request.force)
+            eid = request.event_id or str(uuid.uuid4())
+            written = [
                 self._audit(
                     connection,
                     eid,
                     "product.delete",
-                    store=code,
+                    store=request.code,
                     sku=sku,
                     delta=-quantity,
                     quantity_after=0,
                     reason="store removed",
                 )
+                for sku, quantity in held
+            ]
             connection.execute(text("DELETE FROM stores WHERE id = :s"), {"s": found})
-            self._audit(connection, eid, "store.delete", store=code, sku=None)
-            self._remember(connection, event_id, {})
+            written.append(
+                self._audit(connection, eid, "store.delete", store=request.code, sku=None)
+            )
+            self._remember(connection, request, written)
+            return written
 
-        self._write(work)
+        return self._write(work)
 
     def stores(self) -> list[Store]:
         with self._read() as connection:
-            rows = connection.execute(
-                text('SELECT code, name FROM stores ORDER BY code COLLATE "C"')
-            )
-            return [Store(code, name) for code, name in rows]
+            return reads.stores(connection)
 
     # -- catalog ----------------------------------------------------------------------
 
@@ -582,7 +399,7 @@ class PostgresBackend(Backend):
         reorder_level: int = 0,
         event_id: str | None = None,
     ) -> Product:
-        request = new_product(
+        request = requests.new_product(
             name,
             price,
             sku=sku,
@@ -591,60 +408,48 @@ class PostgresBackend(Backend):
             unit=unit,
             category=category,
             reorder_level=reorder_level,
+            event_id=event_id,
         )
-        code, quantity = request.store, request.quantity
-        fields: dict[str, Any] = {
-            "name": request.name,
-            "price": request.price,
-            "unit": request.unit,
-            "category": request.category,
-            "reorder_level": request.reorder_level,
-        }
-        fingerprint = request.fingerprint
+        fields = request.fields()
 
         def work(connection: Connection) -> Product:
-            seen = self._claim(connection, event_id, fingerprint)
+            seen = self._claim(connection, request)
             if seen is not None:
-                return product_from_json(seen["product"])
-            store_id = self._store_id(connection, code)
-            new_sku = request.sku
+                return product_from_json(seen["product"], replayed=True)
+            store_id = reads.store_id(connection, request.store)
             while True:
-                candidate = new_sku or "P{:06d}".format(
+                candidate = request.sku or rules.generated_sku(
                     connection.execute(text("SELECT nextval('product_sku_seq')")).scalar_one()
                 )
                 row = connection.execute(
                     text(
-                        "INSERT INTO products (sku, name, price, unit, category, reorder_level) "
-                        "VALUES (:sku, :name, :price, :unit, :category, :reorder_level) "
-                        "ON CONFLICT ((lower(sku))) DO NOTHING RETURNING id"
+                        "INSERT INTO products (sku, sku_key, name, name_key, price, unit, "
+                        "category, category_key, reorder_level) VALUES (:sku, :sku_key, "
+                        ":name, :name_key, :price, :unit, :category, :category_key, "
+                        ":reorder_level) ON CONFLICT (sku_key) DO NOTHING RETURNING id"
                     ),
-                    {**fields, "sku": candidate},
+                    {**fields, **_keys(candidate, fields["name"], fields["category"])},
                 ).first()
                 if row is not None:
                     break
-                if new_sku is not None:
-                    existing = connection.execute(
-                        text("SELECT sku FROM products WHERE lower(sku) = lower(:s)"),
-                        {"s": new_sku},
-                    ).scalar()
-                    raise _Refused(
-                        AlreadyExists(f"SKU {new_sku!r} already exists (as {existing!r})")
-                    )
+                if request.sku is not None:
+                    existing = reads.product_row(connection, request.sku).sku
+                    raise AlreadyExists(f"SKU {request.sku!r} already exists (as {existing!r})")
             connection.execute(
                 text("INSERT INTO inventory (store_id, product_id, quantity) VALUES (:s, :p, :q)"),
-                {"s": store_id, "p": row.id, "q": quantity},
+                {"s": store_id, "p": row.id, "q": request.quantity},
             )
-            self._audit(
+            entry = self._audit(
                 connection,
-                event_id or str(uuid.uuid4()),
+                request.event_id or str(uuid.uuid4()),
                 "product.create",
-                store=code,
+                store=request.store,
                 sku=candidate,
-                delta=quantity,
-                quantity_after=quantity,
+                delta=request.quantity,
+                quantity_after=request.quantity,
             )
-            product = Product(sku=candidate, **fields, stock={code: quantity})
-            self._remember(connection, event_id, {"product": product_json(product)})
+            product = Product(sku=candidate, **fields, stock={request.store: request.quantity})
+            self._remember(connection, request, [entry], {"product": product_json(product)})
             return product
 
         return self._write(work)
@@ -659,43 +464,59 @@ class PostgresBackend(Backend):
         category: str | None = None,
         reorder_level: int | None = None,
         event_id: str | None = None,
-    ) -> Product:
-        changes = product_changes(
-            name=name, price=price, unit=unit, category=category, reorder_level=reorder_level
+    ) -> Edited:
+        request = requests.edit_product(
+            sku,
+            name=name,
+            price=price,
+            unit=unit,
+            category=category,
+            reorder_level=reorder_level,
+            event_id=event_id,
         )
-        fingerprint = f"product.update|{sku_key(sku)}|{sorted(changes.items())}"
 
-        def work(connection: Connection) -> Product:
-            seen = self._claim(connection, event_id, fingerprint)
+        def work(connection: Connection) -> Edited:
+            seen = self._claim(connection, request)
             if seen is not None:
-                return product_from_json(seen["product"])
-            row = self._product_row(connection, sku, lock=True)
-            said = [
-                f"{key} {show(getattr(row, key))} -> {show(value)}"
-                for key, value in changes.items()
-                if getattr(row, key) != value
-            ]
-            if said:
+                entries = _replayed(seen)
+                return Edited(
+                    product_from_json(seen["product"], replayed=True),
+                    entries[0].reason if entries else None,
+                    replayed=True,
+                )
+            row = reads.product_row(connection, request.sku, lock=True)
+            changed, said = rules.product_diff(row._asdict(), dict(request.changes))
+            written = []
+            if said is not None:
+                columns = dict(changed)
+                if "name" in changed:
+                    columns["name_key"] = values.text_key(changed["name"])
+                if "category" in changed:
+                    columns["category_key"] = _keys(row.sku, "", changed["category"])[
+                        "category_key"
+                    ]
                 connection.execute(
                     text(
                         "UPDATE products SET "
-                        + ", ".join(f"{key} = :{key}" for key in changes)
+                        + ", ".join(f"{key} = :{key}" for key in columns)
                         + ", updated_at = now() WHERE id = :id"
                     ),
-                    {**changes, "id": row.id},
+                    {**columns, "id": row.id},
                 )
-                self._audit(
-                    connection,
-                    event_id or str(uuid.uuid4()),
-                    "product.update",
-                    store=None,
-                    sku=row.sku,
-                    reason="; ".join(said),
+                written.append(
+                    self._audit(
+                        connection,
+                        request.event_id or str(uuid.uuid4()),
+                        "product.update",
+                        store=None,
+                        sku=row.sku,
+                        reason=said,
+                    )
                 )
-                row = self._product_row(connection, row.sku)
-            product = self._product(connection, row)
-            self._remember(connection, event_id, {"product": product_json(product)})
-            return product
+                row = reads.product_row(connection, row.sku)
+            product = reads.product(connection, row)
+            self._remember(connection, request, written, {"product": product_json(product)})
+            return Edited(product, said)
 
         return self._write(work)
 
@@ -707,17 +528,16 @@ class PostgresBackend(Backend):
         force: bool = False,
         event_id: str | None = None,
     ) -> list[Movement]:
-        code = validate_store_code(store) if store is not None else None
-        fingerprint = f"product.delete|{sku_key(sku)}|{code}|{force}"
+        request = requests.remove_product(sku, store, force, event_id)
 
         def work(connection: Connection) -> list[Movement]:
-            seen = self._claim(connection, event_id, fingerprint)
+            seen = self._claim(connection, request)
             if seen is not None:
-                return [movement_from_json(m) for m in seen["movements"]]
-            eid = event_id or str(uuid.uuid4())
-            if code is not None:
-                store_id = self._store_id(connection, code)
-            row = self._product_row(connection, sku, lock=True)
+                return _replayed(seen)
+            eid = request.event_id or str(uuid.uuid4())
+            code = request.store
+            store_id = reads.store_id(connection, code) if code is not None else None
+            row = reads.product_row(connection, request.sku, lock=True)
             held = connection.execute(
                 text(
                     "SELECT s.id, s.code, i.quantity FROM inventory i JOIN stores s "
@@ -730,15 +550,9 @@ class PostgresBackend(Backend):
             if code is not None:
                 here = [h for h in held if h.id == store_id]
                 if not here:
-                    raise _Refused(NotFound(f"{row.sku} is not stocked at {code}"))
+                    raise NotFound(f"{row.sku} is not stocked at {code}")
                 on_hand = here[0].quantity
-                if on_hand and not force:
-                    raise _Refused(
-                        Conflict(
-                            f"{row.sku} still has {on_hand} on hand at {code}; "
-                            "use --force to write it off"
-                        )
-                    )
+                rules.check_unstock(row.sku, code, on_hand, force=request.force)
                 connection.execute(
                     text("DELETE FROM inventory WHERE store_id = :s AND product_id = :p"),
                     {"s": store_id, "p": row.id},
@@ -755,15 +569,9 @@ class PostgresBackend(Backend):
                     )
                 )
             else:
-                on_hand = {h.code: h.quantity for h in held if h.quantity}
-                if on_hand and not force:
-                    where = ", ".join(f"{q} at {s}" for s, q in sorted(on_hand.items()))
-                    raise _Refused(
-                        Conflict(
-                            f"{row.sku} still has stock on hand ({where}); "
-                            "use --force to write it off"
-                        )
-                    )
+                rules.check_product_removal(
+                    row.sku, {h.code: h.quantity for h in held}, force=request.force
+                )
                 for h in held:
                     written.append(
                         self._audit(
@@ -780,18 +588,15 @@ class PostgresBackend(Backend):
                 written.append(
                     self._audit(connection, eid, "product.delete", store=None, sku=row.sku)
                 )
-            self._remember(connection, event_id, {"movements": [movement_json(m) for m in written]})
+            self._remember(connection, request, written)
             return written
 
         return self._write(work)
 
     def get(self, sku: str) -> Product:
+        checked = values.sku(sku)
         with self._read() as connection:
-            try:
-                row = self._product_row(connection, sku)
-            except _Refused as refused:
-                raise refused.error from None
-            return self._product(connection, row)
+            return reads.product(connection, reads.product_row(connection, checked))
 
     # -- stock ------------------------------------------------------------------------
 
@@ -809,10 +614,11 @@ class PostgresBackend(Backend):
         action: str,
         ids: tuple[int, int] | None = None,
     ) -> Movement:
-        """One guarded statement: the store of record computes the new quantity."""
+        """One guarded statement: the store of record computes the new quantity; when
+        the guard refuses, `rules.next_quantity` on the locked row says why."""
         if ids is None:
-            store_id = self._store_id(connection, store)
-            product = self._product_row(connection, sku)
+            store_id = reads.store_id(connection, store)
+            product = reads.product_row(connection, sku)
             product_id, sku = product.id, product.sku
             connection.execute(
                 text(
@@ -851,29 +657,24 @@ class PostgresBackend(Backend):
             ).first()
         if updated is None:
             current = connection.execute(
-                text("SELECT quantity FROM inventory WHERE store_id = :s AND product_id = :p"),
+                text(
+                    "SELECT quantity FROM inventory WHERE store_id = :s AND product_id = :p "
+                    "FOR UPDATE"
+                ),
                 params,
             ).scalar_one()
-            if expect is not None and current != expect:
-                raise _Refused(
-                    Conflict(
-                        f"{sku} at {store} is {current}, not the expected {expect}; nothing changed"
-                    )
-                )
-            assert delta is not None
-            if current + delta > MAX_QUANTITY:
-                raise _Refused(
-                    ValidationError(
-                        f"change: {sku} at {store} would exceed {MAX_QUANTITY}", field="change"
-                    )
-                )
-            raise _Refused(
-                InsufficientStock(
-                    f"not enough {sku} at {store}: {current} on hand, {-delta} asked for",
-                    available=current,
-                    requested=-delta,
-                )
+            after = rules.next_quantity(
+                current, sku=sku, store=store, delta=delta, quantity=quantity, expect=expect
             )
+            # The rule allows what the guard refused: the rule is the one that decides.
+            updated = connection.execute(
+                text(
+                    "UPDATE inventory SET quantity = :q, version = nextval('stock_version_seq'), "
+                    "updated_at = now() WHERE store_id = :s AND product_id = :p "
+                    "RETURNING quantity, CAST(:before AS integer) AS before"
+                ),
+                {**params, "q": after, "before": current},
+            ).one()
         return self._audit(
             connection,
             eid,
@@ -885,26 +686,14 @@ class PostgresBackend(Backend):
             reason=reason,
         )
 
-    def _movement_once(
-        self, event_id: str | None, fingerprint: str, work: Callable[[Connection, str], Movement]
-    ) -> Movement:
-        def run(connection: Connection) -> Movement:
-            seen = self._claim(connection, event_id, fingerprint)
+    def _change_stock(self, change: StockChange) -> Movement:
+        def work(connection: Connection) -> Movement:
+            seen = self._claim(connection, change)
             if seen is not None:
-                return movement_from_json(seen["movements"][0])
-            moved = work(connection, event_id or str(uuid.uuid4()))
-            self._remember(connection, event_id, {"movements": [movement_json(moved)]})
-            return moved
-
-        return self._write(run)
-
-    def _change_stock(self, change: StockChange, event_id: str | None) -> Movement:
-        return self._movement_once(
-            event_id,
-            change.fingerprint,
-            lambda connection, eid: self._move(
+                return _replayed(seen)[0]
+            moved = self._move(
                 connection,
-                eid,
+                change.event_id or str(uuid.uuid4()),
                 store=change.store,
                 sku=change.sku,
                 delta=change.delta,
@@ -912,8 +701,11 @@ class PostgresBackend(Backend):
                 expect=change.expect,
                 reason=change.reason,
                 action=change.action,
-            ),
-        )
+            )
+            self._remember(connection, change, [moved])
+            return moved
+
+        return self._write(work)
 
     def transfer(
         self,
@@ -925,18 +717,16 @@ class PostgresBackend(Backend):
         *,
         event_id: str | None = None,
     ) -> tuple[Movement, Movement]:
-        move = transfer_request(sku, from_store, to_store, quantity, reason)
-        source, target, quantity, reason = move.source, move.target, move.quantity, move.reason
-        fingerprint = move.fingerprint
+        move = requests.transfer(sku, from_store, to_store, quantity, reason, event_id)
 
         def work(connection: Connection) -> tuple[Movement, Movement]:
-            seen = self._claim(connection, event_id, fingerprint)
+            seen = self._claim(connection, move)
             if seen is not None:
-                out, into = (movement_from_json(m) for m in seen["movements"])
+                out, into = _replayed(seen)
                 return out, into
-            source_id = self._store_id(connection, source)
-            target_id = self._store_id(connection, target)
-            product = self._product_row(connection, sku)
+            source_id = reads.store_id(connection, move.source)
+            target_id = reads.store_id(connection, move.target)
+            product = reads.product_row(connection, move.sku)
             # Rows are created and locked in store-id order, whatever the direction, so two
             # opposite transfers wait for each other instead of deadlocking.
             for store_id in sorted((source_id, target_id)):
@@ -954,30 +744,28 @@ class PostgresBackend(Backend):
                 ),
                 {"p": product.id, "a": source_id, "b": target_id},
             )
-            eid = event_id or str(uuid.uuid4())
+            eid = move.event_id or str(uuid.uuid4())
             out = self._move(
                 connection,
                 eid,
-                store=source,
+                store=move.source,
                 sku=product.sku,
-                delta=-quantity,
-                reason=reason,
+                delta=-move.quantity,
+                reason=move.reason,
                 action="stock.transfer_out",
                 ids=(source_id, product.id),
             )
             into = self._move(
                 connection,
                 eid,
-                store=target,
+                store=move.target,
                 sku=product.sku,
-                delta=quantity,
-                reason=reason,
+                delta=move.quantity,
+                reason=move.reason,
                 action="stock.transfer_in",
                 ids=(target_id, product.id),
             )
-            self._remember(
-                connection, event_id, {"movements": [movement_json(out), movement_json(into)]}
-            )
+            self._remember(connection, move, [out, into])
             return out, into
 
         return self._write(work)
@@ -996,22 +784,14 @@ class PostgresBackend(Backend):
     ) -> BatchResult:
         from . import bulk
 
-        if on_error not in ("reject-all", "skip-rows"):
-            raise ValidationError(f"on_error: {on_error!r} is not reject-all or skip-rows")
-        default_store = validate_store_code(default_store)
-        fingerprint = batch_fingerprint(rows, default_store) if event_id else "batch"
+        request = requests.batch(
+            rows, default_store=default_store, on_error=on_error, event_id=event_id
+        )
 
         def work(connection: Connection) -> BatchResult:
-            seen = self._claim(connection, event_id, fingerprint, "batch")
+            seen = self._claim(connection, request, "batch")
             if seen is not None:
-                return BatchResult(
-                    rows=seen["rows"],
-                    applied=seen["applied"],
-                    unchanged=seen["unchanged"],
-                    duplicates=seen["duplicates"],
-                    problems=[RowProblem(*p) for p in seen["problems"]],
-                    changes=[movement_from_json(m) for m in seen["changes"]],
-                )
+                return requests.batch_from_json(seen, _replayed(seen))
             loaded = bulk.load_state(connection, rows)
             state: State = loaded.state
 
@@ -1023,30 +803,19 @@ class PostgresBackend(Backend):
                 rows,
                 actor=self.actor,
                 source=self.source,
-                batch_id=event_id or str(uuid.uuid4()),
-                default_store=default_store,
+                batch_id=request.event_id or str(uuid.uuid4()),
+                default_store=request.default_store,
                 dry_run=dry_run,
                 progress=progress,
                 remember=remember,
             )
             if dry_run:
                 raise _DryRun(result)
-            if result.problems and on_error == "reject-all":
-                raise _Refused(BatchRejected(result.problems))
+            if result.problems and request.on_error == "reject-all":
+                raise BatchRejected(result.problems)
             result.changes = bulk.write_back(connection, loaded, result.changes)
-            if event_id is not None:
-                self._remember(
-                    connection,
-                    event_id,
-                    {
-                        "rows": result.rows,
-                        "applied": result.applied,
-                        "unchanged": result.unchanged,
-                        "duplicates": result.duplicates,
-                        "problems": [[p.row, p.column, p.reason] for p in result.problems],
-                        "changes": [movement_json(m) for m in result.changes],
-                    },
-                )
+            self._touched.extend(result.changes)
+            self._remember(connection, request, result.changes, requests.batch_json(result))
             return result
 
         try:
@@ -1059,16 +828,8 @@ class PostgresBackend(Backend):
     def status(self) -> dict[str, Any]:
         """The primary's health and size, and each replica's health and lag."""
         report: dict[str, Any] = {"backend": self.name, "where": self.describe(), "ok": True}
-        with self._connect(self.url) as connection:
-            counts = connection.execute(
-                text(
-                    "SELECT (SELECT count(*) FROM stores) AS stores, "
-                    "(SELECT count(*) FROM products) AS products, "
-                    "(SELECT count(*) FROM inventory) AS stock_rows, "
-                    "(SELECT coalesce(max(id), 0) FROM audit_log) AS last_audit_id"
-                )
-            ).one()
-            report.update(counts._asdict())
+        with self.db.connect() as connection:
+            report.update(reads.counts(connection))
             report["schema"] = schema.current_revision(connection)
             senders = {
                 r.application_name: r
@@ -1083,9 +844,9 @@ class PostgresBackend(Backend):
             }
         replicas = []
         for url in self.read_urls:
-            entry: dict[str, Any] = {"where": _where(url), "ok": True}
+            entry: dict[str, Any] = {"where": where(url), "ok": True}
             try:
-                with self._connect(url) as connection:
+                with self.db.connect(url) as connection:
                     row = connection.execute(
                         text(
                             "SELECT pg_is_in_recovery() AS recovering, "
@@ -1148,81 +909,34 @@ class PostgresBackend(Backend):
     ) -> dict[str, int]:
         from . import seeding
 
-        return seeding.seed(self, stores=stores, products=products, progress=progress)
+        try:
+            return seeding.seed(
+                self.db,
+                stores=stores,
+                products=products,
+                actor=self.actor,
+                source=self.source,
+                progress=progress,
+            )
+        finally:
+            self._written(None)
 
     def verify_audit(self) -> tuple[int, list[str]]:
         with self._read() as connection:
-            checked = connection.execute(text("SELECT count(*) FROM inventory")).scalar_one()
-            rows = connection.execute(
-                text(
-                    "WITH last AS (SELECT DISTINCT ON (store, lower(sku)) store, "
-                    "lower(sku) AS key, sku, quantity_after FROM audit_log "
-                    "WHERE store IS NOT NULL AND sku IS NOT NULL "
-                    "AND quantity_after IS NOT NULL ORDER BY store, lower(sku), id DESC), "
-                    "stock AS (SELECT s.code AS store, lower(p.sku) AS key, p.sku, i.quantity "
-                    "FROM inventory i JOIN stores s ON s.id = i.store_id "
-                    "JOIN products p ON p.id = i.product_id) "
-                    "SELECT coalesce(stock.sku, last.sku) AS sku, "
-                    "coalesce(stock.store, last.store) AS store, stock.quantity, "
-                    "last.quantity_after FROM stock FULL JOIN last "
-                    "ON last.store = stock.store AND last.key = stock.key "
-                    "WHERE stock.quantity IS DISTINCT FROM last.quantity_after "
-                    "AND NOT (stock.quantity IS NULL AND last.quantity_after = 0) "
-                    'ORDER BY coalesce(stock.store, last.store) COLLATE "C", '
-                    'coalesce(stock.sku, last.sku) COLLATE "C" LIMIT 1000'
-                )
-            ).all()
-        problems = [
-            f"{r.sku} at {r.store}: "
-            + (f"{r.quantity} on hand" if r.quantity is not None else "not stocked")
-            + f", history says {r.quantity_after}"
-            for r in rows
-        ]
-        return int(checked), problems
+            return reads.verify_audit(connection)
 
     def export_state(self) -> Snapshot:
-        with self._connect(self.url) as connection, connection.begin():
+        with self.db.connect() as connection, connection.begin():
             connection.execute(text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ"))
-            stores = [
-                Store(code, name)
-                for code, name in connection.execute(
-                    text('SELECT code, name FROM stores ORDER BY code COLLATE "C"')
-                )
-            ]
-            stock: dict[int, dict[str, int]] = {}
-            for product_id, code, quantity in connection.execute(
-                text(
-                    "SELECT i.product_id, s.code, i.quantity FROM inventory i "
-                    'JOIN stores s ON s.id = i.store_id ORDER BY s.code COLLATE "C"'
-                )
-            ):
-                stock.setdefault(product_id, {})[code] = quantity
-            products = [
-                Product(
-                    r.sku, r.name, r.price, r.unit, r.category, r.reorder_level, stock.get(r.id, {})
-                )
-                for r in connection.execute(
-                    text(
-                        "SELECT id, sku, name, price, unit, category, reorder_level "
-                        'FROM products ORDER BY sku COLLATE "C"'
-                    )
-                )
-            ]
-            history = [
-                _movement(r)
-                for r in connection.execute(
-                    text(f"SELECT {AUDIT_COLUMNS} FROM audit_log ORDER BY id")
-                )
-            ]
-        return Snapshot(stores, products, history)
+            return reads.snapshot(connection)
 
     def import_state(self, snapshot: Snapshot, *, progress: Progress | None = None) -> None:
         from . import bulk
 
-        def work(connection: Connection) -> None:
-            bulk.import_snapshot(connection, snapshot, progress=progress)
-
-        self._write(work)
+        self._write(
+            lambda connection: bulk.import_snapshot(connection, snapshot, progress=progress),
+            everything=True,
+        )
 
     # -- reads ------------------------------------------------------------------------
 
@@ -1238,54 +952,18 @@ class PostgresBackend(Backend):
         limit: int | None = None,
         offset: int = 0,
     ) -> list[Item]:
-        check_page(sort=sort, limit=limit, offset=offset)
-        code = validate_store_code(store) if store is not None else None
-        where = []
-        params: dict[str, Any] = {"limit": limit, "offset": offset}
+        page = requests.page(sort=sort, descending=descending, limit=limit, offset=offset)
+        code = values.store_code(store) if store is not None else None
+        wanted = values.category(category) if category else None
         with self._read() as connection:
-            if code is not None:
-                params["store_id"] = self._read_store_id(connection, code)
-                where.append("i.store_id = :store_id")
-            if low_stock:
-                where.append("p.reorder_level > 0 AND i.quantity <= p.reorder_level")
-            if search:
-                params["search"] = search.strip().lower()
-                where.append(
-                    "(strpos(lower(p.sku), :search) > 0 OR strpos(lower(p.name), :search) > 0)"
-                )
-            if category:
-                params["category"] = category.strip().lower()
-                where.append("lower(p.category) = :category")
-            direction = "DESC" if descending else "ASC"
-            first = {
-                "sku": f'lower(p.sku) COLLATE "C" {direction}',
-                "name": f'lower(p.name) COLLATE "C" {direction}',
-                "quantity": f"coalesce(i.quantity, 0) {direction}",
-                "value": f"p.price * coalesce(i.quantity, 0) {direction}",
-            }[sort]
-            join = "JOIN" if code is not None or low_stock else "LEFT JOIN"
-            sql = (
-                "SELECT p.sku, p.name, p.price, p.unit, p.category, p.reorder_level, "
-                "s.code AS store, coalesce(i.quantity, 0) AS quantity "
-                f"FROM products p {join} inventory i ON i.product_id = p.id "
-                "LEFT JOIN stores s ON s.id = i.store_id "
-                + (f"WHERE {' AND '.join(where)} " if where else "")
-                + f'ORDER BY {first}, lower(p.sku) COLLATE "C", p.sku COLLATE "C", '
-                's.code COLLATE "C" NULLS FIRST LIMIT :limit OFFSET :offset'
+            return reads.list_items(
+                connection,
+                store=code,
+                low_stock=low_stock,
+                search=requests.search(search),
+                category=values.text_key(wanted) if wanted else None,
+                page=page,
             )
-            rows = connection.execute(text(sql), params)
-            return [
-                Item(
-                    r.sku, r.name, r.price, r.unit, r.category, r.reorder_level, r.store, r.quantity
-                )
-                for r in rows
-            ]
-
-    def _read_store_id(self, connection: Connection, code: str) -> int:
-        try:
-            return self._store_id(connection, code)
-        except _Refused as refused:
-            raise refused.error from None
 
     def history(
         self,
@@ -1295,50 +973,16 @@ class PostgresBackend(Backend):
         since: datetime | None = None,
         limit: int | None = None,
     ) -> list[Movement]:
-        check_page(limit=limit)
-        code = validate_store_code(store) if store is not None else None
-        where = []
-        params: dict[str, Any] = {"limit": limit}
-        if sku is not None:
-            where.append("lower(sku) = lower(:sku)")
-            params["sku"] = sku.strip()
-        if code is not None:
-            where.append("store = :store")
-            params["store"] = code
-        if since is not None:
-            where.append("at >= :since")
-            params["since"] = since
-        sql = (
-            f"SELECT {AUDIT_COLUMNS} FROM audit_log "
-            + (f"WHERE {' AND '.join(where)} " if where else "")
-            + "ORDER BY id DESC LIMIT :limit"
-        )
+        page = requests.page(limit=limit)
+        code = values.store_code(store) if store is not None else None
+        key = values.sku_key(values.sku(sku)) if sku is not None else None
         with self._read() as connection:
-            return [_movement(r) for r in connection.execute(text(sql), params)]
+            return reads.history(connection, sku_key=key, store=code, since=since, limit=page.limit)
 
     def report_value(self, *, store: str | None = None) -> list[StoreValue]:
-        code = validate_store_code(store) if store is not None else None
+        code = values.store_code(store) if store is not None else None
         with self._read() as connection:
-            # Aggregate stock by store id first (parallel-friendly), then name the stores.
-            store_id = self._read_store_id(connection, code) if code is not None else None
-            only = "WHERE i.store_id = :store_id " if store_id is not None else ""
-            rows = connection.execute(
-                text(
-                    "SELECT s.code, coalesce(t.products, 0) AS products, "
-                    "coalesce(t.units, 0) AS units, coalesce(t.value, 0) AS value "
-                    "FROM stores s LEFT JOIN (SELECT i.store_id, count(*) AS products, "
-                    "sum(i.quantity) AS units, sum(i.quantity * p.price) AS value "
-                    "FROM inventory i JOIN products p ON p.id = i.product_id "
-                    f"{only}GROUP BY i.store_id) t ON t.store_id = s.id "
-                    + ("WHERE s.id = :store_id " if store_id is not None else "")
-                    + 'ORDER BY s.code COLLATE "C"'
-                ),
-                {"store_id": store_id},
-            )
-            return [
-                StoreValue(r.code, r.products, r.units, Decimal(r.value).quantize(Decimal("0.01")))
-                for r in rows
-            ]
+            return reads.report_value(connection, store=code)
 
     def report_movements(
         self,
@@ -1347,38 +991,20 @@ class PostgresBackend(Backend):
         since: datetime | None = None,
         until: datetime | None = None,
     ) -> list[MovementSummary]:
-        code = validate_store_code(store) if store is not None else None
+        code = values.store_code(store) if store is not None else None
         with self._read() as connection:
-            if code is not None:
-                self._read_store_id(connection, code)
-            rows = connection.execute(
-                text(
-                    "SELECT store, sku, count(*) AS movements, "
-                    "coalesce(sum(delta) FILTER (WHERE delta > 0), 0) AS units_in, "
-                    "coalesce(-sum(delta) FILTER (WHERE delta < 0), 0) AS units_out "
-                    "FROM audit_log WHERE store IS NOT NULL AND sku IS NOT NULL "
-                    "AND delta IS NOT NULL "
-                    "AND (CAST(:code AS text) IS NULL OR store = :code) "
-                    "AND (CAST(:since AS timestamptz) IS NULL OR at >= :since) "
-                    "AND (CAST(:until AS timestamptz) IS NULL OR at < :until) "
-                    'GROUP BY store, sku ORDER BY store COLLATE "C", sku COLLATE "C"'
-                ),
-                {"code": code, "since": since, "until": until},
-            )
-            return [
-                MovementSummary(r.store, r.sku, r.movements, r.units_in, r.units_out) for r in rows
-            ]
+            return reads.report_movements(connection, store=code, since=since, until=until)
 
 
-class _DryRun(Exception):
-    """Rolls a dry run's transaction back, carrying its result out."""
+def _keys(sku: str, name: str, category: str | None) -> dict[str, str | None]:
+    """The key columns of a product (see `backends.values`)."""
+    return {
+        "sku_key": values.sku_key(sku),
+        "name_key": values.text_key(name),
+        "category_key": values.text_key(category) if category is not None else None,
+    }
 
-    def __init__(self, result: BatchResult) -> None:
-        self.result = result
 
-
-def _secret(value: Any) -> str | None:
-    if value is None:
-        return None
-    getter = getattr(value, "get_secret_value", None)
-    return str(getter() if getter else value)
+def _replicas(settings: Settings) -> list[str]:
+    replicas = secret(settings.read_database_urls) or ""
+    return [u.strip() for u in replicas.split(",") if u.strip()]

@@ -9,6 +9,7 @@ and idempotency keys.  No row-at-a-time round trips.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -16,10 +17,11 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
+from .. import values
 from ..base import Progress
 from ..batch import BatchRow
 from ..engine import State
-from ..errors import AlreadyExists
+from ..errors import AlreadyExists, ValidationError
 from ..models import MOVEMENT_FIELDS, Movement, MovementRow, Snapshot
 
 __all__ = [
@@ -34,6 +36,9 @@ __all__ = [
 ]
 
 PRODUCT_FIELDS = ("name", "price", "unit", "category", "reorder_level")
+KEY_FIELDS = ("sku_key", "name_key", "category_key")
+#: The audit log's columns as COPY fills them: the entry's fields and its SKU's key.
+AUDIT_COPY_COLUMNS = (*MOVEMENT_FIELDS, "sku_key")
 
 
 def copy_rows(
@@ -56,8 +61,8 @@ class Loaded:
 
     state: State
     store_ids: dict[str, int]
-    product_ids: dict[str, int]  # case-folded SKU -> id
-    original: dict[str, dict[str, Any]]  # case-folded SKU -> fields and stock as loaded
+    product_ids: dict[str, int]  # SKU key -> id
+    original: dict[str, dict[str, Any]]  # SKU key -> fields and stock as loaded
 
 
 def load_state(connection: Connection, rows: Sequence[BatchRow]) -> Loaded:
@@ -66,12 +71,11 @@ def load_state(connection: Connection, rows: Sequence[BatchRow]) -> Loaded:
     store_ids = {r.code: r.id for r in store_rows}
     stores = {r.code: r.name for r in store_rows}
     connection.execute(text("CREATE TEMP TABLE batch_skus (key text PRIMARY KEY) ON COMMIT DROP"))
-    keys = {row.sku.strip().lower() for row in rows}
-    copy_rows(connection, "batch_skus", ("key",), ((k,) for k in keys))
+    copy_rows(connection, "batch_skus", ("key",), ((k,) for k in _keys(rows)))
     found = connection.execute(
         text(
             "SELECT p.id, p.sku, p.name, p.price, p.unit, p.category, p.reorder_level "
-            "FROM products p JOIN batch_skus b ON lower(p.sku) = b.key "
+            "FROM products p JOIN batch_skus b ON p.sku_key = b.key "
             "ORDER BY p.id FOR UPDATE OF p"
         )
     ).all()
@@ -88,8 +92,8 @@ def load_state(connection: Connection, rows: Sequence[BatchRow]) -> Loaded:
             "reorder_level": r.reorder_level,
             "stock": {},
         }
-        products[r.sku.casefold()] = entry
-        product_ids[r.sku.casefold()] = r.id
+        products[values.sku_key(r.sku)] = entry
+        product_ids[values.sku_key(r.sku)] = r.id
         by_id[r.id] = entry
     if by_id:
         stock = connection.execute(
@@ -106,7 +110,12 @@ def load_state(connection: Connection, rows: Sequence[BatchRow]) -> Loaded:
         key: {**{f: e[f] for f in PRODUCT_FIELDS}, "stock": dict(e["stock"])}
         for key, e in products.items()
     }
-    keyed = [row.idempotency_key for row in rows if row.idempotency_key is not None]
+    keyed = [
+        row.idempotency_key
+        for row in rows
+        if isinstance(row.idempotency_key, str)
+        and _valid(values.idempotency_key, row.idempotency_key)
+    ]
     events: dict[str, dict[str, Any]] = {}
     if keyed:
         seen = connection.execute(
@@ -116,6 +125,34 @@ def load_state(connection: Connection, rows: Sequence[BatchRow]) -> Loaded:
         events = {event_id: {"fp": fp} for event_id, fp in seen}
     state = State(stores, products, events=events)
     return Loaded(state, store_ids, product_ids, original)
+
+
+def _valid(check: Any, value: Any) -> bool:
+    try:
+        check(value)
+    except ValidationError:
+        return False
+    return True
+
+
+def _keys(rows: Sequence[BatchRow]) -> set[str]:
+    """The keys of the rows' SKUs; a SKU that is not one is left to the rules to report."""
+    keys = set()
+    for row in rows:
+        try:
+            keys.add(values.sku_key(values.sku(row.sku)))
+        except ValidationError:
+            continue
+    return keys
+
+
+def _product_keys(entry: dict[str, Any]) -> tuple[str, str, str | None]:
+    category = entry["category"]
+    return (
+        values.sku_key(entry["sku"]),
+        values.text_key(entry["name"]),
+        values.text_key(category) if category is not None else None,
+    )
 
 
 def write_back(connection: Connection, loaded: Loaded, changes: list[Movement]) -> list[Movement]:
@@ -144,40 +181,47 @@ def write_back(connection: Connection, loaded: Loaded, changes: list[Movement]) 
         connection.execute(
             text(
                 "CREATE TEMP TABLE batch_products (sku text, name text, price numeric(12,2), "
-                "unit text, category text, reorder_level integer) ON COMMIT DROP"
+                "unit text, category text, reorder_level integer, sku_key text, "
+                "name_key text, category_key text) ON COMMIT DROP"
             )
         )
         copy_rows(
             connection,
             "batch_products",
-            ("sku", *PRODUCT_FIELDS),
-            ((e["sku"], *(e[f] for f in PRODUCT_FIELDS)) for e in new_products),
+            ("sku", *PRODUCT_FIELDS, *KEY_FIELDS),
+            ((e["sku"], *(e[f] for f in PRODUCT_FIELDS), *_product_keys(e)) for e in new_products),
         )
         created = connection.execute(
             text(
-                "INSERT INTO products (sku, name, price, unit, category, reorder_level) "
-                "SELECT sku, name, price, unit, category, reorder_level FROM batch_products "
-                "RETURNING id, sku"
+                "INSERT INTO products (sku, name, price, unit, category, reorder_level, "
+                "sku_key, name_key, category_key) SELECT sku, name, price, unit, category, "
+                "reorder_level, sku_key, name_key, category_key FROM batch_products "
+                "RETURNING id, sku_key"
             )
         )
-        loaded.product_ids.update({sku.casefold(): pid for pid, sku in created})
+        loaded.product_ids.update({key: pid for pid, key in created})
     if changed_products:
         connection.execute(
             text(
                 "CREATE TEMP TABLE batch_changed (id bigint, name text, price numeric(12,2), "
-                "unit text, category text, reorder_level integer) ON COMMIT DROP"
+                "unit text, category text, reorder_level integer, name_key text, "
+                "category_key text) ON COMMIT DROP"
             )
         )
         copy_rows(
             connection,
             "batch_changed",
-            ("id", *PRODUCT_FIELDS),
-            ((pid, *(e[f] for f in PRODUCT_FIELDS)) for pid, e in changed_products),
+            ("id", *PRODUCT_FIELDS, "name_key", "category_key"),
+            (
+                (pid, *(e[f] for f in PRODUCT_FIELDS), *_product_keys(e)[1:])
+                for pid, e in changed_products
+            ),
         )
         connection.execute(
             text(
                 "UPDATE products p SET name = c.name, price = c.price, unit = c.unit, "
-                "category = c.category, reorder_level = c.reorder_level, updated_at = now() "
+                "category = c.category, reorder_level = c.reorder_level, "
+                "name_key = c.name_key, category_key = c.category_key, updated_at = now() "
                 "FROM batch_changed c WHERE p.id = c.id"
             )
         )
@@ -253,7 +297,21 @@ def copy_audit_rows(connection: Connection, rows: Sequence[MovementRow]) -> None
     months = {row[1].replace(day=1, hour=0, minute=0, second=0, microsecond=0) for row in rows}
     for month in sorted(months):
         connection.execute(text("SELECT audit_log_partition(:at)"), {"at": month})
-    copy_rows(connection, "audit_log", MOVEMENT_FIELDS, rows)
+    keys: dict[str, str] = {}
+    copy_rows(
+        connection,
+        "audit_log",
+        AUDIT_COPY_COLUMNS,
+        (
+            (
+                *row,
+                None
+                if row[6] is None
+                else keys.get(row[6]) or keys.setdefault(row[6], values.sku_key(row[6])),
+            )
+            for row in rows
+        ),
+    )
 
 
 def copy_audit(connection: Connection, movements: Sequence[Movement]) -> None:
@@ -264,7 +322,9 @@ def copy_audit(connection: Connection, movements: Sequence[Movement]) -> None:
 def import_snapshot(
     connection: Connection, snapshot: Snapshot, *, progress: Progress | None = None
 ) -> None:
-    """Add a whole inventory: stores (missing ones), products with stock, history."""
+    """Add a whole inventory: stores (missing ones), products with stock, history, and
+    idempotency keys.  Into an empty audit log the entries keep their ids (the sequence
+    moves past them); otherwise they are numbered after ours, and the keys' results follow."""
     have = {code for (code,) in connection.execute(text("SELECT code FROM stores"))}
     missing = [s for s in snapshot.stores if s.code not in have]
     if missing:
@@ -279,15 +339,24 @@ def import_snapshot(
         connection.execute(
             text(
                 "CREATE TEMP TABLE import_products (sku text, name text, price numeric(12,2), "
-                "unit text, category text, reorder_level integer) ON COMMIT DROP"
+                "unit text, category text, reorder_level integer, sku_key text, "
+                "name_key text, category_key text) ON COMMIT DROP"
             )
         )
         copy_rows(
             connection,
             "import_products",
-            ("sku", *PRODUCT_FIELDS),
+            ("sku", *PRODUCT_FIELDS, *KEY_FIELDS),
             (
-                (p.sku, p.name, p.price, p.unit, p.category, p.reorder_level)
+                (
+                    p.sku,
+                    p.name,
+                    p.price,
+                    p.unit,
+                    p.category,
+                    p.reorder_level,
+                    *_product_keys({"sku": p.sku, "name": p.name, "category": p.category}),
+                )
                 for p in snapshot.products
             ),
         )
@@ -295,7 +364,7 @@ def import_snapshot(
             connection.execute(
                 text(
                     "SELECT p.sku FROM products p JOIN import_products i "
-                    "ON lower(p.sku) = lower(i.sku) LIMIT 5"
+                    "ON p.sku_key = i.sku_key LIMIT 5"
                 )
             )
             .scalars()
@@ -305,27 +374,32 @@ def import_snapshot(
             raise AlreadyExists(f"SKUs already here: {', '.join(clash)}")
         connection.execute(
             text(
-                "INSERT INTO products (sku, name, price, unit, category, reorder_level) "
-                "SELECT sku, name, price, unit, category, reorder_level FROM import_products"
+                "INSERT INTO products (sku, name, price, unit, category, reorder_level, "
+                "sku_key, name_key, category_key) SELECT sku, name, price, unit, category, "
+                "reorder_level, sku_key, name_key, category_key FROM import_products"
             )
         )
         connection.execute(
             text(
-                "CREATE TEMP TABLE import_stock (sku text, store text, quantity integer) "
+                "CREATE TEMP TABLE import_stock (sku_key text, store text, quantity integer) "
                 "ON COMMIT DROP"
             )
         )
         copy_rows(
             connection,
             "import_stock",
-            ("sku", "store", "quantity"),
-            ((p.sku, code, q) for p in snapshot.products for code, q in p.stock.items()),
+            ("sku_key", "store", "quantity"),
+            (
+                (values.sku_key(p.sku), code, q)
+                for p in snapshot.products
+                for code, q in p.stock.items()
+            ),
         )
         connection.execute(
             text(
                 "INSERT INTO inventory (store_id, product_id, quantity) "
                 "SELECT s.id, p.id, t.quantity FROM import_stock t "
-                "JOIN stores s ON s.code = t.store JOIN products p ON p.sku = t.sku"
+                "JOIN stores s ON s.code = t.store JOIN products p ON p.sku_key = t.sku_key"
             )
         )
         # Generated SKUs continue after the highest P-number brought in.
@@ -336,8 +410,51 @@ def import_snapshot(
                 "FROM products WHERE sku ~ '^P[0-9]{6,18}$'), 1)))"
             )
         )
+    new_ids: dict[int, int] = {}
     if snapshot.history:
-        renumbered = _renumber(connection, snapshot.history)
-        copy_audit(connection, renumbered)
+        empty = connection.execute(text("SELECT NOT EXISTS (SELECT 1 FROM audit_log)")).scalar()
+        if empty:
+            written = list(snapshot.history)
+            connection.execute(
+                text("SELECT setval('audit_log_id_seq', :n)"),
+                {"n": max(m.id for m in written)},
+            )
+        else:
+            written = _renumber(connection, snapshot.history)
+        new_ids = {old.id: new.id for old, new in zip(snapshot.history, written, strict=True)}
+        copy_audit(connection, written)
         if progress is not None:
-            progress(len(renumbered))
+            progress(len(written))
+    if snapshot.events:
+        clash = (
+            connection.execute(
+                text(
+                    "SELECT event_id FROM applied_events "
+                    "WHERE event_id = ANY(CAST(:k AS text[])) LIMIT 5"
+                ),
+                {"k": [e.event_id for e in snapshot.events]},
+            )
+            .scalars()
+            .all()
+        )
+        if clash:
+            raise AlreadyExists(f"idempotency keys already here: {', '.join(clash)}")
+        copy_rows(
+            connection,
+            "applied_events",
+            ("event_id", "fingerprint", "at", "result"),
+            (
+                (e.event_id, e.fingerprint, e.at, json.dumps(_renumbered(e.result, new_ids)))
+                for e in snapshot.events
+            ),
+        )
+
+
+def _renumbered(result: dict[str, Any], new_ids: dict[int, int]) -> dict[str, Any]:
+    """A key's result with its entries' ids as they are here."""
+    if not new_ids or all(old == new for old, new in new_ids.items()):
+        return result
+    entries = [
+        {**m, "id": new_ids.get(m.get("id"), m.get("id"))} for m in result.get("movements", [])
+    ]
+    return {**result, "movements": entries}

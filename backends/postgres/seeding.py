@@ -21,7 +21,7 @@ from ..base import Progress
 from ..errors import Conflict, ValidationError
 
 if TYPE_CHECKING:
-    from .backend import PostgresBackend
+    from .database import Database
 
 __all__ = ["seed"]
 
@@ -95,14 +95,20 @@ def _defer_checks(connection: Connection) -> list[str]:
 
 
 def seed(
-    backend: PostgresBackend, *, stores: int, products: int, progress: Progress | None = None
+    db: Database,
+    *,
+    stores: int,
+    products: int,
+    actor: str,
+    source: str,
+    progress: Progress | None = None,
 ) -> dict[str, int]:
     if stores < 1 or products < 1:
         raise ValidationError("seed: --stores and --products must be 1 or more")
     if stores > 99999 or products > 999999:
         raise ValidationError("seed: at most 99,999 stores and 999,999 products")
     event_id = f"seed-{uuid.uuid4()}"
-    params = {"actor": backend.actor, "source": backend.source, "event": event_id}
+    params = {"actor": actor, "source": source, "event": event_id}
 
     def work(connection: Connection) -> dict[str, int]:
         if connection.execute(text("SELECT exists(SELECT 1 FROM products)")).scalar_one():
@@ -121,14 +127,18 @@ def seed(
         )
         connection.execute(
             text(
-                "INSERT INTO products (sku, name, price, unit, category, reorder_level) "
-                "SELECT format('P%s', lpad(g::text, 6, '0')), "
+                # The word lists are ASCII: lower() is the key `backends.values` computes.
+                "INSERT INTO products (sku, name, price, unit, category, reorder_level, "
+                "sku_key, name_key, category_key) "
+                "SELECT sku, name, price, unit, category, reorder_level, lower(sku), "
+                "lower(name), lower(category) FROM (SELECT format('P%s', lpad(g::text, 6, '0')) "
+                "AS sku, "
                 f"({_array(ADJECTIVES)})[1 + g % {len(ADJECTIVES)}] || ' ' || "
-                f"({_array(NOUNS)})[1 + (g / {len(ADJECTIVES)}) % {len(NOUNS)}] || ' ' || g, "
-                "round((0.5 + random() * 99.5)::numeric, 2), "
-                f"({_array(UNITS)})[1 + g % {len(UNITS)}], "
-                f"({_array(CATEGORIES)})[1 + g % {len(CATEGORIES)}], "
-                "(g % 4) * 5 FROM generate_series(1, :n) g"
+                f"({_array(NOUNS)})[1 + (g / {len(ADJECTIVES)}) % {len(NOUNS)}] || ' ' || g "
+                "AS name, round((0.5 + random() * 99.5)::numeric, 2) AS price, "
+                f"({_array(UNITS)})[1 + g % {len(UNITS)}] AS unit, "
+                f"({_array(CATEGORIES)})[1 + g % {len(CATEGORIES)}] AS category, "
+                "(g % 4) * 5 AS reorder_level FROM generate_series(1, :n) g) AS generated"
             ),
             {"n": products},
         )
@@ -143,9 +153,9 @@ def seed(
         )
         connection.execute(
             text(
-                "INSERT INTO audit_log (actor, source, event_id, store, sku, action, reason) "
-                "SELECT :actor, :source, :event, NULL, sku, 'product.create', 'seed' "
-                "FROM products ORDER BY id"
+                "INSERT INTO audit_log (actor, source, event_id, store, sku, sku_key, action, "
+                "reason) SELECT :actor, :source, :event, NULL, sku, sku_key, 'product.create', "
+                "'seed' FROM products ORDER BY id"
             ),
             params,
         )
@@ -163,9 +173,10 @@ def seed(
                     "WITH stocked AS (INSERT INTO inventory (store_id, product_id, quantity) "
                     "SELECT s, p.id, (random() * 200)::int FROM unnest(CAST(:ids AS int[])) s "
                     "CROSS JOIN products p RETURNING store_id, product_id, quantity) "
-                    "INSERT INTO audit_log (actor, source, event_id, store, sku, action, "
+                    "INSERT INTO audit_log (actor, source, event_id, store, sku, sku_key, action, "
                     "delta, quantity_after, reason) "
-                    "SELECT :actor, :source, :event, s.code, p.sku, 'stock.set', t.quantity, "
+                    "SELECT :actor, :source, :event, s.code, p.sku, p.sku_key, 'stock.set', "
+                    "t.quantity, "
                     "t.quantity, 'seed' FROM stocked t JOIN stores s ON s.id = t.store_id "
                     "JOIN products p ON p.id = t.product_id"
                 ),
@@ -182,4 +193,4 @@ def seed(
             "stock_rows": len(store_ids) * products,
         }
 
-    return backend._write(work)
+    return db.write(work)
