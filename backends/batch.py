@@ -12,6 +12,8 @@ takes a list of them.  What a row means is defined once, here, and every backend
    both honouring `expect` (compare-and-set).  With neither, an explicit `store` stocks
    the product there at 0 if it is not yet; no store and no quantity touches catalog only.
 4. `idempotency_key` makes the row safe to send again: a key already applied is skipped.
+5. A row without a `sku` names a store: with `store_name`, a missing store is created
+   (how `export` writes a store that holds no stock, so an import gives it back).
 
 Rows apply in order, each seeing the ones before it.  A bad row is reported with its
 row number, column and reason; with `on_error="reject-all"` any bad row means nothing is
@@ -51,7 +53,7 @@ class BatchRow:
     """One parsed row; None means the column was absent or empty."""
 
     row: int
-    sku: str
+    sku: str | None
     name: str | None = None
     price: Decimal | None = None
     unit: str | None = None

@@ -14,7 +14,7 @@ from typing import Any
 
 from . import rules, values
 from .base import Progress
-from .batch import BatchResult, BatchRow
+from .batch import COLUMNS, BatchResult, BatchRow
 from .errors import (
     AlreadyExists,
     Conflict,
@@ -270,6 +270,8 @@ def apply_row(state: State, ctx: Context, row: BatchRow, default_store: str) -> 
     """Apply one batch row to `state` (see `backends.batch`); raises RowFailure."""
     column: str | None = "sku"
     try:
+        if row.sku is None:
+            return _store_row(state, ctx, row)
         sku = values.sku(row.sku)
         fields: dict[str, Any] = {}
         for column, check in ROW_CHECKS.items():
@@ -349,6 +351,32 @@ def apply_row(state: State, ctx: Context, row: BatchRow, default_store: str) -> 
         raise RowFailure(exc.field or column, exc) from None
     except RefusedError as exc:
         raise RowFailure(column, exc) from None
+
+
+def _store_row(state: State, ctx: Context, row: BatchRow) -> list[Movement]:
+    """A row without a SKU: the store it names, created with `store_name` if missing."""
+    others = [
+        column
+        for column in COLUMNS
+        if column not in ("sku", "store", "store_name", "reason", "idempotency_key")
+        and getattr(row, column) is not None
+    ]
+    if row.store is None or others:
+        raise RowFailure("sku", ValidationError("a SKU is required"))
+    try:
+        code = values.store_code(row.store)
+    except ValidationError as exc:
+        raise RowFailure("store", exc) from None
+    if code in state.stores:
+        return []
+    if row.store_name is None:
+        raise RowFailure("store_name", NotFound(f"no store {code!r} (give store_name to create it)"))
+    try:
+        name = values.name(row.store_name, field="store_name")
+    except ValidationError as exc:
+        raise RowFailure("store_name", exc) from None
+    state.put(state.stores, code, name)
+    return [state.record(ctx, "store.create", store=code, sku=None, reason=name)]
 
 
 def run_batch(

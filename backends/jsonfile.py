@@ -487,7 +487,7 @@ class JsonBackend(Backend):
     # -- set-up ---------------------------------------------------------------------
 
     def init(self, *, record: bool = True) -> bool:
-        if self.real_path.exists() or self.path.is_symlink():
+        if self.real_path.exists():
             self._read_document()  # refuse a foreign or damaged file; never overwrite it
             return False
         if self.audit_path.exists() and self.audit_path.stat().st_size:
@@ -899,6 +899,9 @@ class JsonBackend(Backend):
                 key = values.sku_key(product.sku)
                 if key in state.products:
                     raise AlreadyExists(f"SKU {product.sku!r} already exists here")
+                for code in product.stock:
+                    if code not in state.stores:
+                        raise NotFound(f"no store {code!r} for the stock of {product.sku}")
                 state.put(
                     state.products,
                     key,

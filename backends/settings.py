@@ -61,7 +61,9 @@ class Settings(BaseSettings):
     @field_validator("actor", mode="before")
     @classmethod
     def _actor(cls, value: Any) -> Any:
-        return None if value is None else _checked(values.actor, value)
+        if value is None or value == "":  # unset: the OS user
+            return None
+        return _checked(values.actor, value)
 
     @field_validator("lock_timeout", "kafka_timeout", "wait_timeout", mode="before")
     @classmethod

@@ -801,6 +801,8 @@ def export(
     with _options(ctx).open() as inv:
         items = inv.list_items(store=store)
         names = {s.code: s.name for s in inv.stores()}
+        if store is not None:
+            names = {code: n for code, n in names.items() if code == store.strip().lower()}
     with progress("Exporting", len(items)) as advance:
         records = export_records(items, names, progress=advance)
         buffer = io.StringIO()

@@ -90,8 +90,15 @@ def _parse_row(number: int, fields: dict[str, Any], problems: list[RowProblem]) 
             problems.append(RowProblem(number, column, _reason(exc, column)))
             ok = False
     if not str(fields.get("sku") or "").strip():
-        problems.append(RowProblem(number, "sku", "a SKU is required"))
-        return None
+        # A row naming only a store (and its name) creates the store: export writes one
+        # for each store that holds no stock.
+        if not ok or set(parsed) - {"store", "store_name", "reason", "idempotency_key"}:
+            problems.append(RowProblem(number, "sku", "a SKU is required"))
+            return None
+        if "store" not in parsed:
+            problems.append(RowProblem(number, "sku", "a SKU is required"))
+            return None
+        return BatchRow(row=number, sku=None, **parsed)
     if "quantity" in parsed and "change" in parsed:
         problems.append(RowProblem(number, "change", "give quantity or change, not both"))
         return None
@@ -237,7 +244,9 @@ def export_records(
     *,
     progress: Callable[[int], None] = lambda done: None,
 ) -> Iterator[dict[str, Any]]:
-    """Export rows: the catalog columns, the store and its name, and the quantity."""
+    """Export rows: the catalog columns, the store and its name, and the quantity; then a
+    row with only the store and its name for each store that holds no stock."""
+    stocked: set[str] = set()
     for done, item in enumerate(items, 1):
         if done % 1000 == 0:
             progress(done)
@@ -252,6 +261,11 @@ def export_records(
             "store_name": store_names.get(item.store) if item.store else None,
             "quantity": item.quantity if item.store else None,
         }
+        if item.store:
+            stocked.add(item.store)
+    for code, name in store_names.items():
+        if code not in stocked and code != "main":  # main is in every inventory
+            yield dict.fromkeys(EXPORT_COLUMNS) | {"store": code, "store_name": name}
 
 
 def write_rows(records: Iterable[dict[str, Any]], out: TextIO, fmt: FileFormat) -> int:

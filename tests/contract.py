@@ -12,6 +12,7 @@ import re
 import time
 import uuid
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -1626,6 +1627,191 @@ class BackendContract:
         assert other.report_value() == backend.report_value()
         for item in items:
             assert other.get(item.sku).stock == backend.get(item.sku).stock
+
+    def test_a_store_without_stock_survives_export_and_import(
+        self, backend: Backend, make_backend: MakeBackend
+    ) -> None:
+        backend.add_store("empty", "Empty Shelf")
+        backend.add_product("Widget", "1.00", sku="W-1", quantity=2)
+        rows = [
+            BatchRow(2, "W-1", name="Widget", price=Decimal("1.00"), store="main", quantity=2),
+            BatchRow(3, None, store="empty", store_name="Empty Shelf"),
+        ]
+        other = make_backend()
+        result = other.apply(rows)
+        assert (result.problems, result.applied) == ([], 2)
+        assert other.stores() == backend.stores()
+        assert other.apply([BatchRow(2, None, store="empty", store_name="Empty Shelf")]).unchanged
+        with pytest.raises(BatchRejected) as refused:
+            other.apply([BatchRow(2, None, store="nowhere")])
+        assert [(p.row, p.column) for p in refused.value.problems] == [(2, "store_name")]
+        with pytest.raises(BatchRejected) as refused:
+            other.apply([BatchRow(2, None, store="empty", quantity=3)])
+        assert [(p.row, p.column) for p in refused.value.problems] == [(2, "sku")]
+
+    # -- one identity for SKUs: case-folded NFC ---------------------------------------------
+
+    def test_skus_are_one_product_ignoring_case_folding_and_unicode_form(
+        self, backend: Backend
+    ) -> None:
+        backend.add_product("Street", "1.00", sku="Straße", quantity=1)
+        for spelling in ("STRASSE", "strasse", "STRAẞE"):
+            with pytest.raises(AlreadyExists):
+                backend.add_product("Other", "1.00", sku=spelling)
+            assert backend.get(spelling).sku == "Straße"
+        nfd = "Cafe\u0301"  # e + combining acute: the same SKU as "Café"
+        backend.add_product("Coffee", "2.00", sku=nfd, quantity=1)
+        assert backend.get("Café").sku == "Café"  # stored in NFC
+        assert backend.get("CAFÉ").sku == "Café"
+        backend.adjust("main", "CAFE\u0301", 2)
+        assert backend.quantity("main", "café") == 3
+        assert [m.sku for m in backend.history("cafÉ")][-1] == "Café"
+        assert [i.sku for i in backend.list_items(search="É")] == ["Café"]
+        assert [i.sku for i in backend.list_items(search="SS")] == ["Straße"]
+
+    @pytest.mark.parametrize(
+        "sku",
+        ["A\u200bB", "\ufeffAB", "A\u00adB", "A\u00a0B", "A\x00B", "A\nB", "A\x85B", "A\u2028B"],
+        ids=["zero-width", "bom", "soft-hyphen", "nbsp", "nul", "newline", "nel", "line-sep"],
+    )
+    def test_invisible_and_control_characters_are_refused_in_skus(
+        self, backend: Backend, sku: str
+    ) -> None:
+        before = snapshot(backend)
+        with pytest.raises(ValidationError, match=r"sku: contains an? (invisible|control)"):
+            backend.add_product("X", "1.00", sku=sku)
+        with pytest.raises(ValidationError):
+            backend.get(sku)
+        with pytest.raises(ValidationError):
+            backend.adjust("main", sku, 1)
+        assert snapshot(backend) == before
+
+    def test_text_is_stored_nfc_and_trimmed(self, backend: Backend) -> None:
+        product = backend.add_product(
+            "  Cafe\u0301 au lait ", "1.00", sku=" Lait-1 ", category=" Cafe\u0301 "
+        )
+        assert (product.sku, product.name, product.category) == ("Lait-1", "Café au lait", "Café")
+        assert [i.sku for i in backend.list_items(category="CAFÉ")] == ["Lait-1"]
+
+    # -- replays say so -------------------------------------------------------------------
+
+    def test_a_replayed_result_is_marked_and_a_first_one_is_not(self, backend: Backend) -> None:
+        backend.add_store("north")
+        calls: list[Callable[[str], Any]] = [
+            lambda k: backend.add_product("Widget", "1.00", sku="W-1", quantity=5, event_id=k),
+            lambda k: backend.adjust("main", "W-1", -1, event_id=k),
+            lambda k: backend.set_quantity("main", "W-1", 7, event_id=k),
+            lambda k: backend.transfer("W-1", "main", "north", 2, event_id=k)[0],
+            lambda k: backend.edit_product("W-1", price="2.00", event_id=k),
+            lambda k: backend.add_store("south", event_id=k),
+            lambda k: backend.remove_product("W-1", store="north", force=True, event_id=k)[0],
+            lambda k: backend.apply([BatchRow(2, "W-1", change=1)], event_id=k),
+            lambda k: backend.remove_store("south", event_id=k)[-1],
+        ]
+        for call in calls:
+            event = key()
+            first = call(event)
+            assert not first.replayed
+            before = snapshot(backend)
+            again = call(event)
+            assert again.replayed
+            assert again == first
+            assert snapshot(backend) == before
+
+    def test_remove_store_returns_the_entries_it_wrote(self, backend: Backend) -> None:
+        backend.add_store("north")
+        backend.add_product("Widget", "1.00", sku="W-1", store="north", quantity=3)
+        backend.add_product("Gadget", "1.00", sku="G-1", store="north")
+        written = backend.remove_store("north", force=True)
+        assert [(m.action, m.sku, m.delta) for m in written] == [
+            ("product.delete", "G-1", 0),
+            ("product.delete", "W-1", -3),
+            ("store.delete", None, None),
+        ]
+        assert written == new_entries(backend, len(backend.history()) - 3)[::-1]
+
+    def test_a_replayed_add_after_removal_is_the_first_result_marked_replayed(
+        self, backend: Backend
+    ) -> None:
+        event = key()
+        first = backend.add_product("Widget", "1.00", sku="W-1", event_id=event)
+        backend.remove_product("W-1")
+        again = backend.add_product("Widget", "1.00", sku="W-1", event_id=event)
+        assert again == first and again.replayed
+        with pytest.raises(NotFound):
+            backend.get("W-1")
+
+    # -- the same bounds on every backend ----------------------------------------------
+
+    def test_limits_and_offsets_have_the_same_bounds_everywhere(self, backend: Backend) -> None:
+        backend.add_product("Widget", "1.00", sku="W-1")
+        assert len(backend.list_items(limit=2**31 - 1, offset=0)) == 1
+        bad: dict[str, int]
+        for bad in ({"limit": 2**31}, {"limit": 10**20}, {"offset": 2**31}, {"limit": -1}):
+            with pytest.raises(ValidationError):
+                backend.list_items(**bad)
+        with pytest.raises(ValidationError):
+            backend.history(limit=10**20)
+
+    def test_a_negative_zero_price_is_zero(self, backend: Backend) -> None:
+        assert str(backend.add_product("Free", "-0", sku="F-1").price) == "0.00"
+        assert str(backend.edit_product("F-1", price="-0.00").product.price) == "0.00"
+
+    @pytest.mark.parametrize(
+        "value", ["1_000", "\u0663", "\uff13", "1.0", " 1e3", "0x10", "", "--1"]
+    )
+    def test_numbers_are_ascii_digits_only(self, backend: Backend, value: str) -> None:
+        backend.add_product("Widget", "1.00", sku="W-1")
+        before = snapshot(backend)
+        with pytest.raises(BatchRejected) as refused:
+            backend.apply([BatchRow(2, "W-1", quantity=value)])  # type: ignore[arg-type]
+        assert [(p.row, p.column) for p in refused.value.problems] == [(2, "quantity")]
+        with pytest.raises(ValidationError):
+            backend.add_product("Other", "1.00", sku="O-1", quantity=value)  # type: ignore[arg-type]
+        with pytest.raises(ValidationError):
+            backend.adjust("main", "W-1", value)  # type: ignore[arg-type]
+        assert snapshot(backend) == before
+
+    # -- what migrate carries ---------------------------------------------------------------
+
+    def test_export_state_carries_every_idempotency_key_with_its_result(
+        self, backend: Backend
+    ) -> None:
+        backend.add_product("Widget", "1.00", sku="W-1", quantity=5, event_id="k-add")
+        backend.adjust("main", "W-1", -2, "sale", event_id="k-sale")
+        backend.apply([BatchRow(2, "W-1", change=1, idempotency_key="k-row")], event_id="k-batch")
+        state = backend.export_state()
+        keys = {e.event_id: e for e in state.events}
+        assert set(keys) == {"k-add", "k-sale", "k-row", "k-batch"}
+        sale = keys["k-sale"]
+        assert sale.fingerprint.startswith("stock.adjust|main|w-1|-2|")
+        [entry] = sale.result["movements"]
+        assert (entry["action"], entry["delta"], entry["quantity_after"]) == ("stock.adjust", -2, 3)
+        assert entry["id"] in {m.id for m in state.history}
+        assert keys["k-add"].result["product"]["sku"] == "W-1"
+        assert keys["k-batch"].result["applied"] == 1
+
+    def test_import_state_appends_history_and_carries_keys(
+        self, backend: Backend, make_backend: MakeBackend
+    ) -> None:
+        backend.add_store("north")
+        backend.add_product("Widget", "1.00", sku="W-1", quantity=5, event_id="k-add")
+        backend.transfer("W-1", "main", "north", 2, event_id="k-move")
+        state = backend.export_state()
+        target = make_backend()  # it has history of its own (its init): ids follow it
+        own = target.export_state().history
+        target.import_state(state)
+        copied = target.export_state()
+        assert [replace(m, id=0) for m in copied.history[len(own) :]] == [
+            replace(m, id=0) for m in state.history
+        ]
+        assert {(e.event_id, e.fingerprint) for e in copied.events} == {
+            (e.event_id, e.fingerprint) for e in state.events
+        }
+        out, into = target.transfer("W-1", "main", "north", 2, event_id="k-move")
+        assert out.replayed and into.replayed
+        assert (out.id, into.id) == tuple(m.id for m in copied.history[-2:])
+        assert (target.quantity("main", "W-1"), target.quantity("north", "W-1")) == (3, 2)
 
     # -- errors ------------------------------------------------------------------------
 

@@ -428,7 +428,11 @@ class PostgresBackend(Backend):
                         ":name, :name_key, :price, :unit, :category, :category_key, "
                         ":reorder_level) ON CONFLICT (sku_key) DO NOTHING RETURNING id"
                     ),
-                    {**fields, **_keys(candidate, fields["name"], fields["category"])},
+                    {
+                        **fields,
+                        "sku": candidate,
+                        **_keys(candidate, fields["name"], fields["category"]),
+                    },
                 ).first()
                 if row is not None:
                     break

@@ -21,7 +21,7 @@ from .. import values
 from ..base import Progress
 from ..batch import BatchRow
 from ..engine import State
-from ..errors import AlreadyExists, ValidationError
+from ..errors import AlreadyExists, NotFound, ValidationError
 from ..models import MOVEMENT_FIELDS, Movement, MovementRow, Snapshot
 
 __all__ = [
@@ -139,6 +139,8 @@ def _keys(rows: Sequence[BatchRow]) -> set[str]:
     """The keys of the rows' SKUs; a SKU that is not one is left to the rules to report."""
     keys = set()
     for row in rows:
+        if row.sku is None:
+            continue
         try:
             keys.add(values.sku_key(values.sku(row.sku)))
         except ValidationError:
@@ -395,6 +397,14 @@ def import_snapshot(
                 for code, q in p.stock.items()
             ),
         )
+        unknown = connection.execute(
+            text(
+                "SELECT t.store FROM import_stock t LEFT JOIN stores s ON s.code = t.store "
+                "WHERE s.id IS NULL LIMIT 1"
+            )
+        ).scalar()
+        if unknown is not None:
+            raise NotFound(f"no store {unknown!r} for the stock brought in")
         connection.execute(
             text(
                 "INSERT INTO inventory (store_id, product_id, quantity) "

@@ -1,0 +1,182 @@
+"""`inv migrate` carries everything that makes retries safe, and loses nothing: a round trip
+json -> postgres -> json gives back the history entry for entry, and every idempotency
+key with its first result, on real PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from pg import admin, drop_database, url_for
+from typer.testing import CliRunner
+
+from backends import BatchRow
+from backends.jsonfile import JsonBackend
+from backends.migrate import migrate
+from backends.postgres import PostgresBackend
+from inventory_cli.cli import app
+
+
+@pytest.fixture
+def empty_database() -> Iterator[str]:
+    """A database with no schema at all, as a new user creates it."""
+    name = f"inv_migrate_{os.getpid()}_{os.urandom(3).hex()}"
+    with admin() as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    yield url_for(name)
+    drop_database(url_for(name))
+
+
+def busy_shop(path: Path) -> JsonBackend:
+    """A shop with every kind of entry and of idempotency key."""
+    shop = JsonBackend(path, actor="ana")
+    shop.init()
+    shop.add_store("north", "North")
+    shop.add_store("empty", "Nothing here")
+    shop.add_product("Blue mug", "4.50", sku="MUG", quantity=12, event_id="k-add")
+    shop.add_product("Street map", "2.00", sku="Straße", quantity=3)
+    shop.adjust("main", "MUG", -2, "sale", event_id="pos-0042")
+    shop.transfer("MUG", "main", "north", 4, event_id="k-move")
+    shop.edit_product("MUG", price="4.75", event_id="k-edit")
+    shop.apply(
+        [
+            BatchRow(2, "TEA", name="Tea", price=Decimal("3.20"), quantity=5),
+            BatchRow(3, "strasse", change=1, idempotency_key="row-1"),
+        ],
+        event_id="k-batch",
+    )
+    shop.remove_product("TEA", store="main", force=True, event_id="k-remove")
+    return shop
+
+
+def test_a_round_trip_gives_back_the_history_entry_for_entry_and_every_key(
+    tmp_path: Path, empty_database: str
+) -> None:
+    shop = busy_shop(tmp_path / "inventory.json")
+    original = shop.export_state()
+    database = PostgresBackend(empty_database, actor="bo", source="migrate")
+    report = migrate(shop, database)
+    assert (report.copied_stores, report.copied_products) == (2, 3)
+    assert report.copied_history == len(original.history)
+    assert report.copied_keys == len(original.events) == 7
+    assert report.source == report.target
+    in_database = database.export_state()
+    assert in_database.history == original.history  # ids, times, actors, sources, all
+
+    # A sale retried after the migration is applied once: it replays the first result.
+    again = database.adjust("main", "MUG", -2, "sale", event_id="pos-0042")
+    assert again.replayed and database.quantity("main", "MUG") == 6
+    assert len(database.history()) == len(original.history)
+
+    back = JsonBackend(tmp_path / "back.json", source="migrate")
+    migrate(database, back)
+    returned = back.export_state()
+    assert returned.history == original.history
+    assert returned.stores == original.stores
+    assert [(p, p.stock) for p in returned.products] == [(p, p.stock) for p in original.products]
+    keys = {e.event_id: (e.fingerprint, e.result) for e in returned.events}
+    assert keys == {e.event_id: (e.fingerprint, e.result) for e in original.events}
+    for call in (
+        lambda: back.adjust("main", "MUG", -2, "sale", event_id="pos-0042"),
+        lambda: back.transfer("MUG", "main", "north", 4, event_id="k-move")[0],
+        lambda: back.edit_product("MUG", price="4.75", event_id="k-edit"),
+        lambda: back.remove_product("TEA", store="main", force=True, event_id="k-remove")[0],
+    ):
+        assert call().replayed
+    assert back.export_state().history == original.history
+    assert back.verify_audit()[1] == []
+    assert database.verify_audit()[1] == []
+    database.close()
+
+
+def test_migrating_again_changes_nothing_and_a_reused_key_is_refused(
+    tmp_path: Path, empty_database: str
+) -> None:
+    shop = busy_shop(tmp_path / "inventory.json")
+    database = PostgresBackend(empty_database, actor="bo")
+    migrate(shop, database)
+    assert migrate(shop, database).nothing_to_do
+    other = JsonBackend(tmp_path / "other.json")
+    other.init()
+    other.add_product("Other", "1.00", sku="OTH", event_id="pos-0042")
+    with pytest.raises(Exception, match="same idempotency keys for other requests"):
+        migrate(other, database, merge=True)
+    database.close()
+
+
+def test_the_cli_prints_what_it_copied_and_checked(tmp_path: Path, empty_database: str) -> None:
+    busy_shop(tmp_path / "inventory.json")
+    result = CliRunner().invoke(
+        app,
+        ["--file", str(tmp_path / "inventory.json"), "migrate", "--to", "postgres"],
+        env={"INV_DATABASE_URL": empty_database},
+    )
+    assert result.exit_code == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith(
+        "Copied 2 new stores, 3 products, 12 history entries and 7 idempotency keys to "
+        "postgresql://postgres@127.0.0.1"
+    )
+    table = {line.split()[0] if "units" not in line else line[:14]: line for line in lines[1:]}
+    assert table["stores"].split()[1:] == ["3", "3"]
+    assert table["history"].split()[1:] == ["12", "12"]
+    assert table["keys"].split()[1:] == ["7", "7"]
+    assert [line.split()[-2:] for line in lines if line.startswith("units at north")] == [
+        ["4", "4"]
+    ]
+    retried = CliRunner().invoke(
+        app,
+        [
+            "--backend",
+            "postgres",
+            "update",
+            "MUG",
+            "--change",
+            "-2",
+            "--reason",
+            "sale",
+            "--idempotency-key",
+            "pos-0042",
+        ],
+        env={"INV_DATABASE_URL": empty_database},
+    )
+    assert retried.exit_code == 0
+    assert retried.stdout == (
+        "MUG at main: 12 -> 10 (-2) (already applied with this idempotency key; "
+        "nothing changed now)\n"
+    )
+    PostgresBackend(empty_database).close()
+
+
+def test_a_source_that_cannot_be_read_creates_no_target(
+    tmp_path: Path, empty_database: str
+) -> None:
+    broken = tmp_path / "inventory.json"
+    broken.write_text("{not json")
+    target = tmp_path / "new.json"
+    result = CliRunner().invoke(
+        app, ["--file", str(broken), "migrate", "--to", "json", "--to-file", str(target)]
+    )
+    assert result.exit_code == 2  # the same backend: a usage error before anything
+    assert not target.exists()
+    result = CliRunner().invoke(
+        app,
+        ["--file", str(broken), "migrate", "--to", "postgres"],
+        env={"INV_DATABASE_URL": empty_database},
+    )
+    assert result.exit_code == 78
+    assert result.stderr.startswith("Error: ") and "not valid JSON" in result.stderr
+    with admin() as conn:
+        name = empty_database.rpartition("/")[2]
+        with conn.cursor() as cursor:
+            cursor.execute(f'SELECT 1 FROM pg_database WHERE datname = %s', (name,))
+            assert cursor.fetchone() is not None
+    database = PostgresBackend(empty_database)
+    with database.db.connect(check=False) as connection:
+        from backends.postgres import schema
+
+        assert schema.current_revision(connection) is None  # no schema was created
+    database.close()
