@@ -65,3 +65,43 @@ def test_command_has_help_and_is_documented(command: tuple[str, ...]) -> None:
 def test_ci_runs_the_readme_test_command() -> None:
     assert "make test" in README and "make demo" in README
     assert "make test" in (ROOT / ".ci" / "run").read_text()
+
+
+# -- the README's command table is the CLI's, option for option -------------------------------
+
+
+def _table_rows() -> dict[str, set[str]]:
+    """The README's command table: the command each row names, and the options in it."""
+    import re
+
+    section = README.split("### Commands", 1)[1].split("\n\n", 2)[1]
+    rows: dict[str, set[str]] = {}
+    for line in section.splitlines()[2:]:
+        first, rest = line.split(" | ", 1)
+        words = re.findall(r"`inv((?: [a-z][a-z-]*)*)", first)[0].split()
+        command = " ".join(w for w in words if not w.isupper())
+        rows[command] = set(re.findall(r"(?<![\w-])(--[a-z][a-z-]*)", line))
+    return rows
+
+
+def _options(command: typer.core.TyperCommand | typer.core.TyperGroup) -> set[str]:
+    return {
+        opt
+        for param in command.params
+        for opt in getattr(param, "opts", [])
+        if opt.startswith("--") and opt != "--help"
+    }
+
+
+def test_the_readme_table_names_every_command_and_every_option() -> None:
+    root = typer.main.get_command(app)
+    rows = _table_rows()
+    expected = {"": _options(root)}
+    for command in _commands():
+        target = root
+        for part in command:
+            target = target.commands[part]  # type: ignore[attr-defined]
+        expected[" ".join(command)] = _options(target)
+    assert set(rows) == set(expected), "commands in the table and in the app differ"
+    for command, options in expected.items():
+        assert rows[command] == options, (command or "inv", rows[command] ^ options)
