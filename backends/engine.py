@@ -370,7 +370,9 @@ def _store_row(state: State, ctx: Context, row: BatchRow) -> list[Movement]:
     if code in state.stores:
         return []
     if row.store_name is None:
-        raise RowFailure("store_name", NotFound(f"no store {code!r} (give store_name to create it)"))
+        raise RowFailure(
+            "store_name", NotFound(f"no store {code!r} (give store_name to create it)")
+        )
     try:
         name = values.name(row.store_name, field="store_name")
     except ValidationError as exc:

@@ -84,7 +84,8 @@ from postgres import (
 
 from backends.kafka import KafkaBackend
 from backends.kafka.events import from_change
-from backends.requests import sku_key, stock_change
+from backends.requests import stock_change
+from backends.values import sku_key
 
 TARGET_RATE = 20_000  # events/s applied, at least
 TARGET_RAW_RATIO = 0.25  # x a raw batched UPDATE of the same rows, at least

@@ -65,7 +65,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
 from backends.postgres import backend as backend_module
-from backends.postgres import bulk
+from backends.postgres import bulk, database
 from backends.postgres.backend import PostgresBackend
 from inventory_cli.files import FileFormat, read_rows
 
@@ -478,7 +478,7 @@ def bench_import(args: argparse.Namespace, children: Children, folder: Path) -> 
         raise BenchFailed(f"in-process parse found {len(problems)} problems: {problems[:3]}")
     totals: dict[str, float] = {}
     with (
-        Statements(backend_module._engine(backend.url)) as statements,
+        Statements(database._engine(backend.url)) as statements,
         contextlib.ExitStack() as patches,
     ):
         patches.enter_context(
@@ -587,7 +587,7 @@ def explain_write_back(databases: Databases, rows: Sequence[Any]) -> list[tuple[
     name = databases.create()
     backend = databases.backend(name, source="import")
     backend.init()
-    engine = backend_module._engine(backend.url)
+    engine = database._engine(backend.url)
     plans: list[tuple[str, list[str]]] = []
 
     def before(conn: Any, cursor: Any, statement: str, parameters: Any, *rest: Any) -> Any:
@@ -749,7 +749,7 @@ def pick_store(url: str, n: int) -> str:
 def bench_reads(args: argparse.Namespace, databases: Databases, name: str) -> list[Figure]:
     url = databases.url(name)
     backend = databases.backend(name)
-    engine = backend_module._engine(url)
+    engine = database._engine(url)
     figures = []
     with psycopg.connect(url) as connection:
         stock_rows = connection.execute("SELECT count(*) FROM inventory").fetchone()
@@ -888,7 +888,7 @@ def bench_update(
         "with psycopg.connect(sys.argv[1]) as c:\n"
         '    c.execute("UPDATE inventory SET quantity = quantity + 1 WHERE store_id = '
         "(SELECT id FROM stores WHERE code = %s) AND product_id = (SELECT id FROM products "
-        'WHERE lower(sku) = lower(%s)) RETURNING quantity", '
+        'WHERE sku_key = lower(%s)) RETURNING quantity", '
         "(sys.argv[2], sys.argv[3])).fetchone()\n"
     )
     raw = median_process_ms(

@@ -25,7 +25,7 @@ from typing import Any
 from broker import Broker
 from pg import drop_database, fresh_database
 
-from backends.kafka import KafkaBackend
+from backends.kafka import KafkaBackend, admin
 from backends.kafka.worker import Worker
 
 __all__ = ["Stack", "StackBackend", "StackPool"]
@@ -113,7 +113,7 @@ class StackPool:
         topic = f"inv-test-{uuid.uuid4().hex[:12]}"
         group = f"{topic}-workers"
         backend = self.kafka_backend(url, topic, actor="worker")
-        backend.create_topics()
+        admin.create_topics(backend)
         worker = Worker(
             backend, group=group, batch_ms=batch_ms, session_timeout_ms=2000, report_every=3600
         )

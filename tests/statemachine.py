@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import re
+import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -73,6 +74,11 @@ class Done:
     call: Callable[..., Any]
     event_id: str
     result: Any
+
+
+def _text(value: str) -> str:
+    """Text as every backend stores it: NFC, trimmed (`backends.values.text`)."""
+    return unicodedata.normalize("NFC", value).strip()
 
 
 def _price(text: str) -> Decimal:
@@ -173,7 +179,7 @@ class InventoryMachine(RuleBasedStateMachine):
         assert product.stock == {store: quantity}
         self.products[product.sku.lower()] = ModelProduct(
             product.sku,
-            name.strip(),
+            _text(name),
             _price(price),
             unit,
             category,
@@ -193,7 +199,7 @@ class InventoryMachine(RuleBasedStateMachine):
                 call(event_id=event_id)
             return
         store = call(event_id=event_id)
-        expected = Store(code, name.strip() if name is not None else code)
+        expected = Store(code, _text(name) if name is not None else code)
         assert store == expected
         self.stores[code] = expected.name
         self.changes += 1

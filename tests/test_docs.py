@@ -77,7 +77,7 @@ def _table_rows() -> dict[str, set[str]]:
     section = README.split("### Commands", 1)[1].split("\n\n", 2)[1]
     rows: dict[str, set[str]] = {}
     for line in section.splitlines()[2:]:
-        first, rest = line.split(" | ", 1)
+        first = line.split(" | ", 1)[0]
         words = re.findall(r"`inv((?: [a-z][a-z-]*)*)", first)[0].split()
         command = " ".join(w for w in words if not w.isupper())
         rows[command] = set(re.findall(r"(?<![\w-])(--[a-z][a-z-]*)", line))

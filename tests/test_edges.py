@@ -74,7 +74,9 @@ def test_export_to_a_folder_is_refused_and_the_folder_kept(shop: CliCall, tmp_pa
     assert folder.is_dir() and not any(folder.iterdir())
 
 
-def test_export_into_a_missing_folder_is_a_configuration_error(shop: CliCall, tmp_path: Path) -> None:
+def test_export_into_a_missing_folder_is_a_configuration_error(
+    shop: CliCall, tmp_path: Path
+) -> None:
     one_error(shop("export", "-o", str(tmp_path / "no" / "x.csv")), 78, "does not exist")
 
 
@@ -233,7 +235,7 @@ def test_an_import_row_with_a_bad_idempotency_key_is_a_row_problem(shop: CliCall
     assert "row 2, column idempotency_key: contains a control character" in result.stderr
 
 
-# -- ages: one grammar ------------------------------------------------------------------------------
+# -- ages: one grammar ----------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("age", ["90s", "15m", "24h", "7d", "2w", "18mo", "7y"])
@@ -251,7 +253,7 @@ def test_every_age_works_for_since_and_for_older_than(shop: CliCall, age: str) -
         ("9999-12-31T23:59:59", 0),
         ("0001-01-01T00:00+01:00", 1),
         ("9999-12-31T23:59-01:00", 1),
-        ("２０２６-01-01", 1),
+        ("\uff12\uff10\uff12\uff16-01-01", 1),  # full-width digits
     ],
 )
 def test_dates_at_the_edges_of_the_calendar(shop: CliCall, since: str, code: int) -> None:

@@ -32,6 +32,7 @@ from backends import NotFound
 from backends.kafka import KafkaBackend
 from backends.kafka.events import from_change
 from backends.requests import stock_change
+from backends.settings import Settings
 
 SKUS = [f"K-{n}" for n in range(12)]
 STORES = ["main", "north"]
@@ -75,9 +76,9 @@ class Shop:
         self.events = 0
 
     def backend(self, **overrides: Any) -> KafkaBackend:
-        settings = {k[4:].lower(): v for k, v in self.env.items()}
-        settings.update(overrides)
-        return KafkaBackend.from_settings(settings, actor="tester", source="cli")
+        values = {k[4:].lower(): v for k, v in self.env.items()}
+        values.update(overrides)
+        return KafkaBackend.from_settings(Settings(**values), actor="tester", source="cli")
 
     def inv(
         self, *args: str, env: dict[str, str] | None = None

@@ -190,7 +190,7 @@ def _messages(*events: Any) -> list[Message]:
 def _apply(url: str, messages: list[Message]) -> Any:
     backend = PostgresBackend(url, actor="worker")
     try:
-        return backend._write(lambda connection: apply_batch(connection, messages))
+        return backend.db.write(lambda connection: apply_batch(connection, messages))
     finally:
         backend.close()
 
@@ -264,7 +264,7 @@ def test_two_workers_given_the_same_batch_apply_it_once(database: str) -> None:
     messages = _messages(_adjust(delta=-5))  # 5 on hand: whoever is second must not refuse
     first = PostgresBackend(database, actor="worker")
     second: dict[str, Any] = {}
-    with first._connect(first.url) as connection, connection.begin():
+    with first.db.connect() as connection, connection.begin():
         outcome = apply_batch(connection, messages)
         racer = threading.Thread(target=lambda: second.update(o=_apply(database, messages)))
         racer.start()

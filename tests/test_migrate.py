@@ -172,7 +172,7 @@ def test_a_source_that_cannot_be_read_creates_no_target(
     with admin() as conn:
         name = empty_database.rpartition("/")[2]
         with conn.cursor() as cursor:
-            cursor.execute(f'SELECT 1 FROM pg_database WHERE datname = %s', (name,))
+            cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
             assert cursor.fetchone() is not None
     database = PostgresBackend(empty_database)
     with database.db.connect(check=False) as connection:

@@ -95,7 +95,7 @@ def test_there_are_no_import_cycles() -> None:
         stack.append(node)
         for target in sorted(edges[node]):
             if state.get(target) == 1:
-                cycles.append(stack[stack.index(target) :] + [target])
+                cycles.append([*stack[stack.index(target) :], target])
             elif target not in state:
                 walk(target)
         stack.pop()
