@@ -83,6 +83,7 @@ from .requests import (
     product_json,
     reused_key,
 )
+from .settings import DEFAULTS
 
 if TYPE_CHECKING:
     from .settings import Settings
@@ -212,11 +213,11 @@ class JsonBackend(Backend):
 
     def __init__(
         self,
-        path: str | os.PathLike[str] = "inventory.json",
+        path: str | os.PathLike[str] = DEFAULTS.file,
         *,
         actor: str = "unknown",
         source: str = "cli",
-        lock_timeout: float = 30.0,
+        lock_timeout: float = DEFAULTS.lock_timeout,
     ) -> None:
         super().__init__(actor=actor, source=source)
         if not str(path).strip():

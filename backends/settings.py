@@ -17,7 +17,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from . import values
 from .errors import ValidationError
 
-__all__ = ["Settings"]
+__all__ = ["DEFAULTS", "Settings"]
 
 
 class Settings(BaseSettings):
@@ -121,3 +121,7 @@ def _checked(check: Any, value: Any) -> Any:
     except ValidationError as exc:
         text = str(exc)
         raise ValueError(text.split(": ", 1)[1] if ": " in text else text) from None
+
+
+#: The defaults, for constructors used without settings (tests, scripts): one place.
+DEFAULTS = Settings.model_construct()

@@ -5,8 +5,6 @@ the result into output.  Data goes to stdout, `Error: ...` lines to stderr, and 
 backend error maps to one exit code (`inventory_cli.errors`).
 """
 
-from __future__ import annotations
-
 import sys
 import time
 from collections import Counter
@@ -81,12 +79,12 @@ class Options:
     config: Path | None = None
     quiet: bool = False
 
-    def settings(self) -> Settings:
+    def settings(self) -> "Settings":
         from .settings import load_settings
 
         return load_settings(self.config, backend=self.backend, file=self.file)
 
-    def open(self, source: str = "cli", settings: Settings | None = None) -> Backend:
+    def open(self, source: str = "cli", settings: "Settings | None" = None) -> "Backend":
         import logging
 
         from backends import get_backend_class
@@ -354,7 +352,7 @@ def update(
     _say(ctx, quiet, _describe_move(moved), replayed=moved.replayed)
 
 
-def _describe_move(m: Movement) -> str:
+def _describe_move(m: "Movement") -> str:
     if m.pending:
         what = f"set to {m.quantity_after}" if m.delta is None else f"{m.delta:+d}"
         return f"{m.sku} at {m.store}: {what} queued as event {m.event_id}"
@@ -672,7 +670,7 @@ def _open_input(stack: ExitStack, source: str) -> IO[bytes]:
         raise fail(f"{source}: permission denied", 77) from None
 
 
-def _report_problems(name: str, problems: list[RowProblem]) -> None:
+def _report_problems(name: str, problems: "list[RowProblem]") -> None:
     for problem in sorted(problems, key=lambda p: p.row):
         where = f"{name}: {problem}" if problem.row else f"{name}: {problem.reason}"
         print(f"Error: {where}", file=sys.stderr)
@@ -759,7 +757,7 @@ def _rows(n: int) -> str:
     return f"{n} row" if n == 1 else f"{n} rows"
 
 
-def _describe_change(m: Movement) -> str:
+def _describe_change(m: "Movement") -> str:
     parts = [m.action, m.sku or "-"]
     if m.store:
         parts.append(f"at {m.store}")
@@ -770,7 +768,7 @@ def _describe_change(m: Movement) -> str:
     return " ".join(parts)
 
 
-def _count_changes(changes: list[Movement]) -> str:
+def _count_changes(changes: "list[Movement]") -> str:
     if not changes:
         return "no changes"
     counts = Counter(m.action for m in changes)

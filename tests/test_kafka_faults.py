@@ -52,7 +52,9 @@ class Shop:
         self.folder = folder
         self.url = fresh_database()
         self.topic = f"faults-{uuid.uuid4().hex[:10]}"
+        self.group = f"{self.topic}-workers"  # not the default: status must use the setting
         self.env = {
+            "INV_KAFKA_GROUP": self.group,
             "INV_BACKEND": "kafka",
             "INV_DATABASE_URL": self.url,
             "INV_KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap,
@@ -165,7 +167,7 @@ class Shop:
 
     def committed(self) -> int:
         """The offsets the workers' group has committed, summed over the partitions."""
-        consumer = Consumer(self.broker.consumer_config("inv-workers"))
+        consumer = Consumer(self.broker.consumer_config(self.group))
         try:
             partitions = consumer.list_topics(self.topic, timeout=10).topics[self.topic].partitions
             done = consumer.committed(
@@ -226,7 +228,11 @@ def test_the_cli_end_to_end_with_a_worker(shop: Shop) -> None:
     # The same idempotency key twice: applied once, the first result both times.
     first = shop.inv("update", "K-2", "--change", "4", "--idempotency-key", "pos-1", "--wait")
     again = shop.inv("update", "K-2", "--change", "4", "--idempotency-key", "pos-1", "--wait")
-    assert first.stdout == again.stdout == "K-2 at main: 0 -> 4 (+4)\n"
+    assert first.stdout == "K-2 at main: 0 -> 4 (+4)\n"
+    assert again.stdout == (
+        "K-2 at main: 0 -> 4 (+4) (already applied with this idempotency key; "
+        "nothing changed now)\n"
+    )
     other = shop.inv("update", "K-2", "--change", "1", "--idempotency-key", "pos-1")
     assert other.returncode == 1 and "already used for a different request" in other.stderr
     shown = json.loads(shop.inv("show", "K-1", "--format", "json").stdout)
@@ -246,6 +252,7 @@ def test_the_cli_end_to_end_with_a_worker(shop: Shop) -> None:
     reader.close()
     status = json.loads(shop.inv("status", "--format", "json").stdout)
     assert status["ok"] is True and status["kafka"]["lag"] == 0
+    assert status["kafka"]["group"] == shop.group  # the workers' group, from the setting
     table = shop.inv("status")
     assert (
         table.returncode == 0 and "kafka.lag" in table.stdout and "cache.hit_ratio" in table.stdout

@@ -59,6 +59,7 @@ from ..requests import (
     product_json,
     reused_key,
 )
+from ..settings import DEFAULTS
 from ..values import sku_key
 from . import admin
 from .apply import error_from
@@ -101,15 +102,15 @@ class KafkaBackend(PostgresBackend):
         url: str,
         *,
         bootstrap_servers: str,
-        topic: str = "inventory-events",
-        partitions: int = 6,
-        timeout: float = 10.0,
+        topic: str = DEFAULTS.kafka_topic,
+        partitions: int = DEFAULTS.kafka_partitions,
+        timeout: float = DEFAULTS.kafka_timeout,
         redis_url: str | None = None,
-        cache_ttl: int = 300,
-        cache_prefix: str = "inv",
+        cache_ttl: int = DEFAULTS.cache_ttl,
+        cache_prefix: str = DEFAULTS.cache_prefix,
         wait: bool = False,
-        wait_timeout: float = 30.0,
-        group: str = "inv-workers",
+        wait_timeout: float = DEFAULTS.wait_timeout,
+        group: str = DEFAULTS.kafka_group,
         read_urls: Sequence[str] = (),
         actor: str = "unknown",
         source: str = "cli",

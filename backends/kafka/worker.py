@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import BackendUnavailable, ConfigurationError, InventoryError, PermissionDenied
+from ..settings import DEFAULTS
 from .apply import Message, Outcome, apply_batch, record_rejections, unprocessable
 
 if TYPE_CHECKING:
@@ -42,7 +43,6 @@ __all__ = ["Counters", "Worker"]
 
 log = logging.getLogger("inv.worker")
 
-DEFAULT_GROUP = "inv-workers"  # the default of the kafka_group setting
 
 #: How often a batch that fails (other than PostgreSQL being away) is tried before it is
 #: split to find the message that fails.
@@ -76,10 +76,10 @@ class Worker:
         self,
         backend: KafkaBackend,
         *,
-        group: str = DEFAULT_GROUP,
-        batch_size: int = 1000,
-        batch_ms: int = 50,
-        session_timeout_ms: int = 10000,
+        group: str = DEFAULTS.kafka_group,
+        batch_size: int = DEFAULTS.worker_batch_size,
+        batch_ms: int = DEFAULTS.worker_batch_ms,
+        session_timeout_ms: int = DEFAULTS.kafka_session_timeout_ms,
         health_file: Path | None = None,
         report_every: float = 10.0,
         on_batch: Callable[[Outcome], None] | None = None,
