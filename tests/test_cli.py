@@ -378,7 +378,7 @@ def test_history(shop: CliCall) -> None:
         shop("history", "--since", "yesterday"),
         1,
         "since: 'yesterday' is not an ISO date or time (2026-11-01, 2026-11-01T09:30Z) "
-        "or an age (24h, 7d)",
+        "or an age (90s, 15m, 24h, 7d, 2w, 18mo, 7y)",
     )
 
 

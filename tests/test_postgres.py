@@ -22,7 +22,7 @@ import psycopg
 import pytest
 from pg import drop_database, fresh_database
 
-from backends.postgres import PostgresBackend
+from backends.postgres import PostgresBackend, database
 
 ProcCall = Callable[..., subprocess.CompletedProcess[str]]
 INV = [sys.executable, "-m", "inventory_cli", "--backend", "postgres"]
@@ -247,7 +247,7 @@ def test_a_movement_in_a_month_whose_partition_is_gone_recreates_it(db: str) -> 
 
 
 @pytest.mark.slow
-def test_opposite_transfers_never_deadlock(db: str) -> None:
+def test_opposite_transfers_never_deadlock(db: str, monkeypatch: pytest.MonkeyPatch) -> None:
     setup = PostgresBackend(db, actor="tester")
     setup.add_store("b-store")
     setup.add_store("a-store")  # created second: store ids and codes sort differently
@@ -259,16 +259,18 @@ def test_opposite_transfers_never_deadlock(db: str) -> None:
     failures: list[BaseException] = []
     start = threading.Barrier(threads)
 
+    translate = database.translate
+
+    def recording(exc, url):  # type: ignore[no-untyped-def]
+        orig = getattr(exc, "orig", exc)
+        seen_states.append(getattr(orig, "sqlstate", None))
+        return translate(exc, url)
+
+    # Every driver error passes through here before the backend may retry it.
+    monkeypatch.setattr(database, "translate", recording)
+
     def worker(n: int) -> None:
         backend = PostgresBackend(db, actor=f"t{n}")
-        translate = backend._translate
-
-        def recording(exc, url):  # type: ignore[no-untyped-def]
-            orig = getattr(exc, "orig", exc)
-            seen_states.append(getattr(orig, "sqlstate", None))
-            return translate(exc, url)
-
-        backend._translate = recording  # type: ignore[method-assign]
         source, target = ("a-store", "b-store") if n % 2 else ("b-store", "a-store")
         start.wait()
         try:
@@ -380,11 +382,14 @@ def test_concurrent_sales_never_oversell(db: str, inv: ProcCall) -> None:
 def test_a_retried_command_with_a_key_applies_once(db: str, inv: ProcCall) -> None:
     assert inv(db, "add", "Mug", "--price", "1", "--sku", "MUG", "--qty", "5").returncode == 0
     key = "cron-2026-11-25-mug"
-    for _ in range(3):
+    for attempt in range(3):
         result = inv(db, "update", "MUG", "--change", "-2", "--idempotency-key", key)
+        note = (
+            " (already applied with this idempotency key; nothing changed now)" if attempt else ""
+        )
         assert (result.returncode, result.stdout, result.stderr) == (
             0,
-            "MUG at main: 5 -> 3 (-2)\n",
+            f"MUG at main: 5 -> 3 (-2){note}\n",
             "",
         )
     other = inv(db, "update", "MUG", "--change", "-1", "--idempotency-key", key)

@@ -114,12 +114,12 @@ def test_a_missing_database_is_a_configuration_error(inv: ProcCall) -> None:
 
 def test_a_schema_behind_the_code_asks_for_db_upgrade(db: str, inv: ProcCall) -> None:
     with psycopg.connect(db, autocommit=True) as conn:
-        conn.execute("UPDATE alembic_version SET version_num = '0000'")
+        conn.execute("UPDATE alembic_version SET version_num = '0002'")
     # Trust auth ignores the password, so it is in the URL only to be hidden.
     with_password = db.replace("postgres@", "postgres:s3cret@")
     message = _refused(inv(with_password, "list"), 78)
     assert "run 'inv db upgrade'" in message
-    assert "0000" in message
+    assert "0002" in message
     assert "s3cret" not in message
     # Writes are refused the same way, before touching anything.
     _refused(inv(db, "add", "Mug", "--price", "1", "--sku", "MUG"), 78)

@@ -61,7 +61,7 @@ def test_migrate_json_to_postgres_and_back(tmp_path: Path, empty_database: str) 
 
     moved = inv(*base, "migrate", "--to", "postgres", env=env)
     assert moved.returncode == 0, moved.stderr
-    assert "Copied 1 stores, 18 products" in moved.stdout
+    assert "Copied 1 new stores, 18 products" in moved.stdout
     assert "units at main" in moved.stdout
     pg = ["--backend", "postgres"]
     assert inv(*pg, "export", env=env).stdout == before

@@ -77,10 +77,13 @@ def test_concurrent_sales_never_oversell(run_inv: ProcCall, inventory: Path) -> 
 def test_a_retried_command_with_a_key_applies_once(run_inv: ProcCall) -> None:
     run_inv("init")
     run_inv("add", "Mug", "--price", "1", "--sku", "MUG", "--qty", "5")
-    for _ in range(3):
+    for attempt in range(3):
         result = run_inv("update", "MUG", "--change", "-2", "--idempotency-key", "cron-2026-11-25")
         assert result.returncode == 0
-        assert result.stdout == "MUG at main: 5 -> 3 (-2)\n"
+        note = (
+            " (already applied with this idempotency key; nothing changed now)" if attempt else ""
+        )
+        assert result.stdout == f"MUG at main: 5 -> 3 (-2){note}\n"
     assert json.loads(run_inv("show", "MUG", "--format", "json").stdout)["stock"] == {"main": 3}
 
 
