@@ -27,6 +27,8 @@ from backends.postgres import PostgresBackend, database
 ProcCall = Callable[..., subprocess.CompletedProcess[str]]
 INV = [sys.executable, "-m", "inventory_cli", "--backend", "postgres"]
 
+REPLAYED = " (already applied with this idempotency key; nothing changed now)"
+
 
 def _env(url: str | None, extra: dict[str, str] | None = None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("INV_")}

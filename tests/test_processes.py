@@ -14,6 +14,8 @@ import pytest
 ProcCall = Callable[..., subprocess.CompletedProcess[str]]
 HEAVY = ("sqlalchemy", "psycopg", "redis", "confluent_kafka", "fastapi", "alembic")
 
+REPLAYED = " (already applied with this idempotency key; nothing changed now)"
+
 
 def _spawn(inventory: Path, *args: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
