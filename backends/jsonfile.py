@@ -153,7 +153,7 @@ def _check_document(doc: Any, path: Path) -> dict[str, Any]:
         raise bad("next_sku", "missing or not a number")
     for key in ("entries", "bytes"):
         value = doc["audit"].get(key)
-        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 2**53:
             raise bad(f"audit.{key}", "missing or not a count")
     stores = doc["stores"]
     if MAIN_STORE not in stores:
@@ -179,14 +179,18 @@ def _check_document(doc: Any, path: Path) -> dict[str, Any]:
             entry["price"] = values.price(entry["price"])
             entry["unit"] = values.unit(entry.get("unit"))
             entry["category"] = values.category(entry.get("category"))
-            entry["reorder_level"] = values.reorder_level(entry.get("reorder_level"))
+            if not isinstance(entry.get("reorder_level"), int):
+                raise ValidationError(
+                    f"reorder_level: {entry.get('reorder_level')!r} is not a whole number"
+                )
+            entry["reorder_level"] = values.reorder_level(entry["reorder_level"])
             stock = entry.get("stock")
             if not isinstance(stock, dict):
                 raise ValidationError("stock: not an object")
             for store, quantity in stock.items():
                 if store not in stores:
                     raise ValidationError(f"stock: unknown store {store!r}")
-                if not isinstance(quantity, int):
+                if not isinstance(quantity, int) or isinstance(quantity, bool):
                     raise ValidationError(f"stock.{store}: {quantity!r} is not a whole number")
                 values.quantity(quantity, field=f"stock.{store}")
         except ValidationError as exc:
@@ -200,10 +204,37 @@ def _check_document(doc: Any, path: Path) -> dict[str, Any]:
             )
         products[key] = entry
     for event_id, event in doc["events"].items():
-        if not isinstance(event, dict) or not isinstance(event.get("fp"), str):
+        if not _is_event(event):
             raise bad(f"events.{event_id}", "not an idempotency record")
     doc["products"] = products
     return doc
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_event(event: Any) -> bool:
+    """What the file keeps of an idempotency key has the fields replays read."""
+    if not isinstance(event, dict) or not isinstance(event.get("fp"), str):
+        return False
+    if not isinstance(event.get("at", ""), str):
+        return False
+    audit = event.get("audit", [0, 0])
+    if not (isinstance(audit, list) and len(audit) == 2 and all(_is_int(a) for a in audit)):
+        return False
+    checks: dict[str, Callable[[Any], bool]] = {
+        "movements": lambda v: isinstance(v, list) and all(isinstance(m, dict) for m in v),
+        "product": lambda v: isinstance(v, dict),
+        "name": lambda v: isinstance(v, str),
+        "rows": _is_int,
+        "applied": _is_int,
+        "unchanged": _is_int,
+        "duplicates": _is_int,
+        "problems": lambda v: isinstance(v, list)
+        and all(isinstance(p, list) and len(p) == 3 for p in v),
+    }
+    return all(check(event[key]) for key, check in checks.items() if key in event)
 
 
 class JsonBackend(Backend):
@@ -226,6 +257,9 @@ class JsonBackend(Backend):
         self.path = Path(path)
         #: The real file behind any symbolic links: what is read, written and locked.
         self.real_path = Path(os.path.realpath(self.path))
+        with self._os_errors("open"):
+            if not self.real_path.name or self.real_path.is_dir():
+                raise IsADirectoryError(errno.EISDIR, "it is a folder, not a file", str(path))
         stem = self.real_path.name.removesuffix(".json")
         self.audit_path = self.real_path.with_name(f"{stem}.audit.jsonl")
         self.backup_path = self.real_path.with_name(self.real_path.name + ".bak")
@@ -293,7 +327,9 @@ class JsonBackend(Backend):
             os.close(fd)  # closing releases the lock
 
     def _read_document(self) -> dict[str, Any]:
-        if not self.real_path.exists():
+        with self._os_errors("read"):
+            exists = self.real_path.exists()
+        if not exists:
             raise ConfigurationError(f"no inventory at {self.path}; run 'inv init' to create one")
         with self._os_errors("read"), open(self.real_path, "rb") as f:
             raw = f.read()
@@ -325,7 +361,9 @@ class JsonBackend(Backend):
         """The committed audit entries, oldest first (lines past the mark are ignored)."""
         size = state.meta["audit_bytes"]
         if size:
-            if not self.audit_path.exists():
+            with self._os_errors("read the audit trail"):
+                there = self.audit_path.exists()
+            if not there:
                 raise CorruptData(
                     f"the audit trail {self.audit_path} is missing; restore it from a backup"
                 )
@@ -488,10 +526,14 @@ class JsonBackend(Backend):
     # -- set-up ---------------------------------------------------------------------
 
     def init(self, *, record: bool = True) -> bool:
-        if self.real_path.exists():
+        with self._os_errors("create"):
+            exists = self.real_path.exists()
+        if exists:
             self._read_document()  # refuse a foreign or damaged file; never overwrite it
             return False
-        if self.audit_path.exists() and self.audit_path.stat().st_size:
+        with self._os_errors("create"):
+            trail = self.audit_path.exists() and self.audit_path.stat().st_size
+        if trail:
             raise ConfigurationError(
                 f"{self.audit_path} exists without {self.path}; move it away before 'inv init'"
             )

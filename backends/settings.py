@@ -55,8 +55,7 @@ class Settings(BaseSettings):
                 raise ValueError("must not be empty")
             if "\x00" in text:
                 raise ValueError("contains a NUL character")
-            _utf8(text)
-        return value
+        return value  # a name that is not UTF-8 is still a name on POSIX
 
     @field_validator("actor", mode="before")
     @classmethod

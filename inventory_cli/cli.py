@@ -163,12 +163,14 @@ def root(
             "--backend", "-b", help="json (default), or a service backend.", show_default=False
         ),
     ] = None,
+    # Paths are taken as text: the backend and the settings say what is wrong with one
+    # (Click's own checks would answer an unreadable file with a usage error).
     file: Annotated[
-        Path | None,
+        str | None,
         typer.Option("--file", help="The JSON inventory file.", show_default="./inventory.json"),
     ] = None,
     config: Annotated[
-        Path | None, typer.Option("--config", help="TOML settings file.", envvar="INV_CONFIG")
+        str | None, typer.Option("--config", help="TOML settings file.", envvar="INV_CONFIG")
     ] = None,
     quiet: Quiet = False,
     version: Annotated[
@@ -176,7 +178,17 @@ def root(
         typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
     ] = False,
 ) -> None:
-    ctx.obj = Options(backend=backend, file=file, config=config, quiet=quiet)
+    for stream in (sys.stdout, sys.stderr):
+        # A file name that is not UTF-8 (a lone surrogate) is echoed, not a crash.
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            reconfigure(errors="backslashreplace")
+    ctx.obj = Options(
+        backend=backend,
+        file=Path(file) if file is not None else None,
+        config=Path(config) if config is not None else None,
+        quiet=quiet,
+    )
 
 
 # -- set-up ---------------------------------------------------------------------------
@@ -782,7 +794,7 @@ def export(
         FileFormat, typer.Option("--format", "-f", help="csv or jsonl.")
     ] = FileFormat.csv,
     output: Annotated[
-        Path | None,
+        str | None,
         typer.Option("--output", "-o", help="Write here, atomically.", show_default="stdout"),
     ] = None,
     store: Annotated[str | None, typer.Option("--store", "-s", help="Only this store.")] = None,
@@ -808,7 +820,7 @@ def export(
     if output is None:
         sys.stdout.write(buffer.getvalue())
         return
-    write_output(output, buffer.getvalue().encode())
+    write_output(Path(output), buffer.getvalue().encode())
     if not (quiet or _options(ctx).quiet):
         print(f"Exported {count} rows to {output}", file=sys.stderr)
 
@@ -993,7 +1005,7 @@ def migrate(
         ),
     ] = None,
     to_file: Annotated[
-        Path | None,
+        str | None,
         typer.Option("--to-file", help="Target JSON file.", show_default="--file"),
     ] = None,
     merge: Annotated[
@@ -1018,7 +1030,7 @@ def migrate(
     if to_database_url is not None:
         changes["database_url"] = SecretStr(to_database_url)
     if to_file is not None:
-        changes["file"] = to_file.expanduser()
+        changes["file"] = Path(to_file).expanduser()
     target_settings = settings.model_copy(update=changes)
     source_cls = get_backend_class(settings.backend)
     target_cls = get_backend_class(to)
