@@ -341,6 +341,8 @@ def test_write_then_read_gives_back_the_same_rows(fmt: FileFormat) -> None:
 def test_jsonl_export_writes_prices_as_text() -> None:
     out = io.StringIO()
     write_rows(export_records(ITEMS[:1], STORE_NAMES), out, JSONL)
-    record = json.loads(out.getvalue())
-    assert record["price"] == "4.50"
-    assert record["quantity"] == 12
+    first, *rest = (json.loads(line) for line in out.getvalue().splitlines())
+    assert first["price"] == "4.50"
+    assert first["quantity"] == 12
+    # A store holding none of the exported stock gets a row of its own.
+    assert rest == [{"store": "north", "store_name": "North, the big one"}]
