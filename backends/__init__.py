@@ -1,7 +1,9 @@
 """The engine of inv: the domain, its errors, the backend contract and the backends.
 
-Nothing here imports Typer, Rich or FastAPI; heavy clients are imported only by the
-backend that needs them.
+The grammar of every value is `backends.values`, the rules of the domain
+`backends.rules`, every mutation as a typed request `backends.requests`: every backend
+and entry point calls them.  Nothing here imports Typer, Rich or FastAPI; heavy clients
+are imported only by the backend that needs them.
 """
 
 from .base import Backend, Progress
@@ -21,12 +23,23 @@ from .errors import (
     RowProblem,
     ValidationError,
 )
-from .models import Item, Movement, MovementSummary, Product, Snapshot, Store, StoreValue
+from .models import (
+    AppliedEvent,
+    Edited,
+    Item,
+    Movement,
+    MovementSummary,
+    Product,
+    Snapshot,
+    Store,
+    StoreValue,
+)
 from .registry import KNOWN_BACKENDS, get_backend_class
 
 __all__ = [
     "KNOWN_BACKENDS",
     "AlreadyExists",
+    "AppliedEvent",
     "Backend",
     "BackendUnavailable",
     "BatchRejected",
@@ -35,6 +48,7 @@ __all__ = [
     "ConfigurationError",
     "Conflict",
     "CorruptData",
+    "Edited",
     "InsufficientStock",
     "InventoryError",
     "Item",

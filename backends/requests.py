@@ -21,8 +21,8 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from . import values
-from .batch import BatchResult, BatchRow, OnError
+from . import rules, values
+from .batch import COLUMNS, BatchResult, BatchRow, OnError
 from .errors import Conflict, RowProblem, ValidationError
 from .models import (
     MOVEMENT_FIELDS,
@@ -120,10 +120,8 @@ class RemoveStore(Request):
 
 
 def remove_store(code: str, force: bool, event_id: str | None) -> RemoveStore:
-    from .rules import check_store_removal
-
     checked = values.store_code(code)
-    check_store_removal(checked, None, force=force)
+    rules.check_store_removal(checked, None, force=force)
     return RemoveStore(checked, bool(force), _key(event_id))
 
 
@@ -392,8 +390,6 @@ def batch_from_json(data: dict[str, Any], changes: list[Movement]) -> BatchResul
 
 def row_fingerprint(row: BatchRow) -> str:
     """What a keyed batch row asks for, without where it stood in its file."""
-    from .batch import COLUMNS
-
     return "row|" + repr([getattr(row, column) for column in COLUMNS])
 
 
