@@ -694,10 +694,11 @@ class JsonBackend(Backend):
         request = requests.remove_product(sku, store, force, event_id)
 
         def work(state: State, ctx: Context) -> list[Movement]:
-            entry = state.product(request.sku)
             code = request.store
             if code is not None:
-                state.store(code)
+                state.store(code)  # the store first, as every command that names one
+            entry = state.product(request.sku)
+            if code is not None:
                 if code not in entry["stock"]:
                     raise NotFound(f"{entry['sku']} is not stocked at {code}")
                 return [state.unstock(ctx, entry, code, force=request.force, reason=None)]

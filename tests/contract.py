@@ -571,6 +571,9 @@ class BackendContract:
             backend.remove_product("nope")
         with pytest.raises(NotFound):
             backend.remove_product("W-1", store="nowhere")
+        # Neither there: the store is named first, as by every command that takes one.
+        with pytest.raises(NotFound, match="no store 'nowhere'"):
+            backend.remove_product("nope", store="nowhere")
         assert snapshot(backend) == before
 
     def test_sku_can_be_reused_after_removal(self, backend: Backend) -> None:
