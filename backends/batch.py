@@ -22,18 +22,19 @@ written (`BatchRejected`), with `"skip-rows"` the good rows apply and the bad ar
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Literal
+from typing import Any, Literal
 
+from . import values
 from .errors import RowProblem
 from .models import Movement
+from .rules import CATALOG_FIELDS
 
-__all__ = ["CATALOG_FIELDS", "COLUMNS", "BatchResult", "BatchRow", "OnError"]
+__all__ = ["CATALOG_FIELDS", "COLUMNS", "GRAMMAR", "BatchResult", "BatchRow", "OnError"]
 
 OnError = Literal["reject-all", "skip-rows"]
-
-CATALOG_FIELDS = ("name", "price", "unit", "category", "reorder_level")
 #: Every column an import file may have, in the order export writes them.
 COLUMNS = (
     "sku",
@@ -46,6 +47,23 @@ COLUMNS = (
     "expect",
     "idempotency_key",
 )
+
+#: The grammar of each column's values (`backends.values`), for import files and rows.
+GRAMMAR: dict[str, Callable[[Any], Any]] = {
+    "sku": values.sku,
+    "name": values.name,
+    "price": values.price,
+    "unit": values.unit,
+    "category": values.category,
+    "reorder_level": values.reorder_level,
+    "store": values.store_code,
+    "store_name": lambda v: values.name(v, field="store_name"),
+    "quantity": values.quantity,
+    "change": values.delta,
+    "reason": values.reason,
+    "expect": lambda v: values.quantity(v, field="expect"),
+    "idempotency_key": values.idempotency_key,
+}
 
 
 @dataclass(slots=True)

@@ -14,7 +14,7 @@ from typing import Any
 
 from . import rules, values
 from .base import Progress
-from .batch import COLUMNS, BatchResult, BatchRow
+from .batch import CATALOG_FIELDS, COLUMNS, GRAMMAR, BatchResult, BatchRow
 from .errors import (
     AlreadyExists,
     Conflict,
@@ -48,8 +48,9 @@ class State:
     and Unicode normal form ignored) to an entry: a dict with sku, name, price, unit,
     category, reorder_level and stock (store -> quantity).  `meta` holds counters:
     next_sku, audit_entries (the id of the last audit entry; new entries continue from
-    it).  `events` maps idempotency keys
-    to what the backend remembers of them (it needs at least `fp`, the fingerprint).
+    it), and for the JSON file audit_bytes (how much of its trail is committed).
+    `events` maps idempotency keys to what the backend remembers of them (it needs at
+    least `fp`, the fingerprint).
     """
 
     def __init__(
@@ -257,27 +258,18 @@ class Context:
         self.at = at or utcnow()
 
 
-ROW_CHECKS: dict[str, Callable[[Any], Any]] = {
-    "name": values.name,
-    "price": values.price,
-    "unit": values.unit,
-    "category": values.category,
-    "reorder_level": values.reorder_level,
-}
-
-
 def apply_row(state: State, ctx: Context, row: BatchRow, default_store: str) -> list[Movement]:
     """Apply one batch row to `state` (see `backends.batch`); raises RowFailure."""
     column: str | None = "sku"
     try:
         if row.sku is None:
             return _store_row(state, ctx, row)
-        sku = values.sku(row.sku)
+        sku = values.sku(row.sku, existing=True)  # it may name a product: a lookup
         fields: dict[str, Any] = {}
-        for column, check in ROW_CHECKS.items():
+        for column in CATALOG_FIELDS:
             value = getattr(row, column)
             if value is not None:
-                fields[column] = check(value)
+                fields[column] = GRAMMAR[column](value)
         column = "change"
         if row.quantity is not None and row.change is not None:
             raise ValidationError("give quantity or change, not both")
@@ -306,6 +298,8 @@ def apply_row(state: State, ctx: Context, row: BatchRow, default_store: str) -> 
             for column in ("name", "price"):
                 if column not in fields:
                     raise ValidationError(f"new SKU {sku!r} needs a {column}")
+            column = "sku"
+            sku = values.sku(sku)  # a SKU being created: the full rule
             # A new SKU has 0 on hand: the same rule as for any other change.
             column = "quantity" if quantity is not None else "change"
             initial = rules.next_quantity(
@@ -404,6 +398,12 @@ def run_batch(
     at = utcnow()
     for done, row in enumerate(rows, 1):
         key = row.idempotency_key
+        if key is not None:
+            try:
+                key = values.idempotency_key(key)
+            except ValidationError as exc:
+                result.problems.append(RowProblem(row.row, "idempotency_key", str(exc)))
+                continue
         if key is not None and key in state.events:
             # Seen before (in an earlier request or earlier in this batch): the same row
             # again is a harmless retry; a different one is a mistake.

@@ -81,6 +81,7 @@ from .requests import (
     movement_json,
     product_from_json,
     product_json,
+    result_movements,
     reused_key,
 )
 from .settings import DEFAULTS
@@ -162,7 +163,7 @@ def _check_document(doc: Any, path: Path) -> dict[str, Any]:
         try:
             if values.store_code(code) != code:
                 raise ValidationError(f"{code!r} is not a store code as inv writes it")
-            stores[code] = values.name(name)
+            stores[code] = values.name(name, existing=True)
         except ValidationError as exc:
             raise bad(f"stores.{code}", str(exc)) from None
     products: dict[str, dict[str, Any]] = {}
@@ -171,14 +172,14 @@ def _check_document(doc: Any, path: Path) -> dict[str, Any]:
         if not isinstance(entry, dict):
             raise bad(where, "not an object")
         try:
-            checked = values.sku(sku)
+            checked = values.sku(sku, existing=True)
             entry["sku"] = checked
-            entry["name"] = values.name(entry.get("name"))
+            entry["name"] = values.name(entry.get("name"), existing=True)
             if not isinstance(entry.get("price"), str):
                 raise ValidationError(f"price: {entry.get('price')!r} is not text")
             entry["price"] = values.price(entry["price"])
-            entry["unit"] = values.unit(entry.get("unit"))
-            entry["category"] = values.category(entry.get("category"))
+            entry["unit"] = values.unit(entry.get("unit"), existing=True)
+            entry["category"] = values.category(entry.get("category"), existing=True)
             if not isinstance(entry.get("reorder_level"), int):
                 raise ValidationError(
                     f"reorder_level: {entry.get('reorder_level')!r} is not a whole number"
@@ -204,6 +205,10 @@ def _check_document(doc: Any, path: Path) -> dict[str, Any]:
             )
         products[key] = entry
     for event_id, event in doc["events"].items():
+        try:
+            values.idempotency_key(event_id)
+        except ValidationError as exc:
+            raise bad("events", f"{event_id!r}: {exc}") from None
         if not _is_event(event):
             raise bad(f"events.{event_id}", "not an idempotency record")
     doc["products"] = products
@@ -212,6 +217,30 @@ def _check_document(doc: Any, path: Path) -> dict[str, Any]:
 
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+#: The type of each field of an audit line (None: the field may be null).
+_AUDIT_TYPES: dict[str, tuple[type, ...]] = {
+    "id": (int,),
+    "at": (str,),
+    "actor": (str,),
+    "source": (str,),
+    "event_id": (str,),
+    "store": (str, type(None)),
+    "sku": (str, type(None)),
+    "action": (str,),
+    "delta": (int, type(None)),
+    "quantity_after": (int, type(None)),
+    "reason": (str, type(None)),
+}
+
+
+def _is_audit_entry(entry: Any) -> bool:
+    """An audit line has every field, of its type (what reads and reports rely on)."""
+    return isinstance(entry, dict) and all(
+        isinstance(entry.get(name), kinds) and not isinstance(entry.get(name), bool)
+        for name, kinds in _AUDIT_TYPES.items()
+    )
 
 
 def _is_event(event: Any) -> bool:
@@ -260,6 +289,8 @@ class JsonBackend(Backend):
         with self._os_errors("open"):
             if not self.real_path.name or self.real_path.is_dir():
                 raise IsADirectoryError(errno.EISDIR, "it is a folder, not a file", str(path))
+            if self.real_path.exists() and not self.real_path.is_file():
+                raise ConfigurationError(f"{path} is not a regular file (a FIFO, a device?)")
         stem = self.real_path.name.removesuffix(".json")
         self.audit_path = self.real_path.with_name(f"{stem}.audit.jsonl")
         self.backup_path = self.real_path.with_name(self.real_path.name + ".bak")
@@ -378,7 +409,7 @@ class JsonBackend(Backend):
                     entry = loads(line)
                 except (JsonError, UnicodeDecodeError) as exc:
                     raise CorruptData(f"{self.audit_path}: line {number}: {exc}") from None
-                if not isinstance(entry, dict) or not isinstance(entry.get("id"), int):
+                if not _is_audit_entry(entry):
                     raise CorruptData(f"{self.audit_path}: line {number}: not an audit entry")
                 yield entry
         for movement in state.new_audit:
@@ -513,7 +544,7 @@ class JsonBackend(Backend):
 
     def _replayed_movements(self, state: State, seen: dict[str, Any]) -> list[Movement]:
         if "movements" in seen:
-            return [movement_from_json(m, replayed=True) for m in seen["movements"]]
+            return [self._movement_from(m, replayed=True) for m in result_movements(seen)]
         first, count = seen.get("audit", [0, 0])
         if not count:
             return []
@@ -714,7 +745,7 @@ class JsonBackend(Backend):
         return self._once(request, work, self._replayed_movements, lambda _: {})
 
     def get(self, sku: str) -> Product:
-        return _product(self._load().product(values.sku(sku)))
+        return _product(self._load().product(values.sku(sku, existing=True)))
 
     # -- stock ----------------------------------------------------------------------
 
@@ -810,6 +841,11 @@ class JsonBackend(Backend):
                 if seen["fp"] != request.fingerprint:
                     raise reused_key(request.event_id, "batch")
                 return requests.batch_from_json(seen, self._replayed_movements(state, seen))
+
+            if request.event_id is not None:
+                # The batch's key is taken before its rows run, as the database takes it:
+                # a row that reuses it is a row problem on every backend.
+                state.put(state.events, request.event_id, {"fp": request.fingerprint})
 
             def remember(key: str, fingerprint: str, written: list[Movement]) -> None:
                 state.put(
@@ -912,7 +948,7 @@ class JsonBackend(Backend):
         for event_id, seen in state.events.items():
             result = {k: v for k, v in seen.items() if k not in _EVENT_META}
             if "movements" in seen:
-                result["movements"] = seen["movements"]
+                result["movements"] = result_movements(seen)
             else:
                 first, count = seen.get("audit", [0, 0])
                 result["movements"] = [
@@ -973,29 +1009,31 @@ class JsonBackend(Backend):
             for event in snapshot.events:
                 if event.event_id in state.events:
                     raise AlreadyExists(f"idempotency key {event.event_id!r} already exists here")
-                written = [
-                    by_id[new_ids[m["id"]]]
-                    for m in event.result.get("movements", [])
-                    if m.get("id") in new_ids and new_ids[m["id"]] in by_id
-                ]
-                extra = {k: v for k, v in event.result.items() if k not in _EVENT_META}
+                entries = result_movements(event.result)
+                found = [new_ids.get(m.get("id", 0)) for m in entries]
+                refs: dict[str, Any]
+                if all(i is not None and i in by_id for i in found):
+                    refs = self._audit_refs([by_id[i] for i in found if i is not None])
+                else:
+                    # Its entries are not in the history brought (pruned): kept whole.
+                    refs = {
+                        "audit": [0, 0],
+                        "movements": [
+                            {**m, "id": new_ids.get(m.get("id", 0), 0)} for m in entries
+                        ],
+                    }
+                extra = {
+                    k: v for k, v in event.result.items() if k not in (*_EVENT_META, "changes")
+                }
                 state.put(
                     state.events,
                     event.event_id,
-                    {
-                        "at": format_time(event.at),
-                        "fp": event.fingerprint,
-                        **self._audit_refs(written),
-                        **extra,
-                    },
+                    {"at": format_time(event.at), "fp": event.fingerprint, **refs, **extra},
                 )
-            generated = [
-                int(p.sku[1:])
-                for p in snapshot.products
-                if len(p.sku) >= 7 and p.sku[0] == "P" and p.sku[1:].isdigit() and p.sku.isascii()
-            ]
-            if generated:
-                state.put(state.meta, "next_sku", max(state.meta["next_sku"], max(generated) + 1))
+            numbers = [rules.generated_number(p.sku) for p in snapshot.products]
+            highest = max((n for n in numbers if n is not None), default=0)
+            if highest:
+                state.put(state.meta, "next_sku", max(state.meta["next_sku"], highest + 1))
 
     # -- reads ----------------------------------------------------------------------
 
@@ -1072,7 +1110,7 @@ class JsonBackend(Backend):
     ) -> list[Movement]:
         window = requests.page(limit=limit)
         code = values.store_code(store) if store is not None else None
-        wanted = values.sku_key(values.sku(sku)) if sku is not None else None
+        wanted = values.sku_key(values.sku(sku, existing=True)) if sku is not None else None
         state = self._load()
         since_text = format_time(since) if since is not None else None
         found = []

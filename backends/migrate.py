@@ -6,12 +6,13 @@ fingerprint and first result of each, so a sale retried after the migration is s
 applied once.  The target is created if needed, without an entry of its own: the
 history it receives starts with the source's.
 
-The target must be empty (only store `main`, no products, no history) unless `merge` is
-given; products on both sides must then be identical, and history is appended after the
-target's own with new ids.  Running it again finds nothing left to copy and changes
-nothing.  Afterwards the target is read back and compared: stores, products, stock rows,
-history entries and keys, and each store's total quantity; into an empty target the
-history must come back entry for entry.
+The target must be empty (only store `main`, no products, no history but its own `inv
+init` entry) unless `merge` is given; products on both sides must then be identical.
+History copied after any of the target's own is appended with new ids.  Running it again
+finds nothing left to copy and changes nothing.  Afterwards the target is read back and
+compared: stores, products, stock, history entries and keys with their results, and
+each store's total quantity; into a target without history the history must come back
+entry for entry, ids included.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from dataclasses import dataclass, field
 from .base import Backend, Progress
 from .errors import Conflict
 from .models import MAIN_STORE, AppliedEvent, Movement, Product, Snapshot
+from .requests import result_movements
 from .values import sku_key
 
 __all__ = ["MigrationReport", "migrate"]
@@ -112,7 +114,14 @@ def migrate(
         history=[m for m in have.history if _entry_key(m) not in seen],
         events=[e for e in have.events if e.event_id not in their_keys],
     )
-    target_is_empty = not there.products and not there.history and their_stores <= {MAIN_STORE}
+    # Empty: store main only, no product, and no history but the entry of its own `inv
+    # init` (then the copied history follows it, renumbered).
+    target_is_empty = (
+        not there.products
+        and their_stores <= {MAIN_STORE}
+        and all(m.action == "store.create" and m.store == MAIN_STORE for m in there.history)
+        and len(there.history) <= 1
+    )
     anything = delta.stores or delta.products or delta.history or delta.events
     if anything and not target_is_empty and not merge:
         raise Conflict(
@@ -133,12 +142,16 @@ def migrate(
     )
     mine, theirs = _totals(have), _totals(after)
     report.totals = {code: (mine[code], theirs.get(code, 0)) for code in mine}
-    _verify(have, after, report, exact=target_is_empty)
+    _verify(have, after, report, exact=target_is_empty and not there.history)
     return report
 
 
 def _verify(have: Snapshot, after: Snapshot, report: MigrationReport, *, exact: bool) -> None:
-    """Everything of `have` is in `after` (and, into an empty target, nothing else)."""
+    """Everything of `have` is in `after`: stores with their names, products with their
+    stock, history, keys with their fingerprints and results (`exact`: into a target
+    that had no history, the history entry for entry, ids included)."""
+    their_stores = {s.code: s.name for s in after.stores}
+    lost_stores = [s.code for s in have.stores if their_stores.get(s.code) != s.name]
     landed = {sku_key(p.sku): p for p in after.products}
     missing = [
         p.sku
@@ -156,11 +169,14 @@ def _verify(have: Snapshot, after: Snapshot, report: MigrationReport, *, exact: 
     lost_keys = sum(
         1
         for e in have.events
-        if e.event_id not in keys or keys[e.event_id].fingerprint != e.fingerprint
+        if e.event_id not in keys
+        or keys[e.event_id].fingerprint != e.fingerprint
+        or len(result_movements(keys[e.event_id].result)) != len(result_movements(e.result))
     )
-    if missing or wrong_totals or lost or lost_keys:
+    if lost_stores or missing or wrong_totals or lost or lost_keys:
         raise Conflict(
-            f"verification failed after copying: {len(missing)} products differ, "
-            f"{len(wrong_totals)} store totals differ, {lost} history entries differ or "
-            f"are missing, {lost_keys} idempotency keys missing"
+            f"verification failed after copying: {len(lost_stores)} stores, "
+            f"{len(missing)} products and {len(wrong_totals)} store totals differ, "
+            f"{lost} history entries differ or are missing, {lost_keys} idempotency keys "
+            "are missing or lost their result"
         )

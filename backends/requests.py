@@ -7,9 +7,10 @@ kind of request can never replay another; the same key for a different fingerpri
 `Conflict` (`reused_key`).  The fingerprints' text is stored beside each key (in the JSON
 file, in `applied_events`) and travels through `inv migrate`: it must stay stable.
 
-What a key remembers is its first result, in one JSON form every backend reads
-(`result_json`): the audit entries it wrote (`movements`), and the product, the store
-name or the batch figures where the request returns them.
+What a key remembers is its first result, in one JSON form every backend reads: the
+audit entries it wrote (`movements`, read with `result_movements`), and the product
+(`product_json`), the store name or the batch figures (`batch_json`) where the request
+returns them.  The JSON file keeps the entries as ids into its audit trail instead.
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ __all__ = [
     "product_json",
     "remove_product",
     "remove_store",
+    "result_movements",
     "reused_key",
     "row_fingerprint",
     "row_json",
@@ -219,7 +221,9 @@ def edit_product(
         changes["category"] = values.category(category)
     if reorder_level is not None:
         changes["reorder_level"] = values.reorder_level(reorder_level)
-    return EditProduct(values.sku(sku), tuple(sorted(changes.items())), _key(event_id))
+    return EditProduct(
+        values.sku(sku, existing=True), tuple(sorted(changes.items())), _key(event_id)
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,7 +240,7 @@ class RemoveProduct(Request):
 
 def remove_product(sku: str, store: str | None, force: bool, event_id: str | None) -> RemoveProduct:
     return RemoveProduct(
-        values.sku(sku),
+        values.sku(sku, existing=True),
         values.store_code(store) if store is not None else None,
         bool(force),
         _key(event_id),
@@ -285,7 +289,7 @@ def stock_change(
         raise ValidationError("give a change or a quantity, not both or neither", field="change")
     return StockChange(
         store=values.store_code(store),
-        sku=values.sku(sku),
+        sku=values.sku(sku, existing=True),
         delta=values.delta(delta) if delta is not None else None,
         quantity=values.quantity(quantity) if quantity is not None else None,
         expect=values.quantity(expect, field="expect") if expect is not None else None,
@@ -319,7 +323,7 @@ def transfer(
     reason: str | None,
     event_id: str | None = None,
 ) -> Transfer:
-    checked_sku = values.sku(sku)
+    checked_sku = values.sku(sku, existing=True)
     source = values.store_code(from_store, field="from")
     target = values.store_code(to_store, field="to")
     if source == target:
@@ -428,6 +432,13 @@ def page(
 
 
 # -- results as JSON, for what idempotency remembers -----------------------------------
+
+
+def result_movements(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """The audit entries a key's first result holds (a batch of the first release kept
+    them as `changes`)."""
+    entries = result.get("movements", result.get("changes", []))
+    return entries if isinstance(entries, list) else []
 
 
 def movement_json(m: Movement) -> dict[str, Any]:

@@ -26,6 +26,7 @@ __all__ = [
     "check_product_removal",
     "check_store_removal",
     "check_unstock",
+    "generated_number",
     "generated_sku",
     "next_quantity",
     "product_diff",
@@ -143,3 +144,12 @@ def product_diff(
 def generated_sku(number: int) -> str:
     """The SKU given to a product added without one: `P000001`, ..."""
     return f"P{number:06d}"
+
+
+def generated_number(sku: str) -> int | None:
+    """The number of a SKU in the form `generated_sku` makes (`P000042` is 42), else
+    None: what generated SKUs continue after, once an inventory is brought in."""
+    digits = sku[1:]
+    if sku[:1] == "P" and len(digits) >= 6 and digits.isascii() and digits.isdigit():
+        return int(digits)
+    return None

@@ -8,6 +8,7 @@ else.  Secrets are `SecretStr`: they print as `**********`.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,8 @@ from . import values
 from .errors import ValidationError
 
 __all__ = ["DEFAULTS", "Settings"]
+
+_TOPIC = re.compile(r"[a-zA-Z0-9._-]{1,245}", re.ASCII)
 
 
 class Settings(BaseSettings):
@@ -68,6 +71,30 @@ class Settings(BaseSettings):
     @classmethod
     def _seconds(cls, value: Any) -> Any:
         return _checked(lambda v: values.seconds(v, field="seconds"), value)
+
+    @field_validator(
+        "kafka_partitions",
+        "kafka_session_timeout_ms",
+        "cache_ttl",
+        "worker_batch_size",
+        "worker_batch_ms",
+        mode="before",
+    )
+    @classmethod
+    def _whole(cls, value: Any) -> Any:
+        # ASCII digits, as every number inv takes; the bounds are the fields' own.
+        bound = 10**12
+        return _checked(
+            lambda v: values.integer(v, field="n", minimum=-bound, maximum=bound), value
+        )
+
+    @field_validator("kafka_topic")
+    @classmethod
+    def _topic(cls, value: str) -> str:
+        # Kafka's own rule for topic names (its dead-letter topic adds ".dlq").
+        if not _TOPIC.fullmatch(value):
+            raise ValueError("must be 1-245 of the letters a-z, A-Z, digits, '.', '_' and '-'")
+        return value
 
     @field_validator("kafka_topic", "kafka_group", "cache_prefix", "backend", mode="before")
     @classmethod

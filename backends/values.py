@@ -62,25 +62,31 @@ MAX_SECONDS = 86400.0
 _CENT = Decimal("0.01")
 _STORE_CODE = re.compile(r"[a-z0-9_-]{1,64}", re.ASCII)
 _INTEGER = re.compile(r"[+-]?[0-9]+", re.ASCII)
-_PRICE = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)", re.ASCII)
+_DECIMAL = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)", re.ASCII)
 _AGE = re.compile(r"([0-9]+)\s*(s|m|h|d|w|mo|y)", re.ASCII)
 #: Longest text a number may be given as (the largest values need far fewer digits).
 _NUMBER_TEXT = 40
 
 #: Characters no text may hold: controls (C0, DEL, C1), line and paragraph separators.
 _CONTROL_CATEGORIES = frozenset({"Cc", "Zl", "Zp"})
+#: What text stored by an earlier inv may hold that new text may not (C1 controls, line
+#: and paragraph separators, and in SKUs invisible characters): it stays readable and
+#: can be looked up, so no inventory is locked out by a rule that came later.
+_EARLIER_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 #: What a SKU may not hold besides: characters that print as nothing or look like a
 #: space (format characters such as U+200B, private use, unassigned, other spaces).
 _INVISIBLE_CATEGORIES = frozenset({"Cf", "Co", "Cn", "Zs"})
 
 
-def _where(field: str) -> str:
-    return f"{field}: "
-
-
-def text(value: object, *, field: str, max_length: int = 200) -> str:
+def text(
+    value: object, *, field: str, max_length: int = 200, existing: bool = False
+) -> str:
     """Free text (a name, a unit, a reason): NFC, trimmed, 1-`max_length` characters,
-    no control characters and nothing that was not UTF-8."""
+    no control characters and nothing that was not UTF-8.
+
+    `existing`: text already stored (or a SKU looked up rather than created) is held to
+    the rules it was written under: only C0 controls and bytes that were not UTF-8 are
+    refused."""
     if not isinstance(value, str):
         raise ValidationError(f"{field}: {value!r} is not text", field=field)
     try:
@@ -94,7 +100,14 @@ def text(value: object, *, field: str, max_length: int = 200) -> str:
         raise ValidationError(f"{field}: must not be empty", field=field)
     if len(result) > max_length:
         raise ValidationError(f"{field}: longer than {max_length} characters", field=field)
-    if not result.isprintable():  # fast path: most text is printable throughout
+    if existing:
+        found = _EARLIER_CONTROL.search(result)
+        if found:
+            raise ValidationError(
+                f"{field}: contains a control character (U+{ord(found.group()):04X})",
+                field=field,
+            )
+    elif not result.isprintable():  # fast path: most text is printable throughout
         for char in result:
             if unicodedata.category(char) in _CONTROL_CATEGORIES:
                 raise ValidationError(
@@ -103,18 +116,24 @@ def text(value: object, *, field: str, max_length: int = 200) -> str:
     return result
 
 
-def _optional_text(value: object, *, field: str, max_length: int) -> str | None:
+def _optional_text(
+    value: object, *, field: str, max_length: int, existing: bool = False
+) -> str | None:
     if value is None or (isinstance(value, str) and not value.strip()):
         return None
-    return text(value, field=field, max_length=max_length)
+    return text(value, field=field, max_length=max_length, existing=existing)
 
 
-def sku(value: object, *, field: str = "sku") -> str:
+def sku(value: object, *, field: str = "sku", existing: bool = False) -> str:
     """A SKU: text of 1-64 characters, case kept, with no invisible character (a
     zero-width space, a soft hyphen, a no-break space) that would make two SKUs look
-    alike.  Compare SKUs with `sku_key`."""
-    result = text(value, field=field, max_length=64)
-    if not result.isascii():
+    alike.  Compare SKUs with `sku_key`.
+
+    `existing`: a SKU that names a product rather than creates one (a lookup, a stored
+    one) follows the rules of `text(existing=True)`, so a product an earlier inv let in
+    can still be reached, changed and removed."""
+    result = text(value, field=field, max_length=64, existing=existing)
+    if not existing and not result.isascii():
         for char in result:
             if char != " " and unicodedata.category(char) in _INVISIBLE_CATEGORIES:
                 raise ValidationError(
@@ -157,29 +176,37 @@ def store_code(value: object, *, field: str = "store") -> str:
     )
 
 
-def name(value: object, *, field: str = "name") -> str:
+def name(value: object, *, field: str = "name", existing: bool = False) -> str:
     """A product or store name."""
-    return text(value, field=field, max_length=200)
+    return text(value, field=field, max_length=200, existing=existing)
 
 
-def unit(value: object, *, field: str = "unit") -> str:
+def unit(value: object, *, field: str = "unit", existing: bool = False) -> str:
     """A unit of measure: each, kg, box, ..."""
-    return text(value, field=field, max_length=32)
+    return text(value, field=field, max_length=32, existing=existing)
 
 
-def category(value: object, *, field: str = "category") -> str | None:
+def category(value: object, *, field: str = "category", existing: bool = False) -> str | None:
     """A category, or None; an empty one means none."""
-    return _optional_text(value, field=field, max_length=100)
+    return _optional_text(value, field=field, max_length=100, existing=existing)
 
 
-def reason(value: object, *, field: str = "reason") -> str | None:
+def reason(value: object, *, field: str = "reason", existing: bool = False) -> str | None:
     """Why stock moved (sale, restock, count, damage, ...), or None."""
-    return _optional_text(value, field=field, max_length=200)
+    return _optional_text(value, field=field, max_length=200, existing=existing)
 
 
 def idempotency_key(value: object, *, field: str = "idempotency_key") -> str:
-    """An idempotency key (event id): 1-200 printable characters, trimmed."""
-    return text(value, field=field, max_length=200)
+    """An idempotency key (event id): 1-200 characters without control characters,
+    trimmed and otherwise kept exactly as given (no Unicode normalisation: a key is
+    compared as the bytes a script sent, as every earlier inv compared it)."""
+    if not isinstance(value, str):
+        raise ValidationError(f"{field}: {value!r} is not text", field=field)
+    key = value.strip()
+    text(key, field=field, max_length=200, existing=True)
+    if len(key) > 200:
+        raise ValidationError(f"{field}: longer than 200 characters", field=field)
+    return key
 
 
 def actor(value: object, *, field: str = "actor") -> str:
@@ -251,7 +278,7 @@ def price(value: object, *, field: str = "price") -> Decimal:
         raise ValidationError(f"{field}: {value!r} is not a price", field=field)
     if isinstance(value, str):
         given = value.strip()
-        if len(given) > _NUMBER_TEXT or not _PRICE.fullmatch(given):
+        if len(given) > _NUMBER_TEXT or not _DECIMAL.fullmatch(given):
             shown = given if len(given) <= 40 else given[:37] + "..."
             raise ValidationError(f"{field}: {shown!r} is not a price", field=field)
         amount = Decimal(given)
@@ -280,7 +307,7 @@ def seconds(value: object, *, field: str) -> float:
         raise ValidationError(f"{field}: {value!r} is not a number of seconds", field=field)
     if isinstance(value, str):
         given = value.strip()
-        if len(given) > _NUMBER_TEXT or not _PRICE.fullmatch(given):
+        if len(given) > _NUMBER_TEXT or not _DECIMAL.fullmatch(given):
             raise ValidationError(f"{field}: {given!r} is not a number of seconds", field=field)
         number = float(given)
     else:

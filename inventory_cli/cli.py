@@ -560,13 +560,16 @@ def store_remove(
     """Remove a store (refused while it holds stock, unless --force)."""
     with _options(ctx).open() as inv:
         written = inv.remove_store(code, force=force, event_id=idempotency_key)
+    from backends import values
+
     off = sum(-(m.delta or 0) for m in written)
     note = f" ({off} written off)" if off else ""
+    # An earlier inv remembered no entries for a removal: the replay has none to show.
     _say(
         ctx,
         quiet,
-        f"Removed store {written[-1].store}{note}",
-        replayed=any(m.replayed for m in written),
+        f"Removed store {values.store_code(code)}{note}",
+        replayed=not written or any(m.replayed for m in written),
     )
 
 
@@ -812,7 +815,10 @@ def export(
         items = inv.list_items(store=store)
         names = {s.code: s.name for s in inv.stores()}
         if store is not None:
-            names = {code: n for code, n in names.items() if code == store.strip().lower()}
+            from backends import values
+
+            only = values.store_code(store)
+            names = {code: n for code, n in names.items() if code == only}
     with progress("Exporting", len(items)) as advance:
         records = export_records(items, names, progress=advance)
         buffer = io.StringIO()
@@ -917,19 +923,14 @@ def worker(
     batch_size: Annotated[
         int | None,
         typer.Option(
-            "--batch-size",
-            min=1,
-            max=1_000_000,
-            help="Events per batch, at most.",
-            show_default="1000",
+            "--batch-size", parser=_whole, help="Events per batch, at most.", show_default="1000"
         ),
     ] = None,
     batch_ms: Annotated[
         int | None,
         typer.Option(
             "--batch-ms",
-            min=1,
-            max=3_600_000,
+            parser=_whole,
             help="How long a batch waits to fill, in ms.",
             show_default="50",
         ),
@@ -960,6 +961,20 @@ def worker(
 
     options = _options(ctx)
     settings = options.settings()
+    # The flags override the settings, and are checked as the settings are.
+    overrides = {"kafka_group": group, "worker_batch_size": batch_size, "worker_batch_ms": batch_ms}
+    given = {k: v for k, v in overrides.items() if v is not None}
+    if given:
+        from pydantic import ValidationError as PydanticValidationError
+
+        from backends.settings import Settings
+
+        try:
+            settings = Settings.model_validate({**dict(settings), **given})
+        except PydanticValidationError as exc:
+            error = exc.errors()[0]
+            message = str(error["msg"]).removeprefix("Value error, ")
+            raise ConfigurationError(f"{error['loc'][0]}: {message}") from None
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -974,9 +989,9 @@ def worker(
             )
         runner = Worker(
             inv,
-            group=group or settings.kafka_group,
-            batch_size=batch_size or settings.worker_batch_size,
-            batch_ms=batch_ms or settings.worker_batch_ms,
+            group=settings.kafka_group,
+            batch_size=settings.worker_batch_size,
+            batch_ms=settings.worker_batch_ms,
             session_timeout_ms=settings.kafka_session_timeout_ms,
             health_file=health_file,
         )
@@ -1025,13 +1040,23 @@ def migrate(
     if to == settings.backend:
         raise typer.BadParameter(f"the inventory is already on {to}", param_hint="--to")
     from pydantic import SecretStr
+    from pydantic import ValidationError as PydanticValidationError
+
+    from backends import ConfigurationError
+    from backends.settings import Settings
 
     changes: dict[str, Any] = {"backend": to}
     if to_database_url is not None:
         changes["database_url"] = SecretStr(to_database_url)
     if to_file is not None:
         changes["file"] = Path(to_file).expanduser()
-    target_settings = settings.model_copy(update=changes)
+    # Validated like any settings: a bad --to-file or --to-database-url is refused here.
+    try:
+        target_settings = Settings.model_validate({**dict(settings), **changes})
+    except PydanticValidationError as exc:
+        error = exc.errors()[0]
+        message = str(error["msg"]).removeprefix("Value error, ")
+        raise ConfigurationError(f"bad target: {error['loc'][0]}: {message}") from None
     source_cls = get_backend_class(settings.backend)
     target_cls = get_backend_class(to)
     with (

@@ -17,8 +17,8 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from decimal import Decimal
 from typing import IO, Any, TextIO
 
-from backends import BatchRow, Item, RowProblem, ValidationError, values
-from backends.batch import COLUMNS
+from backends import BatchRow, Item, RowProblem, ValidationError
+from backends.batch import COLUMNS, GRAMMAR
 from backends.jsontext import JsonError, loads
 
 from .formats import FileFormat
@@ -38,24 +38,6 @@ EXPORT_COLUMNS = (
     "store_name",
     "quantity",
 )
-
-
-# Column -> the grammar of its values (`backends.values`), the one every entry point uses.
-_PARSERS: dict[str, Callable[[Any], Any]] = {
-    "sku": values.sku,
-    "name": values.name,
-    "price": values.price,
-    "unit": values.unit,
-    "category": values.category,
-    "reorder_level": values.reorder_level,
-    "store": values.store_code,
-    "store_name": lambda v: values.name(v, field="store_name"),
-    "quantity": values.quantity,
-    "change": values.delta,
-    "reason": values.reason,
-    "expect": lambda v: values.quantity(v, field="expect"),
-    "idempotency_key": values.idempotency_key,
-}
 
 
 def _reason(error: ValidationError, column: str) -> str:
@@ -85,7 +67,7 @@ def _parse_row(number: int, fields: dict[str, Any], problems: list[RowProblem]) 
         if column in _TEXT_COLUMNS and isinstance(raw, int | Decimal):
             raw = str(raw)
         try:
-            parsed[column] = _PARSERS[column](raw)
+            parsed[column] = GRAMMAR[column](raw)
         except ValidationError as exc:
             problems.append(RowProblem(number, column, _reason(exc, column)))
             ok = False

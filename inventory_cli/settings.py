@@ -100,7 +100,8 @@ def load_settings(config: Path | None = None, **flags: Any) -> Settings:
         settings = _LoadedSettings(**given)
     except PydanticValidationError as exc:
         problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or 'settings'}: {err['msg']}"
+            f"{'.'.join(str(p) for p in err['loc']) or 'settings'}: "
+            + str(err["msg"]).removeprefix("Value error, ")
             for err in exc.errors()
         )
         raise ConfigurationError(f"bad settings{where}: {problems}") from None

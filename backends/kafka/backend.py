@@ -50,8 +50,8 @@ from ..errors import (
 )
 from ..models import Movement, Product
 from ..postgres import reads
-from ..postgres.backend import PostgresBackend, _replicas
-from ..postgres.database import secret
+from ..postgres.backend import PostgresBackend
+from ..postgres.database import read_urls, secret
 from ..requests import (
     StockChange,
     movement_from_json,
@@ -149,7 +149,7 @@ class KafkaBackend(PostgresBackend):
             cache_prefix=settings.cache_prefix,
             wait_timeout=settings.wait_timeout,
             group=settings.kafka_group,
-            read_urls=_replicas(settings),
+            read_urls=read_urls(settings),
             actor=actor,
             source=source,
         )
@@ -339,7 +339,7 @@ class KafkaBackend(PostgresBackend):
     # -- reads: Redis, then a replica, then the primary -----------------------------------
 
     def get(self, sku: str) -> Product:
-        checked = values.sku(sku)
+        checked = values.sku(sku, existing=True)
         if self.cache is None or self.db.wrote:
             return super().get(checked)
         key = sku_key(checked)
@@ -360,7 +360,7 @@ class KafkaBackend(PostgresBackend):
         """One quantity: one Redis round trip when cached; else as `get` (which fills the
         cache), with the store codes cached beside it."""
         code = values.store_code(store)
-        checked = values.sku(sku)
+        checked = values.sku(sku, existing=True)
         if self.cache is None or self.db.wrote:
             return super().quantity(code, checked)
         cached = self.cache.quantity(sku_key(checked), code)
@@ -420,8 +420,3 @@ class KafkaBackend(PostgresBackend):
             if not report["cache"]["ok"]:
                 report["ok"] = False
         return report
-
-    def events_pending(self) -> int:
-        """Events published and not yet committed by the workers (the total lag)."""
-        lag = admin.consumer_lag(self, group=self.group, peek=False)
-        return int(lag.get("lag", 0))

@@ -136,10 +136,11 @@ _TEXT_FIELDS: tuple[tuple[str, Callable[..., Any], bool], ...] = (
     ("event_id", values.idempotency_key, True),
     ("store", values.store_code, True),
     ("to_store", values.store_code, False),
-    ("sku", values.sku, True),
-    ("reason", values.reason, False),
-    ("actor", values.actor, True),
-    ("source", values.actor, True),
+    ("sku", lambda v, field: values.sku(v, field=field, existing=True), True),
+    # Events published by an earlier inv follow the rules they were written under.
+    ("reason", lambda v, field: values.reason(v, field=field, existing=True), False),
+    ("actor", lambda v, field: values.text(v, field=field, existing=True), True),
+    ("source", lambda v, field: values.text(v, field=field, existing=True), True),
     ("at", lambda v, field: values.text(v, field=field, max_length=40), True),
     ("fingerprint", lambda v, field: values.text(v, field=field, max_length=1000), True),
 )

@@ -45,11 +45,11 @@ from ..batch import BatchResult, BatchRow, OnError
 from ..engine import State, run_batch
 from ..errors import (
     AlreadyExists,
+    BackendUnavailable,
     BatchRejected,
     ConfigurationError,
     InventoryError,
     NotFound,
-    RefusedError,
 )
 from ..models import (
     MAIN_STORE,
@@ -69,10 +69,11 @@ from ..requests import (
     movement_json,
     product_from_json,
     product_json,
+    result_movements,
     reused_key,
 )
 from . import reads, schema
-from .database import Database, secret, where
+from .database import Collision, Database, read_urls, secret, where
 
 if TYPE_CHECKING:
     from ..settings import Settings
@@ -92,10 +93,8 @@ class _DryRun(Exception):
 
 
 def _replayed(seen: dict[str, Any]) -> list[Movement]:
-    """The entries a key's first use wrote, as remembered (a batch of the first release
-    kept them as `changes`)."""
-    entries = seen.get("movements", seen.get("changes", []))
-    return [movement_from_json(m, replayed=True) for m in entries]
+    """The entries a key's first use wrote, as remembered."""
+    return [movement_from_json(m, replayed=True) for m in result_movements(seen)]
 
 
 class PostgresBackend(Backend):
@@ -123,7 +122,7 @@ class PostgresBackend(Backend):
                 f"the {cls.name} backend needs a database: set INV_DATABASE_URL "
                 "(postgresql://user:password@host:5432/dbname)"
             )
-        return cls(url, read_urls=_replicas(settings), actor=actor, source=source)
+        return cls(url, read_urls=read_urls(settings), actor=actor, source=source)
 
     @property
     def url(self) -> str:
@@ -149,14 +148,14 @@ class PostgresBackend(Backend):
     def _write(self, work: Callable[[Connection], T], *, everything: bool = False) -> T:
         """Run `work` in one transaction on the primary (see `Database.write`), then the
         post-write hook with the audit entries it wrote (`everything`: it may have changed
-        anything).  A refusal changed nothing; any other failure may have come after the
-        commit, so the hook hears that anything may have changed."""
+        anything).  A refusal or a dry run rolled back and changed nothing; a service lost
+        on the way may have been lost after the commit, so the hook hears that anything
+        may have changed."""
         self._touched = []
         try:
             result = self.db.write(work)
-        except RefusedError:
-            raise
-        except BaseException:
+        except BackendUnavailable:
+            # Lost while committing, perhaps after the commit: anything may have changed.
             self._written(None)
             raise
         self._written(None if everything else self._touched)
@@ -195,12 +194,23 @@ class PostgresBackend(Backend):
         if taken is not None:
             return None
         seen = connection.execute(
-            text("SELECT fingerprint, result FROM applied_events WHERE event_id = :k"),
+            text("SELECT fingerprint, result, at FROM applied_events WHERE event_id = :k"),
             {"k": request.event_id},
         ).one()
         if seen.fingerprint != request.fingerprint:
             raise reused_key(request.event_id, what)
-        result: dict[str, Any] = seen.result
+        result: dict[str, Any] = dict(seen.result)
+        if "movements" not in result and "changes" not in result:
+            # Kept by an inv that remembered no entries for this kind of request: they
+            # are in the audit log, written in the same transaction (the same `at`).
+            rows = connection.execute(
+                text(
+                    f"SELECT {AUDIT_COLUMNS} FROM audit_log WHERE at = :at "
+                    "AND event_id = :k ORDER BY id"
+                ),
+                {"at": seen.at, "k": request.event_id},
+            )
+            result["movements"] = [movement_json(reads.movement(r)) for r in rows]
         return result
 
     @staticmethod
@@ -431,7 +441,13 @@ class PostgresBackend(Backend):
                     {
                         **fields,
                         "sku": candidate,
-                        **_keys(candidate, fields["name"], fields["category"]),
+                        **dict(
+                            zip(
+                                ("sku_key", "name_key", "category_key"),
+                                reads.product_keys(candidate, fields["name"], fields["category"]),
+                                strict=True,
+                            )
+                        ),
                     },
                 ).first()
                 if row is not None:
@@ -493,12 +509,13 @@ class PostgresBackend(Backend):
             written = []
             if said is not None:
                 columns = dict(changed)
+                _, name_key, category_key = reads.product_keys(
+                    row.sku, changed.get("name", row.name), changed.get("category", row.category)
+                )
                 if "name" in changed:
-                    columns["name_key"] = values.text_key(changed["name"])
+                    columns["name_key"] = name_key
                 if "category" in changed:
-                    columns["category_key"] = _keys(row.sku, "", changed["category"])[
-                        "category_key"
-                    ]
+                    columns["category_key"] = category_key
                 connection.execute(
                     text(
                         "UPDATE products SET "
@@ -598,7 +615,7 @@ class PostgresBackend(Backend):
         return self._write(work)
 
     def get(self, sku: str) -> Product:
-        checked = values.sku(sku)
+        checked = values.sku(sku, existing=True)
         with self._read() as connection:
             return reads.product(connection, reads.product_row(connection, checked))
 
@@ -666,7 +683,9 @@ class PostgresBackend(Backend):
                     "FOR UPDATE"
                 ),
                 params,
-            ).scalar_one()
+            ).scalar()
+            if current is None:  # removed since the INSERT above: run the whole thing again
+                raise Collision(f"the stock of {sku} at {store} was removed meanwhile")
             after = rules.next_quantity(
                 current, sku=sku, store=store, delta=delta, quantity=quantity, expect=expect
             )
@@ -979,7 +998,7 @@ class PostgresBackend(Backend):
     ) -> list[Movement]:
         page = requests.page(limit=limit)
         code = values.store_code(store) if store is not None else None
-        key = values.sku_key(values.sku(sku)) if sku is not None else None
+        key = values.sku_key(values.sku(sku, existing=True)) if sku is not None else None
         with self._read() as connection:
             return reads.history(connection, sku_key=key, store=code, since=since, limit=page.limit)
 
@@ -998,17 +1017,3 @@ class PostgresBackend(Backend):
         code = values.store_code(store) if store is not None else None
         with self._read() as connection:
             return reads.report_movements(connection, store=code, since=since, until=until)
-
-
-def _keys(sku: str, name: str, category: str | None) -> dict[str, str | None]:
-    """The key columns of a product (see `backends.values`)."""
-    return {
-        "sku_key": values.sku_key(sku),
-        "name_key": values.text_key(name),
-        "category_key": values.text_key(category) if category is not None else None,
-    }
-
-
-def _replicas(settings: Settings) -> list[str]:
-    replicas = secret(settings.read_database_urls) or ""
-    return [u.strip() for u in replicas.split(",") if u.strip()]

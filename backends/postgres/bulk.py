@@ -17,12 +17,14 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
-from .. import values
+from .. import rules, values
 from ..base import Progress
 from ..batch import BatchRow
 from ..engine import State
 from ..errors import AlreadyExists, NotFound, ValidationError
 from ..models import MOVEMENT_FIELDS, Movement, MovementRow, Snapshot
+from ..rules import CATALOG_FIELDS
+from .reads import product_keys
 
 __all__ = [
     "Loaded",
@@ -35,7 +37,7 @@ __all__ = [
     "write_back",
 ]
 
-PRODUCT_FIELDS = ("name", "price", "unit", "category", "reorder_level")
+PRODUCT_FIELDS = CATALOG_FIELDS
 KEY_FIELDS = ("sku_key", "name_key", "category_key")
 #: The audit log's columns as COPY fills them: the entry's fields and its SKU's key.
 AUDIT_COPY_COLUMNS = (*MOVEMENT_FIELDS, "sku_key")
@@ -142,19 +144,14 @@ def _keys(rows: Sequence[BatchRow]) -> set[str]:
         if row.sku is None:
             continue
         try:
-            keys.add(values.sku_key(values.sku(row.sku)))
+            keys.add(values.sku_key(values.sku(row.sku, existing=True)))
         except ValidationError:
             continue
     return keys
 
 
 def _product_keys(entry: dict[str, Any]) -> tuple[str, str, str | None]:
-    category = entry["category"]
-    return (
-        values.sku_key(entry["sku"]),
-        values.text_key(entry["name"]),
-        values.text_key(category) if category is not None else None,
-    )
+    return product_keys(entry["sku"], entry["name"], entry["category"])
 
 
 def write_back(connection: Connection, loaded: Loaded, changes: list[Movement]) -> list[Movement]:
@@ -412,14 +409,17 @@ def import_snapshot(
                 "JOIN stores s ON s.code = t.store JOIN products p ON p.sku_key = t.sku_key"
             )
         )
-        # Generated SKUs continue after the highest P-number brought in.
-        connection.execute(
-            text(
-                "SELECT setval('product_sku_seq', greatest((SELECT last_value FROM "
-                "product_sku_seq), coalesce((SELECT max(CAST(substr(sku, 2) AS bigint)) "
-                "FROM products WHERE sku ~ '^P[0-9]{6,18}$'), 1)))"
+        # Generated SKUs continue after the highest one brought in.
+        numbers = [rules.generated_number(p.sku) for p in snapshot.products]
+        highest = max((n for n in numbers if n is not None), default=0)
+        if highest:
+            connection.execute(
+                text(
+                    "SELECT setval('product_sku_seq', greatest((SELECT last_value FROM "
+                    "product_sku_seq), :n))"
+                ),
+                {"n": min(highest, 2**63 - 1)},
             )
-        )
     new_ids: dict[int, int] = {}
     if snapshot.history:
         empty = connection.execute(text("SELECT NOT EXISTS (SELECT 1 FROM audit_log)")).scalar()

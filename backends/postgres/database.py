@@ -16,6 +16,7 @@ or serialization failure                    `ConfigurationError` (78)
 `DataError` (class 22): a value the         `ValidationError` (1)
 database refuses
 `IntegrityError` (class 23)                 `Conflict` (1); a racing insert is retried
+                                            first (`Collision`, a deadlock too)
 `ProgrammingError` for a missing table or   `ConfigurationError` (78): the schema is
 column (42P01, 42703); 42501                damaged or not inv's; `PermissionDenied`
                                             (77) for a missing privilege
@@ -34,7 +35,7 @@ import random
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
 import psycopg
@@ -52,7 +53,10 @@ from ..errors import (
 )
 from . import schema
 
-__all__ = ["Collision", "Database", "check_url", "secret", "translate"]
+if TYPE_CHECKING:
+    from ..settings import Settings
+
+__all__ = ["Collision", "Database", "check_url", "read_urls", "secret", "translate"]
 
 T = TypeVar("T")
 
@@ -67,8 +71,19 @@ class Collision(BackendUnavailable):
     transaction was rolled back and can simply run again."""
 
 
+class _RacingInsert(Collision):
+    """A unique key taken by another writer meanwhile: worth running again; still taken
+    after that, it is a conflict with the data."""
+
+
 class _MissingPartition(BackendUnavailable):
     """The audit log has no partition for an entry's month yet."""
+
+
+def read_urls(settings: Settings) -> list[str]:
+    """The replicas' URLs of the settings (`read_database_urls`, comma-separated)."""
+    replicas = secret(settings.read_database_urls) or ""
+    return [u.strip() for u in replicas.split(",") if u.strip()]
 
 
 def secret(value: Any) -> str | None:
@@ -164,17 +179,19 @@ def _message(orig: BaseException) -> str:
     return text_.splitlines()[0] if text_ else type(orig).__name__
 
 
-#: What libpq says, at connect, when the connection can never work as configured.
+#: What libpq says, at connect, when the connection can never work as configured (a
+#: connection lost later, TLS or not, says something else and is worth a retry).
 _CONNECT_CONFIG = (
     "password authentication failed",
     "no password supplied",
     "does not exist",
-    "SSL",
+    "server does not support SSL",
+    "SSL was required",
     "certificate",
+    "sslmode",
     "no pg_hba.conf entry",
     "invalid connection option",
     "invalid port",
-    "invalid sslmode",
     "could not translate host name",
 )
 
@@ -191,7 +208,7 @@ def translate(exc: BaseException, url: str) -> InventoryError | None:
     if isinstance(orig, psycopg.errors.SerializationFailure | psycopg.errors.DeadlockDetected):
         return Collision(f"PostgreSQL at {at}: {message}")
     if isinstance(orig, psycopg.errors.UniqueViolation):
-        return Collision(f"PostgreSQL at {at}: {message}")
+        return _RacingInsert(f"PostgreSQL at {at}: {message}")
     if isinstance(orig, psycopg.errors.CheckViolation) and "no partition" in message:
         return _MissingPartition(f"PostgreSQL at {at}: {message}")
     if isinstance(orig, psycopg.errors.InsufficientPrivilege):
@@ -310,6 +327,9 @@ class Database:
                 if last:
                     raise
                 self.ensure_partition()
+            except _RacingInsert as exc:
+                if last:
+                    raise Conflict(f"the data changed meanwhile: {exc}; nothing changed") from exc
             except Collision:
                 if last:
                     raise

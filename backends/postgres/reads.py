@@ -39,6 +39,7 @@ __all__ = [
     "list_items",
     "movement",
     "product",
+    "product_keys",
     "product_row",
     "report_movements",
     "report_value",
@@ -51,6 +52,15 @@ __all__ = [
 
 AUDIT_COLUMNS = ", ".join(MOVEMENT_FIELDS)
 PRODUCT_COLUMNS = "id, sku, name, price, unit, category, reorder_level"
+
+
+def product_keys(sku: str, name: str, category: str | None) -> tuple[str, str, str | None]:
+    """What the `sku_key`, `name_key` and `category_key` columns hold for a product."""
+    return (
+        values.sku_key(sku),
+        values.text_key(name),
+        values.text_key(category) if category is not None else None,
+    )
 
 
 def movement(row: Any) -> Movement:
