@@ -683,6 +683,9 @@ def _open_input(stack: ExitStack, source: str) -> IO[bytes]:
         raise fail(f"{source} is a folder, not a file", 66) from None
     except PermissionError:
         raise fail(f"{source}: permission denied", 77) from None
+    except (OSError, ValueError) as exc:  # a name too long, a loop of links, a NUL
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise fail(f"{source}: cannot read it: {reason}", 66) from None
 
 
 def _report_problems(name: str, problems: "list[RowProblem]") -> None:

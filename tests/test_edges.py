@@ -289,3 +289,106 @@ def test_export_then_import_keeps_stores_without_stock(shop: CliCall, tmp_path: 
         {"code": "empty", "name": "Empty Shelf"},
         {"code": "main", "name": "Main store"},
     ]
+
+
+# -- data an earlier inv wrote stays usable ----------------------------------------------------
+
+
+def test_a_key_an_earlier_inv_stored_in_nfd_is_still_the_same_key(shop: CliCall) -> None:
+    key = "cafe\u0301-2026-11-29"  # decomposed, as a macOS file name gives it
+    first = shop("update", "MUG", "--change", "-1", "--idempotency-key", key)
+    again = shop("update", "MUG", "--change", "-1", "--idempotency-key", key)
+    assert first.exit_code == again.exit_code == 0
+    assert again.stdout.endswith(
+        "(already applied with this idempotency key; nothing changed now)\n"
+    )
+    composed = shop("update", "MUG", "--change", "-1", "--idempotency-key", "café-2026-11-29")
+    assert composed.stdout == "MUG at main: 2 -> 1 (-1)\n"  # keys are compared as sent
+
+
+def test_a_product_an_earlier_inv_let_in_can_still_be_reached(
+    shop: CliCall, inventory: Path
+) -> None:
+    def legacy(doc: dict) -> None:
+        doc["products"]["ZW\u200b1"] = {
+            "name": "Old\u0085name",
+            "price": "1.00",
+            "unit": "each",
+            "category": None,
+            "reorder_level": 0,
+            "stock": {"main": 2},
+        }
+
+    edit_file(inventory, legacy)
+    assert shop("update", "ZW\u200b1", "--change", "1").stdout == "ZW\u200b1 at main: 2 -> 3 (+1)\n"
+    assert (
+        json.loads(shop("show", "zw\u200b1", "--format", "json").stdout)["name"] == "Old\u0085name"
+    )
+    assert shop("remove", "ZW\u200b1", "--force").exit_code == 0
+    # New ones are held to today's rules.
+    one_error(shop("add", "X", "--price", "1", "--sku", "ZW\u200b1"), 1, "invisible character")
+
+
+def test_an_inventory_path_that_is_a_fifo_is_refused_without_waiting(
+    cli: CliCall, tmp_path: Path
+) -> None:
+    fifo = tmp_path / "pipe.json"
+    os.mkfifo(fifo)
+    one_error(cli("--file", str(fifo), "list"), 78, "not a regular file")
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        '{"id": 1, "at": "2026-01-01T00:00:00Z", "actor": "a", "source": "cli", "event_id": "e",'
+        ' "store": "main", "sku": 5, "action": "stock.set", "delta": 1, "quantity_after": 1,'
+        ' "reason": null}',
+        '{"id": 1, "at": "2026-01-01T00:00:00Z", "actor": "a", "source": "cli", "event_id": "e",'
+        ' "store": "main", "sku": "M", "action": "stock.set", "delta": "1", "quantity_after": 1,'
+        ' "reason": null}',
+        '{"id": 1}',
+    ],
+    ids=["sku-not-text", "delta-not-a-number", "fields-missing"],
+)
+def test_an_audit_trail_line_of_the_wrong_shape_is_damage(
+    shop: CliCall, inventory: Path, line: str
+) -> None:
+    trail = inventory.with_name("inventory.audit.jsonl")
+    lines = trail.read_text().splitlines()
+    lines[0] = line
+    data = "\n".join(lines) + "\n"
+    trail.write_text(data)
+    edit_file(inventory, lambda doc: doc["audit"].update(bytes=len(data.encode())))
+    for args in (("history", "M"), ("audit", "verify"), ("report", "movements")):
+        one_error(shop(*args), 78, "not an audit entry")
+
+
+def test_an_idempotency_key_that_is_not_text_in_the_file_is_damage(
+    shop: CliCall, inventory: Path
+) -> None:
+    raw = inventory.read_text().replace('"events":{', '"events":{"\\ud800x":{"fp":"x"},', 1)
+    inventory.write_text(raw)
+    one_error(shop("list"), 78, "events")
+
+
+# -- whole numbers in settings and flags ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("INV_CACHE_TTL", "1_000"),
+        ("INV_KAFKA_PARTITIONS", "5.0"),
+        ("INV_WORKER_BATCH_SIZE", "\u0663"),
+        ("INV_KAFKA_TOPIC", "no spaces"),
+        ("INV_KAFKA_TOPIC", "x" * 300),
+    ],
+)
+def test_settings_follow_the_number_and_name_grammar(cli: CliCall, name: str, value: str) -> None:
+    one_error(cli("list", env={name: value}), 78, name[4:].lower())
+
+
+def test_worker_flags_are_whole_numbers(cli: CliCall) -> None:
+    result = cli("worker", "--batch-size", "1_000")
+    assert result.exit_code == 2 and "is not a whole number" in result.stderr
+    one_error(cli("worker", "--batch-size", "0"), 78, "worker_batch_size")

@@ -8,6 +8,7 @@ import logging
 import threading
 import uuid
 from collections.abc import Iterator
+from decimal import Decimal
 from typing import Any
 
 import psycopg
@@ -16,6 +17,8 @@ from broker import free_port
 from pg import drop_database, fresh_database
 from services import redis_or_skip
 
+from backends import BatchRejected, BatchRow
+from backends.kafka import KafkaBackend
 from backends.kafka.apply import Message, apply_batch
 from backends.kafka.cache import Cache
 from backends.kafka.events import MalformedEvent, decode, from_change, from_transfer
@@ -314,3 +317,43 @@ def test_a_message_that_always_fails_is_isolated_and_rejected(
             "WHERE s.code = 'main'"
         ).fetchone()
     assert stock == (5 + 1 + 2 + 3 + 5,)
+
+
+# -- the kafka backend's one post-write hook ----------------------------------------------
+
+
+def test_writes_straight_to_postgres_forget_what_they_touched_and_nothing_else(
+    database: str,
+) -> None:
+    prefix = f"test-{uuid.uuid4().hex[:8]}"
+    backend = KafkaBackend(
+        database, bootstrap_servers="127.0.0.1:1", redis_url=redis_or_skip(), cache_prefix=prefix
+    )
+    reader = KafkaBackend(
+        database, bootstrap_servers="127.0.0.1:1", redis_url=redis_or_skip(), cache_prefix=prefix
+    )
+    assert backend.cache is not None and reader.cache is not None
+    try:
+        reader.get("MUG")  # a miss: fills the entry
+        assert reader.cache.read("mug")[1] is not None
+
+        def cached() -> bool:
+            return reader.cache is not None and reader.cache.read("mug")[1] is not None
+
+        # A dry run and a refused import change nothing: the entry stays.
+        backend.apply([BatchRow(2, "MUG", name="Big mug")], dry_run=True)
+        with pytest.raises(BatchRejected):
+            backend.apply([BatchRow(2, "MUG", change=-99)])
+        assert cached()
+        # An edit of another product leaves this one's entry alone; this one's drops it.
+        backend.add_product("Cup", "1.00", sku="CUP")
+        assert cached()
+        backend.edit_product("mug", price="5.00")
+        assert not cached()
+        assert reader.get("MUG").price == Decimal("5.00")
+    finally:
+        client = backend.cache._redis()
+        for key in client.scan_iter(f"{prefix}:*"):
+            client.delete(key)
+        backend.close()
+        reader.close()

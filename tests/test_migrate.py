@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from dataclasses import replace
 from decimal import Decimal
 from pathlib import Path
 
+import psycopg
 import pytest
 from pg import admin, drop_database, url_for
 from typer.testing import CliRunner
@@ -179,4 +181,46 @@ def test_a_source_that_cannot_be_read_creates_no_target(
         from backends.postgres import schema
 
         assert schema.current_revision(connection) is None  # no schema was created
+    database.close()
+
+
+def test_migrating_into_a_database_someone_ran_init_on(tmp_path: Path, empty_database: str) -> None:
+    shop = busy_shop(tmp_path / "inventory.json")
+    original = shop.export_state()
+    database = PostgresBackend(empty_database, actor="dba")
+    database.init()  # its own store.create entry: no products, no other history
+    report = migrate(shop, database)  # no --merge needed
+    assert report.copied_history == len(original.history)
+    after = database.export_state()
+    assert [m.action for m in after.history[:1]] == ["store.create"]
+    assert [replace(m, id=0) for m in after.history[1:]] == [
+        replace(m, id=0) for m in original.history
+    ]
+    again = database.transfer("MUG", "main", "north", 4, event_id="k-move")
+    moved_out = [
+        m for m in after.history if (m.event_id, m.action) == ("k-move", "stock.transfer_out")
+    ]
+    assert again[0].replayed and [again[0]] == moved_out  # the entry with its new id
+    database.close()
+
+
+def test_a_result_an_earlier_inv_kept_without_its_entries_replays_from_the_history(
+    empty_database: str,
+) -> None:
+    database = PostgresBackend(empty_database, actor="bo")
+    database.init()
+    database.add_product("Widget", "1.00", sku="W-1")
+    database.add_store("north")
+    first = database.edit_product("W-1", price="2.00", event_id="k-edit")
+    database.remove_store("north", event_id="k-store")
+    with psycopg.connect(empty_database, autocommit=True) as conn:
+        # What the first postgres release remembered for these two kinds of request.
+        conn.execute(
+            "UPDATE applied_events SET result = result - 'movements' "
+            "WHERE event_id IN ('k-edit', 'k-store')"
+        )
+    again = database.edit_product("W-1", price="2.00", event_id="k-edit")
+    assert again.replayed and again.changes == first.changes == "price 1.00 -> 2.00"
+    removed = database.remove_store("north", event_id="k-store")
+    assert [m.action for m in removed] == ["store.delete"] and removed[0].replayed
     database.close()
