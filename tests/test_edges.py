@@ -366,9 +366,11 @@ def test_an_audit_trail_line_of_the_wrong_shape_is_damage(
 def test_an_idempotency_key_that_is_not_text_in_the_file_is_damage(
     shop: CliCall, inventory: Path
 ) -> None:
-    raw = inventory.read_text().replace('"events":{', '"events":{"\\ud800x":{"fp":"x"},', 1)
-    inventory.write_text(raw)
+    before = edit_file(inventory, lambda doc: doc["events"].update({"\ud800x": {"fp": "x"}}))
+    assert b"\\ud800x" in before  # a lone surrogate, escaped, as JSON allows
     one_error(shop("list"), 78, "events")
+    one_error(shop("update", "MUG", "--change", "1"), 78, "events")
+    assert inventory.read_bytes() == before
 
 
 # -- whole numbers in settings and flags ----------------------------------------------------------
