@@ -260,8 +260,9 @@ def _is_event(event: Any) -> bool:
         "applied": _is_int,
         "unchanged": _is_int,
         "duplicates": _is_int,
-        "problems": lambda v: isinstance(v, list)
-        and all(isinstance(p, list) and len(p) == 3 for p in v),
+        "problems": lambda v: (
+            isinstance(v, list) and all(isinstance(p, list) and len(p) == 3 for p in v)
+        ),
     }
     return all(check(event[key]) for key, check in checks.items() if key in event)
 
@@ -1018,9 +1019,7 @@ class JsonBackend(Backend):
                     # Its entries are not in the history brought (pruned): kept whole.
                     refs = {
                         "audit": [0, 0],
-                        "movements": [
-                            {**m, "id": new_ids.get(m.get("id", 0), 0)} for m in entries
-                        ],
+                        "movements": [{**m, "id": new_ids.get(m.get("id", 0), 0)} for m in entries],
                     }
                 extra = {
                     k: v for k, v in event.result.items() if k not in (*_EVENT_META, "changes")

@@ -78,9 +78,7 @@ _EARLIER_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _INVISIBLE_CATEGORIES = frozenset({"Cf", "Co", "Cn", "Zs"})
 
 
-def text(
-    value: object, *, field: str, max_length: int = 200, existing: bool = False
-) -> str:
+def text(value: object, *, field: str, max_length: int = 200, existing: bool = False) -> str:
     """Free text (a name, a unit, a reason): NFC, trimmed, 1-`max_length` characters,
     no control characters and nothing that was not UTF-8.
 
