@@ -3,6 +3,12 @@
 `cli` runs the Typer app in-process (fast, stdout and stderr apart); `run_inv` runs the
 real console entry point in a subprocess, for what only a real process shows (exit
 codes through `sys.exit`, tracebacks, imports, concurrency).
+
+Before any test (and before any xdist worker starts) the run gets a private PostgreSQL
+cluster without fsync (`pgcluster`), unless `INV_TEST_ADMIN_URL` names a server; and a
+Hypothesis profile: `ci` under CI=true (every example), `dev` otherwise (a quarter of
+them; `HYPOTHESIS_PROFILE=ci` runs the full count locally).  Tests scale their own counts
+with `strategies.examples(n)`.
 """
 
 from __future__ import annotations
@@ -14,11 +20,50 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 from typer.testing import CliRunner, Result
 
 from inventory_cli.cli import app
 
 ROOT = Path(__file__).resolve().parent.parent
+
+settings.register_profile(
+    "ci",
+    max_examples=100,
+    deadline=None,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.register_profile(
+    "dev", max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.load_profile(
+    os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI") == "true" else "dev")
+)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """One private PostgreSQL cluster for the run, started by the controller only."""
+    if hasattr(config, "workerinput") or os.environ.get("INV_TEST_ADMIN_URL"):
+        return
+    from pgcluster import start_cluster
+
+    try:
+        cluster = start_cluster()
+    except Exception as exc:  # no initdb here: the machine's server serves, more slowly
+        sys.stderr.write(f"no private PostgreSQL cluster ({exc}); using 127.0.0.1:5432\n")
+        return
+    os.environ["INV_TEST_ADMIN_URL"] = cluster.url()
+    config.stash[_CLUSTER] = cluster
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    cluster = config.stash.get(_CLUSTER, None)
+    if cluster is not None:
+        cluster.stop()
+
+
+_CLUSTER = pytest.StashKey["pgcluster.Cluster"]()
 
 
 @pytest.fixture(autouse=True)

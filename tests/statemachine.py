@@ -24,6 +24,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 from strategies import (
     categories,
     deltas,
+    examples,
     names,
     price_text,
     quantities,
@@ -45,7 +46,7 @@ from backends import (
 __all__ = ["MACHINE_SETTINGS", "InventoryMachine", "machine_for"]
 
 MACHINE_SETTINGS = settings(
-    max_examples=50,
+    max_examples=examples(50),
     stateful_step_count=30,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],

@@ -9,11 +9,13 @@ from __future__ import annotations
 import string
 from decimal import Decimal
 
+from hypothesis import settings
 from hypothesis import strategies as st
 
 __all__ = [
     "categories",
     "deltas",
+    "examples",
     "names",
     "price_text",
     "prices",
@@ -23,6 +25,12 @@ __all__ = [
     "store_codes",
     "units",
 ]
+
+
+def examples(full: int) -> int:
+    """`full` examples under the `ci` profile (100 by default), a share of them otherwise."""
+    return max(5, full * settings.default.max_examples // 100)
+
 
 # SKUs stay ASCII so "ignoring case" means the same thing to the model (str.lower) and to
 # every backend (Python, PostgreSQL's lower(), a JSON file).

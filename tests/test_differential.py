@@ -40,11 +40,12 @@ from differential_support import (
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, rule, run_state_machine_as_test
+from strategies import examples
 
 #: About 50 s on an idle 2-core machine (each command runs twice: json ~10 ms, postgres
 #: ~40 ms; each example clones a database).  A failure shrinks for up to 5 more minutes.
 DIFF_SETTINGS = settings(
-    max_examples=40,
+    max_examples=examples(40),
     stateful_step_count=20,
     deadline=None,
     suppress_health_check=[

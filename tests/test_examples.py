@@ -37,8 +37,14 @@ def test_a_day_in_the_shop(tmp_path: Path) -> None:
     assert "0 rows applied" in again.stdout
     assert inv(tmp_path, "export").stdout == before
     low = inv(tmp_path, "report", "low-stock", "--exit-code", "--format", "json")
-    assert low.returncode in (0, 1)
-    assert (low.returncode == 1) == bool(json.loads(low.stdout))
+    assert low.returncode == 1, "the examples leave five rows at or below their level"
+    assert sorted((r["store"], r["sku"]) for r in json.loads(low.stdout)) == [
+        ("main", "KT-2007"),
+        ("north", "HW-1002"),
+        ("north", "HW-1007"),
+        ("north", "KT-2001"),
+        ("north", "KT-2008"),
+    ]
 
 
 def test_stream_movements_applies_a_feed_once(tmp_path: Path) -> None:

@@ -1,8 +1,9 @@
 """The JSON backend's file-level guarantees: atomic writes, `.bak`, the audit mark, the lock,
 refusing corrupt or foreign files, and surviving `kill -9`.
 
-These use real files and real processes.  The CLI is run as a subprocess
-(`python -m inventory_cli`) where the exit code and stderr matter.
+These use real files, and real processes where only one shows it (a folder unwritable
+to a user without root's powers, `kill -9`).  The CLI's exit codes and messages are
+checked in-process (`inprocess.run_cli`), as `subprocess.run` would report them.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, NoReturn
 
+import inprocess
 import pytest
 from services import unavailable
 
@@ -61,13 +63,8 @@ def cli_env(home: Path, **extra: str) -> dict[str, str]:
 def run_cli(
     path: Path, *args: str, cwd: Path, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "inventory_cli", "--file", str(path), *args],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        env=env if env is not None else cli_env(cwd),
-        timeout=CLI_TIMEOUT,
+    return inprocess.run_cli(
+        ["--file", str(path), *args], cwd=cwd, env=env if env is not None else cli_env(cwd)
     )
 
 

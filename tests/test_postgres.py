@@ -20,6 +20,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from inprocess import run_cli
 from pg import drop_database, fresh_database
 
 from backends.postgres import PostgresBackend, database
@@ -48,18 +49,17 @@ def db() -> Iterator[str]:
 
 @pytest.fixture
 def inv(tmp_path: Path) -> ProcCall:
-    """Run the real `inv --backend postgres ARGS...` in a subprocess against `url`."""
+    """`inv --backend postgres ARGS...` against `url`, in-process (`inprocess.run_cli`); the
+    concurrency tests start real processes of their own."""
 
     def call(
-        url: str | None, *args: str, env: dict[str, str] | None = None, timeout: float = 60
+        url: str | None, *args: str, env: dict[str, str] | None = None
     ) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [*INV, *args],
-            capture_output=True,
-            text=True,
-            env=_env(url, env),
+        unset: dict[str, str | None] = {k: None for k in os.environ if k.startswith("INV_")}
+        return run_cli(
+            ["--backend", "postgres", *args],
+            env={**unset, "INV_DATABASE_URL": url, **(env or {})},
             cwd=tmp_path,
-            timeout=timeout,
         )
 
     return call
@@ -467,8 +467,16 @@ def test_opposite_transfers_wait_rather_than_fail_fast(db: str) -> None:
 
         thread = threading.Thread(target=transfer)
         thread.start()
-        time.sleep(0.5)
-        assert done == []  # still waiting for the lock
+        deadline = time.monotonic() + 30
+        waiting = (
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+            " AND wait_event_type = 'Lock'"
+        )
+        while _sql(db, waiting) != [(1,)]:
+            assert time.monotonic() < deadline, "the transfer never waited for the lock"
+            assert done == [], f"the transfer did not wait for the lock: {done}"
+            time.sleep(0.01)
+        assert done == []  # waiting for the lock, not failed
         blocker.rollback()
         thread.join(timeout=30)
     assert len(done) == 1 and isinstance(done[0], tuple), done

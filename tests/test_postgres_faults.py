@@ -1,4 +1,5 @@
-"""The postgres backend's failure paths, through the real `inv` process.
+"""The postgres backend's failure paths, through `inv` run in-process (`inprocess`; the
+real process's exit codes are `test_processes.py`'s).
 
 Each case asserts the exit code (sysexits: 1 refused, 75 unreachable, 78 configuration),
 the one-line `Error: ...` message on stderr, no traceback, and that nothing changed.
@@ -10,13 +11,13 @@ import json
 import os
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psycopg
 import pytest
+from inprocess import run_cli
 from pg import admin, drop_database, fresh_database, url_for
 
 ProcCall = Callable[..., subprocess.CompletedProcess[str]]
@@ -31,23 +32,15 @@ def db() -> Iterator[str]:
 
 @pytest.fixture
 def inv(tmp_path: Path) -> ProcCall:
-    """Run the real `inv --backend postgres ARGS...`, INV_DATABASE_URL=url (None: unset)."""
+    """Run `inv --backend postgres ARGS...`, INV_DATABASE_URL=url (None: unset)."""
 
     def call(
         url: str | None, *args: str, env: dict[str, str] | None = None
     ) -> subprocess.CompletedProcess[str]:
-        full = {k: v for k, v in os.environ.items() if not k.startswith("INV_")}
-        if url is not None:
-            full["INV_DATABASE_URL"] = url
+        full: dict[str, str | None] = {k: None for k in os.environ if k.startswith("INV_")}
+        full["INV_DATABASE_URL"] = url
         full.update(env or {})
-        return subprocess.run(
-            [sys.executable, "-m", "inventory_cli", "--backend", "postgres", *args],
-            capture_output=True,
-            text=True,
-            env=full,
-            cwd=tmp_path,
-            timeout=30,
-        )
+        return run_cli(["--backend", "postgres", *args], env=full, cwd=tmp_path)
 
     return call
 

@@ -1,16 +1,16 @@
-"""Operations on real PostgreSQL through the real CLI: migrate, seed, status, db upgrade,
-audit prune."""
+"""Operations on real PostgreSQL through the CLI (in-process): migrate, seed, status,
+db upgrade, audit prune."""
 
 from __future__ import annotations
 
 import json
 import os
 import subprocess
-import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from inprocess import run_cli
 from pg import admin, drop_database, fresh_database, url_for
 
 from backends import Movement, Snapshot, Store
@@ -19,15 +19,10 @@ from backends.postgres import PostgresBackend, schema
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
-def inv(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None):
-    return subprocess.run(
-        [sys.executable, "-m", "inventory_cli", *args],
-        capture_output=True,
-        text=True,
-        env={**os.environ, **(env or {})},
-        cwd=cwd,
-        timeout=300,
-    )
+def inv(
+    *args: str, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    return run_cli(args, env=env, cwd=cwd)
 
 
 @pytest.fixture

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from collections.abc import Callable
@@ -93,27 +94,48 @@ def test_a_retried_command_with_a_key_applies_once(run_inv: ProcCall) -> None:
     ("args", "code"),
     [
         (("update", "NOPE", "--change", "1"), 1),
-        (("add", "Mug", "--price", "1.234"), 1),
-        (("update", "MUG", "--change", "-99"), 1),
-        (("--backend", "nosuch", "list"), 78),
         (("update", "MUG"), 2),
-        (("frobnicate",), 2),
+        (("import", "bad.csv"), 65),
+        (("import", "missing.csv"), 66),
+        (("--backend", "postgres", "list"), 75),
+        (("export", "-o", "folder"), 77),
+        (("--backend", "nosuch", "list"), 78),
     ],
+    ids=lambda v: str(v) if isinstance(v, int) else None,
 )
-def test_mistakes_print_no_traceback(
+def test_each_exit_code_from_a_real_process(
     run_inv: ProcCall, inventory: Path, args: tuple[str, ...], code: int
 ) -> None:
+    """One real process per exit code of the README's table: the status reaches the shell
+    through `sys.exit`, stdout stays empty and stderr is one `Error:` line (Typer's usage
+    text for 2), never a traceback.  The in-process tests cover every other path."""
     run_inv("init")
     run_inv("add", "Mug", "--price", "1", "--sku", "MUG")
+    (inventory.parent / "bad.csv").write_text("sku,store,change\nMUG,main,lots\n")
+    (inventory.parent / "folder").mkdir()
+    nowhere = f"postgresql://postgres@127.0.0.1:{_closed_port()}/inv"
     before = inventory.read_bytes()
-    result = run_inv(*args)
-    assert result.returncode == code
+    result = run_inv(*args, env={"INV_DATABASE_URL": nowhere})
+    assert result.returncode == code, result.stderr
     assert "Traceback" not in result.stderr
     assert result.stdout == ""
-    if code != 2:
+    if code == 2:
+        assert "Usage:" in result.stderr
+    elif code == 65:  # a line per bad row, then the verdict
+        assert result.stderr == (
+            "Error: bad.csv: row 2, column change: 'lots' is not a whole number\n"
+            "Error: bad.csv: 1 row bad; nothing was written\n"
+        )
+    else:
         assert result.stderr.startswith("Error: ")
         assert result.stderr.count("\n") == 1
     assert inventory.read_bytes() == before
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def test_the_console_script_exit_codes(inventory: Path) -> None:
