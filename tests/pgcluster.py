@@ -27,7 +27,16 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from pgreplica import _bindir, _free_port, _postmaster_pid, _Runner, _stop, _tail, pg_url
+from pgreplica import (
+    _bindir,
+    _free_port,
+    _postmaster_pid,
+    _Runner,
+    _stop,
+    _tail,
+    pg_url,
+    scratch_parent,
+)
 
 STARTUP_TIMEOUT = 60.0
 
@@ -84,12 +93,13 @@ def _major_on_path() -> int:
     raise RuntimeError("no PostgreSQL programs found (initdb, pg_ctl)")
 
 
-def start_cluster(os_user: str = "postgres") -> Cluster:
-    """initdb a new cluster under /tmp and start it on a free port of 127.0.0.1."""
+def start_cluster(os_user: str = "postgres", **settings: str) -> Cluster:
+    """initdb a new cluster (in memory if /dev/shm allows) and start it on a free port of
+    127.0.0.1; `settings` add to or override `SETTINGS`."""
     bindir = _bindir(_major_on_path())
     as_root = os.geteuid() == 0
     user = os_user if as_root else None
-    data_dir = Path(tempfile.mkdtemp(prefix="inv-pg-", dir="/tmp"))  # short socket paths
+    data_dir = Path(tempfile.mkdtemp(prefix="inv-pg-", dir=scratch_parent()))  # short socket paths
     try:
         if as_root:
             owner = pwd.getpwnam(os_user)
@@ -107,7 +117,7 @@ def start_cluster(os_user: str = "postgres") -> Cluster:
         )
         with (data_dir / "postgresql.conf").open("a") as conf:
             conf.write("\n# tests/pgcluster.py\n")
-            conf.writelines(f"{key} = {value}\n" for key, value in SETTINGS.items())
+            conf.writelines(f"{k} = {v}\n" for k, v in {**SETTINGS, **settings}.items())
         for attempt in range(3):
             port = _free_port("127.0.0.1")
             options = (

@@ -64,6 +64,16 @@ class PrimaryNotReady(RuntimeError):
     """The primary is up but its configuration cannot feed a streaming replica."""
 
 
+def scratch_parent() -> str:
+    """/dev/shm when it is a roomy tmpfs (nothing to write back to a disk), else /tmp: short
+    paths either way, for the sockets."""
+    try:
+        shm = os.statvfs("/dev/shm")
+    except OSError:
+        return "/tmp"
+    return "/dev/shm" if shm.f_bavail * shm.f_frsize > 4 * 1024**3 else "/tmp"
+
+
 def pg_url(host: str, port: int, user: str = "postgres", dbname: str = "postgres") -> str:
     """postgresql://USER@HOST:PORT/DBNAME"""
     return f"postgresql://{quote(user, safe='')}@{host}:{port}/{quote(dbname, safe='')}"
@@ -104,7 +114,7 @@ def streaming_replica(
     as_root = os.geteuid() == 0
     timings: dict[str, float] = {}
 
-    data_dir = Path(tempfile.mkdtemp(prefix="pgreplica-", dir="/tmp"))  # short socket paths
+    data_dir = Path(tempfile.mkdtemp(prefix="pgreplica-", dir=scratch_parent()))
     try:
         if as_root:
             owner = pwd.getpwnam(os_user)
@@ -524,7 +534,8 @@ def wait_for_replay(primary: Conninfo, replica: Conninfo, timeout: float = 10.0)
     """Wait until the replica has replayed all WAL the primary had written at call time.
 
     Compares the replica's pg_last_wal_replay_lsn() with the primary's pg_current_wal_lsn()
-    read first; returns that LSN.  TimeoutError if the replica is not there in `timeout`s.
+    read first (so a primary with synchronous_commit off may not have written the last
+    commits yet); returns that LSN.  TimeoutError if the replica is not there in `timeout`s.
     """
     with _connected(primary) as conn:
         target = str(_one(conn, "select pg_current_wal_lsn()::text")[0])

@@ -1,9 +1,9 @@
 """tests/pgreplica.py gives a real streaming replica of the local PostgreSQL, and cleans up.
 
-The primary is the tests' PostgreSQL (`pg.ADMIN_URL`: the run's private cluster, which
-trusts replication connections from 127.0.0.1, or the server `INV_TEST_ADMIN_URL` names,
-which needs a `host replication` line for 127.0.0.1 in pg_hba.conf).  Without either, the
-test skips saying why, except under CI=true, where it fails.
+The primary is a cluster of this module's own (`pgcluster`, which trusts replication
+connections from 127.0.0.1): a replica then copies and replays only what these tests
+write, not the databases every other test process makes meanwhile.  Without initdb and
+pg_ctl, the tests skip saying why, except under CI=true, where they fail.
 """
 
 from __future__ import annotations
@@ -13,11 +13,10 @@ import secrets
 import time
 from collections.abc import Iterator
 from typing import NoReturn
-from urllib.parse import urlsplit
 
 import psycopg
 import pytest
-from pg import ADMIN_URL
+from pgcluster import start_cluster
 from pgreplica import (
     PrimaryNotReady,
     PrimaryUnreachable,
@@ -29,10 +28,10 @@ from pgreplica import (
 from psycopg import sql
 from services import unavailable
 
-_ADMIN = urlsplit(ADMIN_URL)
-PRIMARY_HOST = _ADMIN.hostname or "127.0.0.1"
-PRIMARY_PORT = _ADMIN.port or 5432
-USER = _ADMIN.username or "postgres"
+#: Where this module's primary listens: set by `_own_primary`.
+PRIMARY_HOST = "127.0.0.1"
+PRIMARY_PORT = 0
+USER = "postgres"
 
 
 def _give_up(reason: str) -> NoReturn:
@@ -41,6 +40,22 @@ def _give_up(reason: str) -> NoReturn:
 
 def _primary(dbname: str = "postgres") -> str:
     return pg_url(PRIMARY_HOST, PRIMARY_PORT, USER, dbname)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _own_primary() -> Iterator[None]:
+    global PRIMARY_HOST, PRIMARY_PORT
+    try:
+        # Synchronous commits, as in production: a commit is in the WAL the replica is
+        # sent (and counted in its lag) when it returns.
+        cluster = start_cluster(synchronous_commit="on")
+    except (RuntimeError, OSError, KeyError) as e:
+        _give_up(f"no PostgreSQL cluster of our own: {e}")
+    PRIMARY_HOST, PRIMARY_PORT = cluster.host, cluster.port
+    try:
+        yield
+    finally:
+        cluster.stop()
 
 
 @pytest.fixture
@@ -124,50 +139,48 @@ def test_a_streaming_replica_replays_refuses_writes_and_leaves_nothing(scratch_d
 
 
 @pytest.mark.slow
-def test_the_postgres_backend_reads_from_a_replica_and_reports_its_lag() -> None:
+def test_the_postgres_backend_reads_from_a_replica_and_reports_its_lag(scratch_db: str) -> None:
     """Reads go to the replica; after a write, the same backend reads the primary."""
-    from pg import drop_database, fresh_database
-
     from backends.postgres import PostgresBackend
 
-    primary_url = fresh_database()
-    database = primary_url.rpartition("/")[2]
+    primary_url = _primary(scratch_db)
+    database = scratch_db
+    setup = PostgresBackend(primary_url, actor="tester")
+    setup.init()
+    setup.close()
     try:
-        try:
-            replica_cm = streaming_replica(PRIMARY_HOST, PRIMARY_PORT, USER)
-            replica = replica_cm.__enter__()
-        except (PrimaryUnreachable, PrimaryNotReady) as e:
-            _give_up(str(e))
-        try:
-            replica_url = replica.url(database)
-            writer = PostgresBackend(primary_url, actor="tester")
-            writer.add_product("Blue mug", "4.50", sku="MUG", quantity=5)
-            wait_for_replay(primary_url, replica_url)
-            reader = PostgresBackend(primary_url, read_urls=[replica_url], actor="tester")
-            assert [i.quantity for i in reader.list_items()] == [5]
+        replica_cm = streaming_replica(PRIMARY_HOST, PRIMARY_PORT, USER)
+        replica = replica_cm.__enter__()
+    except (PrimaryUnreachable, PrimaryNotReady) as e:
+        _give_up(str(e))
+    try:
+        replica_url = replica.url(database)
+        writer = PostgresBackend(primary_url, actor="tester")
+        writer.add_product("Blue mug", "4.50", sku="MUG", quantity=5)
+        wait_for_replay(primary_url, replica_url)
+        reader = PostgresBackend(primary_url, read_urls=[replica_url], actor="tester")
+        assert [i.quantity for i in reader.list_items()] == [5]
 
-            # Freeze the replica: what it serves stops moving.
-            with psycopg.connect(replica_url, autocommit=True) as conn:
-                conn.execute("SELECT pg_wal_replay_pause()")
-            writer.adjust("main", "MUG", 3)
-            fresh_reader = PostgresBackend(primary_url, read_urls=[replica_url], actor="t")
-            assert fresh_reader.get("MUG").stock == {"main": 5}  # served by the replica
-            assert writer.get("MUG").stock == {"main": 8}  # the writer reads the primary
-            reader.adjust("main", "MUG", 1)
-            assert reader.get("MUG").stock == {"main": 9}  # read-your-own-write
+        # Freeze the replica: what it serves stops moving.
+        with psycopg.connect(replica_url, autocommit=True) as conn:
+            conn.execute("SELECT pg_wal_replay_pause()")
+        writer.adjust("main", "MUG", 3)
+        fresh_reader = PostgresBackend(primary_url, read_urls=[replica_url], actor="t")
+        assert fresh_reader.get("MUG").stock == {"main": 5}  # served by the replica
+        assert writer.get("MUG").stock == {"main": 8}  # the writer reads the primary
+        reader.adjust("main", "MUG", 1)
+        assert reader.get("MUG").stock == {"main": 9}  # read-your-own-write
 
-            status = fresh_reader.status()
-            (entry,) = status["replicas"]
-            assert entry["ok"] is True and entry["in_recovery"] is True
-            assert entry["lag_bytes"] > 0
+        status = fresh_reader.status()
+        (entry,) = status["replicas"]
+        assert entry["ok"] is True and entry["in_recovery"] is True
+        assert entry["lag_bytes"] > 0
 
-            with psycopg.connect(replica_url, autocommit=True) as conn:
-                conn.execute("SELECT pg_wal_replay_resume()")
-            wait_for_replay(primary_url, replica_url)
-            assert fresh_reader.get("MUG").stock == {"main": 9}
-            for backend in (writer, reader, fresh_reader):
-                backend.close()
-        finally:
-            replica_cm.__exit__(None, None, None)
+        with psycopg.connect(replica_url, autocommit=True) as conn:
+            conn.execute("SELECT pg_wal_replay_resume()")
+        wait_for_replay(primary_url, replica_url)
+        assert fresh_reader.get("MUG").stock == {"main": 9}
+        for backend in (writer, reader, fresh_reader):
+            backend.close()
     finally:
-        drop_database(primary_url)
+        replica_cm.__exit__(None, None, None)

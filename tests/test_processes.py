@@ -9,10 +9,12 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 ProcCall = Callable[..., subprocess.CompletedProcess[str]]
+CliCall = Callable[..., Any]
 HEAVY = ("sqlalchemy", "psycopg", "redis", "confluent_kafka", "fastapi", "alembic")
 
 REPLAYED = " (already applied with this idempotency key; nothing changed now)"
@@ -28,10 +30,10 @@ def _spawn(inventory: Path, *args: str) -> subprocess.Popen[str]:
 
 
 @pytest.mark.slow
-def test_concurrent_processes_never_lose_an_update(run_inv: ProcCall, inventory: Path) -> None:
+def test_concurrent_processes_never_lose_an_update(cli: CliCall, inventory: Path) -> None:
     """Several processes each increment one item many times; the total is exact."""
-    assert run_inv("init").returncode == 0
-    assert run_inv("add", "Mug", "--price", "1", "--sku", "MUG").returncode == 0
+    assert cli("init").exit_code == 0
+    assert cli("add", "Mug", "--price", "1", "--sku", "MUG").exit_code == 0
     workers, rounds = 6, 15
     script = (
         "import sys\n"
@@ -54,19 +56,19 @@ def test_concurrent_processes_never_lose_an_update(run_inv: ProcCall, inventory:
     for proc in shots:
         _, err = proc.communicate(timeout=120)
         assert proc.returncode == 0, err
-    shown = json.loads(run_inv("show", "MUG", "--format", "json").stdout)
+    shown = json.loads(cli("show", "MUG", "--format", "json").stdout)
     assert shown["stock"] == {"main": workers * rounds + 8}
-    history = json.loads(run_inv("history", "MUG", "--format", "json").stdout)
+    history = json.loads(cli("history", "MUG", "--format", "json").stdout)
     adjusts = [e for e in history if e["action"] == "stock.adjust"]
     assert len(adjusts) == workers * rounds + 8
     assert sorted(e["quantity_after"] for e in adjusts) == list(range(1, workers * rounds + 9))
 
 
 @pytest.mark.slow
-def test_concurrent_sales_never_oversell(run_inv: ProcCall, inventory: Path) -> None:
+def test_concurrent_sales_never_oversell(cli: CliCall, inventory: Path) -> None:
     """Ten processes each try to sell 1 of 5 in stock: exactly 5 succeed."""
-    run_inv("init")
-    run_inv("add", "Mug", "--price", "1", "--sku", "MUG", "--qty", "5")
+    assert cli("init").exit_code == 0
+    assert cli("add", "Mug", "--price", "1", "--sku", "MUG", "--qty", "5").exit_code == 0
     procs = [_spawn(inventory, "update", "MUG", "--change", "-1") for _ in range(10)]
     codes = [p.wait(timeout=120) for p in procs]
     assert sorted(codes) == [0] * 5 + [1] * 5
@@ -74,12 +76,13 @@ def test_concurrent_sales_never_oversell(run_inv: ProcCall, inventory: Path) -> 
         if proc.returncode:
             assert proc.stderr is not None
             assert proc.stderr.read().startswith("Error: not enough MUG at main: 0 on hand")
-    assert json.loads(run_inv("show", "MUG", "--format", "json").stdout)["stock"] == {"main": 0}
+    assert json.loads(cli("show", "MUG", "--format", "json").stdout)["stock"] == {"main": 0}
 
 
-def test_a_retried_command_with_a_key_applies_once(run_inv: ProcCall) -> None:
-    run_inv("init")
-    run_inv("add", "Mug", "--price", "1", "--sku", "MUG", "--qty", "5")
+def test_a_retried_command_with_a_key_applies_once(cli: CliCall, run_inv: ProcCall) -> None:
+    """A cron job run again: each attempt a process of its own."""
+    assert cli("init").exit_code == 0
+    assert cli("add", "Mug", "--price", "1", "--sku", "MUG", "--qty", "5").exit_code == 0
     for attempt in range(3):
         result = run_inv("update", "MUG", "--change", "-2", "--idempotency-key", "cron-2026-11-25")
         assert result.returncode == 0
@@ -87,7 +90,7 @@ def test_a_retried_command_with_a_key_applies_once(run_inv: ProcCall) -> None:
             " (already applied with this idempotency key; nothing changed now)" if attempt else ""
         )
         assert result.stdout == f"MUG at main: 5 -> 3 (-2){note}\n"
-    assert json.loads(run_inv("show", "MUG", "--format", "json").stdout)["stock"] == {"main": 3}
+    assert json.loads(cli("show", "MUG", "--format", "json").stdout)["stock"] == {"main": 3}
 
 
 @pytest.mark.parametrize(
@@ -104,13 +107,13 @@ def test_a_retried_command_with_a_key_applies_once(run_inv: ProcCall) -> None:
     ids=lambda v: str(v) if isinstance(v, int) else None,
 )
 def test_each_exit_code_from_a_real_process(
-    run_inv: ProcCall, inventory: Path, args: tuple[str, ...], code: int
+    cli: CliCall, run_inv: ProcCall, inventory: Path, args: tuple[str, ...], code: int
 ) -> None:
     """One real process per exit code of the README's table: the status reaches the shell
     through `sys.exit`, stdout stays empty and stderr is one `Error:` line (Typer's usage
     text for 2), never a traceback.  The in-process tests cover every other path."""
-    run_inv("init")
-    run_inv("add", "Mug", "--price", "1", "--sku", "MUG")
+    assert cli("init").exit_code == 0
+    assert cli("add", "Mug", "--price", "1", "--sku", "MUG").exit_code == 0
     (inventory.parent / "bad.csv").write_text("sku,store,change\nMUG,main,lots\n")
     (inventory.parent / "folder").mkdir()
     nowhere = f"postgresql://postgres@127.0.0.1:{_closed_port()}/inv"
