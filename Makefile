@@ -42,7 +42,7 @@ typecheck: $(VENV)/.installed-dev
 
 # Four test processes (pytest-xdist): on two cores most tests wait on PostgreSQL, Kafka
 # or a child process.  PYTEST_ARGS="-n 0 -k name" runs a few tests in this process.
-PYTEST_ARGS ?= -n 4
+PYTEST_ARGS ?= -n 4 --maxschedchunk 1
 test: $(VENV)/.installed-dev services lint typecheck
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 

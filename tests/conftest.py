@@ -57,6 +57,16 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[_CLUSTER] = cluster
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The longest tests first (stateful machines and those marked `slow`), so that with
+    xdist none of them starts last and holds up the end of the run."""
+
+    def later(item: pytest.Item) -> bool:
+        return not (item.name == "runTest" or item.get_closest_marker("slow"))
+
+    items.sort(key=later)
+
+
 def pytest_unconfigure(config: pytest.Config) -> None:
     cluster = config.stash.get(_CLUSTER, None)
     if cluster is not None:

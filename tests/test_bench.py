@@ -7,8 +7,13 @@ import sys
 from pathlib import Path
 
 import pytest
+from pg import ADMIN_URL
 
 BENCH = Path(__file__).resolve().parent.parent / "bench"
+
+
+#: The tests' PostgreSQL server (the run's private cluster), without a database name.
+SERVER = ADMIN_URL.rpartition("/")[0]
 
 
 def run(script: str, *args: str) -> subprocess.CompletedProcess[str]:
@@ -36,6 +41,8 @@ def test_json_import_bench_runs() -> None:
 def test_postgres_bench_runs() -> None:
     result = run(
         "postgres.py",
+        "--server",
+        SERVER,
         "--rows",
         "600",
         "--import-stores",
@@ -62,6 +69,8 @@ def test_postgres_bench_runs() -> None:
 def test_kafka_bench_runs() -> None:
     result = run(
         "kafka.py",
+        "--server",
+        SERVER,
         "--events",
         "2000",
         "--stores",

@@ -9,8 +9,12 @@ import sys
 from decimal import Decimal
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
+
+pytestmark = pytest.mark.slow  # real processes
 
 
 def inv(folder: Path, *args: str, input: str | None = None) -> subprocess.CompletedProcess[str]:

@@ -38,6 +38,8 @@ from backends.settings import Settings
 SKUS = [f"K-{n}" for n in range(12)]
 STORES = ["main", "north"]
 
+pytestmark = pytest.mark.slow  # real processes
+
 
 @pytest.fixture(scope="module")
 def broker() -> Iterator[Broker]:
