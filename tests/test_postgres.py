@@ -1,9 +1,9 @@
 """PostgreSQL-specific behaviour of the postgres backend, against a real server.
 
 The audit log's immutability and partitions through plain SQL, lock ordering under
-opposite transfers, races between real `inv` processes, idempotent retries through the
-CLI, and the read/write split.  Failure paths (unreachable server, bad configuration,
-hostile input) are in test_postgres_faults.py.
+opposite transfers, races between sessions, idempotent retries through the CLI, and the
+read/write split.  Failure paths (unreachable server, bad configuration, hostile input)
+are in test_postgres_faults.py.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -23,20 +22,12 @@ import pytest
 from inprocess import run_cli
 from pg import drop_database, fresh_database
 
+from backends import InsufficientStock
 from backends.postgres import PostgresBackend, database
 
 ProcCall = Callable[..., subprocess.CompletedProcess[str]]
-INV = [sys.executable, "-m", "inventory_cli", "--backend", "postgres"]
 
 REPLAYED = " (already applied with this idempotency key; nothing changed now)"
-
-
-def _env(url: str | None, extra: dict[str, str] | None = None) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("INV_")}
-    if url is not None:
-        env["INV_DATABASE_URL"] = url
-    env.update(extra or {})
-    return env
 
 
 @pytest.fixture
@@ -317,29 +308,32 @@ def test_opposite_transfers_never_deadlock(db: str, monkeypatch: pytest.MonkeyPa
 # -- races between real processes -----------------------------------------------------
 
 
-@pytest.mark.slow
-def test_concurrent_processes_never_lose_an_update(db: str, inv: ProcCall) -> None:
+def test_concurrent_sessions_never_lose_an_update(db: str, inv: ProcCall) -> None:
+    """Six writers, each a backend of its own (its own pool and sessions), increment one
+    item at once: the server sees what six processes would make it see, at a fraction
+    of the cost (the JSON backend's race needs real processes: test_processes.py)."""
     assert inv(db, "add", "Mug", "--price", "1", "--sku", "MUG").returncode == 0
     workers, rounds = 6, 15
-    script = (
-        "import sys\n"
-        "from inventory_cli.cli import app\n"
-        f"for i in range({rounds}):\n"
-        "    try:\n"
-        "        app(['--backend', 'postgres', 'update', 'MUG', '--change', '1', '-q'])\n"
-        "    except SystemExit as exc:\n"
-        "        if exc.code: sys.exit(exc.code)\n"
-    )
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-c", script], stderr=subprocess.PIPE, text=True, env=_env(db)
-        )
-        for _ in range(workers)
-    ]
-    for proc in procs:
-        _, err = proc.communicate(timeout=120)
-        assert proc.returncode == 0, err
-        assert "Traceback" not in err
+    start = threading.Barrier(workers)
+    failures: list[BaseException] = []
+
+    def writer() -> None:
+        backend = PostgresBackend(db, actor="tester")
+        try:
+            start.wait()
+            for _ in range(rounds):
+                backend.adjust("main", "MUG", 1)
+        except BaseException as exc:
+            failures.append(exc)
+        finally:
+            backend.close()
+
+    threads = [threading.Thread(target=writer) for _ in range(workers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert failures == []
     total = workers * rounds
     shown = json.loads(inv(db, "show", "MUG", "--format", "json").stdout)
     assert shown["stock"] == {"main": total}
@@ -351,29 +345,33 @@ def test_concurrent_processes_never_lose_an_update(db: str, inv: ProcCall) -> No
     assert [q for (q,) in after] == list(range(1, total + 1))
 
 
-@pytest.mark.slow
 def test_concurrent_sales_never_oversell(db: str, inv: ProcCall) -> None:
+    """Ten sessions each sell 1 of 5 in stock at once: exactly 5 succeed, the others are
+    told there is not enough, and nothing goes below zero."""
     assert inv(db, "add", "Mug", "--price", "1", "--sku", "MUG", "--qty", "5").returncode == 0
-    procs = [
-        subprocess.Popen(
-            [*INV, "update", "MUG", "--change", "-1"],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=_env(db),
-        )
-        for _ in range(10)
-    ]
-    results = [(p.returncode, out, err) for p in procs for out, err in [p.communicate(timeout=120)]]
-    assert sorted(code for code, _, _ in results) == [0] * 5 + [1] * 5
-    for code, out, err in results:
-        if code:
-            assert err.startswith("Error: not enough MUG at main: 0 on hand"), err
-            assert out == ""
-        else:
-            assert err == ""
-    sold = sorted(out for code, out, _ in results if code == 0)
-    assert sold == [f"MUG at main: {n + 1} -> {n} (-1)\n" for n in range(5)]
+    start = threading.Barrier(10)
+    outcomes: list[object] = []
+
+    def seller() -> None:
+        backend = PostgresBackend(db, actor="tester")
+        try:
+            start.wait()
+            outcomes.append(backend.adjust("main", "MUG", -1).quantity_after)
+        except BaseException as exc:
+            outcomes.append(exc)
+        finally:
+            backend.close()
+
+    threads = [threading.Thread(target=seller) for _ in range(10)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    sold = sorted(o for o in outcomes if isinstance(o, int))
+    refused = [o for o in outcomes if not isinstance(o, int)]
+    assert sold == [0, 1, 2, 3, 4]
+    assert len(refused) == 5 and all(isinstance(e, InsufficientStock) for e in refused), refused
+    assert all(str(e).startswith("not enough MUG at main: 0 on hand") for e in refused)
     assert json.loads(inv(db, "show", "MUG", "--format", "json").stdout)["stock"] == {"main": 0}
     assert _sql(db, "SELECT count(*) FROM audit_log WHERE action = 'stock.adjust'") == [(5,)]
 

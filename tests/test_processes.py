@@ -179,29 +179,11 @@ def test_a_closed_pipe_is_not_an_error(run_inv: ProcCall, inventory: Path) -> No
         ("import", "-"),
     ],
 )
-def test_json_commands_import_no_heavy_client(inventory: Path, args: tuple[str, ...]) -> None:
-    subprocess.run(
-        [sys.executable, "-m", "inventory_cli", "--file", str(inventory), "init"],
-        check=True,
-        capture_output=True,
-    )
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "inventory_cli",
-            "--file",
-            str(inventory),
-            "add",
-            "M",
-            "--price",
-            "1",
-            "--sku",
-            "MUG",
-        ],
-        check=True,
-        capture_output=True,
-    )
+def test_json_commands_import_no_heavy_client(
+    cli: CliCall, inventory: Path, args: tuple[str, ...]
+) -> None:
+    assert cli("init").exit_code == 0
+    assert cli("add", "M", "--price", "1", "--sku", "MUG").exit_code == 0
     probe = (
         "import sys, runpy\n"
         f"sys.argv = ['inv', '--file', {str(inventory)!r}, *{list(args)!r}]\n"
