@@ -40,9 +40,9 @@ lint: $(VENV)/.installed-dev
 typecheck: $(VENV)/.installed-dev
 	$(BIN)/mypy
 
-# Four test processes (pytest-xdist): on two cores most tests wait on PostgreSQL, Kafka
+# Three test processes (pytest-xdist): on two cores many tests wait on PostgreSQL, Kafka
 # or a child process.  PYTEST_ARGS="-n 0 -k name" runs a few tests in this process.
-PYTEST_ARGS ?= -n 4 --maxschedchunk 1
+PYTEST_ARGS ?= -n 3 --maxschedchunk 1
 test: $(VENV)/.installed-dev services lint typecheck
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 

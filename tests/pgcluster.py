@@ -7,7 +7,7 @@
 The tests' databases live here rather than on the machine's server: `fsync`,
 `synchronous_commit` and `full_page_writes` are off (no test checks PostgreSQL's own
 durability: a crash here loses the cluster, which is thrown away anyway), so a commit
-costs no disk flush and four test processes do not queue behind one disk.  Replication
+costs no disk flush and the test processes do not queue behind one disk.  Replication
 connections from 127.0.0.1 are trusted, so the read-replica tests stream from it.
 
 `conftest.py` starts one per test run (in the controller, before any xdist worker, which
@@ -40,7 +40,7 @@ from pgreplica import (
 
 STARTUP_TIMEOUT = 60.0
 
-#: Settings of the private cluster: fast and throwaway, sized for four test processes.
+#: Settings of the private cluster: fast and throwaway, sized for several test processes.
 SETTINGS = {
     "fsync": "off",
     "synchronous_commit": "off",

@@ -359,10 +359,13 @@ def test_postgres_unreachable_for_the_worker_retries_and_loses_nothing(shop: Sho
         proxy.cut()
         shop.publish(stream(500, seed=1))
         shop.wait_until(lambda: "retrying in" in shop.log("w"), 30, "the worker to retry")
-        committed = shop.committed()
+        assert shop.committed() <= 200
         shop.wait_until(lambda: shop.log("w").count("retrying in") >= 3, 60, "two more retries")
+        # Nothing applied while it is away, and no offset committed past what was applied
+        # (the first 200's commit may itself be late: on a loaded machine a 2 s session
+        # can lapse, and a commit from a member the group dropped is refused).
         assert shop.applied() == 200
-        assert shop.committed() == committed == 200, "no offsets committed while it is away"
+        assert shop.committed() <= 200, "an offset was committed for an event not applied"
         proxy.restore()
         shop.wait_until(lambda: shop.applied() >= 700, 60, "everything once PostgreSQL is back")
     shop.wait_until(lambda: shop.committed() >= 700, 60, "every offset committed")
