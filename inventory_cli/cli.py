@@ -968,16 +968,9 @@ def worker(
     overrides = {"kafka_group": group, "worker_batch_size": batch_size, "worker_batch_ms": batch_ms}
     given = {k: v for k, v in overrides.items() if v is not None}
     if given:
-        from pydantic import ValidationError as PydanticValidationError
+        from .settings import with_changes
 
-        from backends.settings import Settings
-
-        try:
-            settings = Settings.model_validate({**dict(settings), **given})
-        except PydanticValidationError as exc:
-            error = exc.errors()[0]
-            message = str(error["msg"]).removeprefix("Value error, ")
-            raise ConfigurationError(f"{error['loc'][0]}: {message}") from None
+        settings = with_changes(settings, given)
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -1036,17 +1029,13 @@ def migrate(
     from backends.migrate import migrate as run_migration
 
     from .formats import progress
-    from .settings import load_settings
+    from .settings import load_settings, with_changes
 
     options = _options(ctx)
     settings = load_settings(options.config, backend=options.backend, file=options.file)
     if to == settings.backend:
         raise typer.BadParameter(f"the inventory is already on {to}", param_hint="--to")
     from pydantic import SecretStr
-    from pydantic import ValidationError as PydanticValidationError
-
-    from backends import ConfigurationError
-    from backends.settings import Settings
 
     changes: dict[str, Any] = {"backend": to}
     if to_database_url is not None:
@@ -1054,12 +1043,7 @@ def migrate(
     if to_file is not None:
         changes["file"] = Path(to_file).expanduser()
     # Validated like any settings: a bad --to-file or --to-database-url is refused here.
-    try:
-        target_settings = Settings.model_validate({**dict(settings), **changes})
-    except PydanticValidationError as exc:
-        error = exc.errors()[0]
-        message = str(error["msg"]).removeprefix("Value error, ")
-        raise ConfigurationError(f"bad target: {error['loc'][0]}: {message}") from None
+    target_settings = with_changes(settings, changes, what="bad target: ")
     source_cls = get_backend_class(settings.backend)
     target_cls = get_backend_class(to)
     with (

@@ -119,3 +119,14 @@ def load_settings(config: Path | None = None, **flags: Any) -> Settings:
         _CONFIG_FILE.reset(token)
     settings.file = settings.file.expanduser()
     return settings
+
+
+def with_changes(settings: Settings, changes: dict[str, Any], *, what: str = "") -> Settings:
+    """`settings` with `changes` (flags of one command), checked as any settings are: the
+    first problem is a ConfigurationError naming the field, after `what`."""
+    try:
+        return Settings.model_validate({**dict(settings), **changes})
+    except PydanticValidationError as exc:
+        error = exc.errors()[0]
+        message = str(error["msg"]).removeprefix("Value error, ")
+        raise ConfigurationError(f"{what}{error['loc'][0]}: {message}") from None
