@@ -472,8 +472,8 @@ def test_opposite_transfers_wait_rather_than_fail_fast(db: str) -> None:
         )
         while _sql(db, waiting) != [(1,)]:
             assert time.monotonic() < deadline, "the transfer never waited for the lock"
+            thread.join(timeout=0.01)  # returns at once if the transfer ended: a failure
             assert done == [], f"the transfer did not wait for the lock: {done}"
-            time.sleep(0.01)
         assert done == []  # waiting for the lock, not failed
         blocker.rollback()
         thread.join(timeout=30)
