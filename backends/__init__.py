@@ -21,6 +21,7 @@ from .errors import (
     PermissionDenied,
     RefusedError,
     RowProblem,
+    Unauthenticated,
     ValidationError,
 )
 from .models import (
@@ -64,6 +65,7 @@ __all__ = [
     "Snapshot",
     "Store",
     "StoreValue",
+    "Unauthenticated",
     "ValidationError",
     "get_backend_class",
 ]

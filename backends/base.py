@@ -43,6 +43,7 @@ from .models import (
 from .requests import StockChange, stock_change
 
 if TYPE_CHECKING:
+    from .auth import IssuedToken, Token, User
     from .settings import Settings
 
 __all__ = ["Backend", "Progress"]
@@ -338,6 +339,79 @@ class Backend(abc.ABC):
         Counts stock entries (adjust, set, transfers, and stock created or written off
         with a product); catalog-only entries are left out.  Ordered by store, then sku.
         """
+
+    # -- users and API tokens (rules: `backends.auth`) ------------------------------------
+
+    @abc.abstractmethod
+    def add_user(
+        self,
+        username: str,
+        password: str,
+        role: str,
+        *,
+        stores: Sequence[str] | None = None,
+    ) -> User:
+        """Create a user; the password is stored only as its Argon2id hash.
+
+        `stores` limits the user to those stores (each must exist: `NotFound`); None or
+        empty means every store.  `AlreadyExists` if the name is taken, `ValidationError`
+        for a bad name (`values.username`), password (`values.password`) or role.
+        """
+
+    @abc.abstractmethod
+    def users(self) -> list[User]:
+        """Every user, by name."""
+
+    @abc.abstractmethod
+    def get_user(self, username: str) -> User:
+        """One user; `NotFound` if there is none."""
+
+    @abc.abstractmethod
+    def update_user(
+        self,
+        username: str,
+        *,
+        password: str | None = None,
+        role: str | None = None,
+        stores: Sequence[str] | None = None,
+        disabled: bool | None = None,
+    ) -> User:
+        """Change a user; None leaves a field as it is (`stores=[]`: every store).
+        Disabling a user refuses its tokens at once."""
+
+    @abc.abstractmethod
+    def remove_user(self, username: str) -> None:
+        """Delete a user and its tokens.  `NotFound` if there is none."""
+
+    @abc.abstractmethod
+    def login(self, username: str, password: str) -> User:
+        """The user, if the password is right and the user enabled; else
+        `Unauthenticated` with one message whatever was wrong (`auth.bad_login`)."""
+
+    @abc.abstractmethod
+    def create_token(
+        self,
+        username: str,
+        *,
+        name: str | None = None,
+        expires_at: datetime | None = None,
+    ) -> IssuedToken:
+        """Make a token for a user (`NotFound` if none); its secret is in the result
+        and nowhere else: only its digest is stored."""
+
+    @abc.abstractmethod
+    def tokens(self, username: str | None = None) -> list[Token]:
+        """Tokens (never their secrets), of one user or of all, oldest first."""
+
+    @abc.abstractmethod
+    def revoke_token(self, token_id: int) -> Token:
+        """Delete a token so it is refused at once; returns it.  `NotFound` if none."""
+
+    @abc.abstractmethod
+    def authenticate(self, secret: str) -> User:
+        """The user a token acts for; `Unauthenticated` if the token is unknown,
+        expired or revoked, or its user disabled or gone (`auth.check_token_usable`).
+        Records when the token was last used (at most about once a minute)."""
 
     # -- operations (not every backend has each; the default says so) ------------------
 

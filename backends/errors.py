@@ -14,6 +14,7 @@ one exit code (see ``inventory_cli.errors``)::
     ├── BatchRejected                   rows of a batch (an import) are bad (exit 65)
     ├── BackendUnavailable              a service is unreachable; safe to retry (exit 75)
     ├── PermissionDenied                a role, a token, a read-only folder (exit 77)
+    │   └── Unauthenticated             no credentials, or bad, expired or revoked ones
     └── ConfigurationError              bad settings, a missing extra, an unusable file (exit 78)
         └── CorruptData                 the data file is damaged or is not an inv file
 """
@@ -35,6 +36,7 @@ __all__ = [
     "PermissionDenied",
     "RefusedError",
     "RowProblem",
+    "Unauthenticated",
     "ValidationError",
 ]
 
@@ -113,6 +115,11 @@ class BackendUnavailable(InventoryError):
 
 class PermissionDenied(InventoryError):
     """The caller may not do this: a role, a token, or a folder it cannot write."""
+
+
+class Unauthenticated(PermissionDenied):
+    """No credentials, or a password, token or user that is wrong, expired, revoked or
+    disabled (HTTP 401; the CLI's exit code is permission's, 77)."""
 
 
 class ConfigurationError(InventoryError):

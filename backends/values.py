@@ -37,6 +37,7 @@ __all__ = [
     "moment",
     "name",
     "offset",
+    "password",
     "price",
     "quantity",
     "reason",
@@ -48,6 +49,7 @@ __all__ = [
     "text",
     "text_key",
     "unit",
+    "username",
 ]
 
 #: Quantities fit a signed 32-bit integer so every backend can store them the same way.
@@ -63,6 +65,7 @@ _CENT = Decimal("0.01")
 _STORE_CODE = re.compile(r"[a-z0-9_-]{1,64}", re.ASCII)
 _INTEGER = re.compile(r"[+-]?[0-9]+", re.ASCII)
 _DECIMAL = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)", re.ASCII)
+_USERNAME = re.compile(r"[a-z0-9][a-z0-9._@-]{0,63}", re.ASCII)
 _AGE = re.compile(r"([0-9]+)\s*(s|m|h|d|w|mo|y)", re.ASCII)
 #: Longest text a number may be given as (the largest values need far fewer digits).
 _NUMBER_TEXT = 40
@@ -210,6 +213,39 @@ def idempotency_key(value: object, *, field: str = "idempotency_key") -> str:
 def actor(value: object, *, field: str = "actor") -> str:
     """Who the history names: 1-200 printable characters on one line."""
     return text(value, field=field, max_length=200)
+
+
+def username(value: object, *, field: str = "username") -> str:
+    """A user's name: 1-64 of lower-case letters, digits, `.`, `_`, `@`, `-`, starting
+    with a letter or digit; given in any case, kept lower-cased (so `Ann` is `ann`)."""
+    if not isinstance(value, str):
+        raise ValidationError(f"{field}: {value!r} is not text", field=field)
+    name = value.strip().lower()
+    if not _USERNAME.fullmatch(name):
+        raise ValidationError(
+            f"{field}: {_shown(value)} is not a user name (1-64 of a-z, 0-9, '.', '_', "
+            "'@', '-', starting with a letter or digit)",
+            field=field,
+        )
+    return name
+
+
+def password(value: object, *, field: str = "password") -> str:
+    """A password: 8-1024 characters, kept exactly as given (no trimming: every
+    character counts), with no NUL and nothing that was not UTF-8."""
+    if not isinstance(value, str):
+        raise ValidationError(f"{field}: is not text", field=field)
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValidationError(f"{field}: is not valid UTF-8", field=field) from None
+    if "\x00" in value:
+        raise ValidationError(f"{field}: contains a NUL character", field=field)
+    if len(value) < 8:
+        raise ValidationError(f"{field}: shorter than 8 characters", field=field)
+    if len(value) > 1024:
+        raise ValidationError(f"{field}: longer than 1024 characters", field=field)
+    return value
 
 
 def integer(value: object, *, field: str, minimum: int, maximum: int = MAX_QUANTITY) -> int:
