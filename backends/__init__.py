@@ -21,6 +21,7 @@ from .errors import (
     PermissionDenied,
     RefusedError,
     RowProblem,
+    StaleExpect,
     Unauthenticated,
     ValidationError,
 )
@@ -63,6 +64,7 @@ __all__ = [
     "RefusedError",
     "RowProblem",
     "Snapshot",
+    "StaleExpect",
     "Store",
     "StoreValue",
     "Unauthenticated",

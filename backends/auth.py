@@ -157,9 +157,7 @@ def authorize(user: User, permission: Permission, store: str | None = None) -> N
         return
     if permission in _GRANTS.get(user.role, frozenset()) and store is not None:
         raise PermissionDenied(f"user {user.username!r} may not act at store {store!r}")
-    raise PermissionDenied(
-        f"user {user.username!r} ({user.role}) may not {_DOING[permission]}"
-    )
+    raise PermissionDenied(f"user {user.username!r} ({user.role}) may not {_DOING[permission]}")
 
 
 def unrestricted(user: User, permission: Permission) -> None:
@@ -260,13 +258,9 @@ def looks_like_token(secret: str) -> bool:
 
 def check_token_usable(token: Token, user: User | None, now: datetime) -> User:
     """The user a stored token acts for, or `Unauthenticated` if the token is expired,
-    or its user is gone or disabled (a revoked token is deleted: it is not found).  One message for all: a caller learns
-    nothing about which."""
-    if (
-        user is None
-        or user.disabled
-        or (token.expires_at is not None and token.expires_at <= now)
-    ):
+    or its user is gone or disabled (a revoked token is deleted: it is not found).  One
+    message for all: a caller learns nothing about which."""
+    if user is None or user.disabled or (token.expires_at is not None and token.expires_at <= now):
         raise Unauthenticated("the token is not valid (expired, revoked or unknown)")
     return user
 

@@ -21,6 +21,7 @@ types of `backends.models`.
 from __future__ import annotations
 
 import abc
+import copy
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from decimal import Decimal
@@ -71,6 +72,15 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def from_settings(cls, settings: Settings, *, actor: str, source: str) -> Self:
         """Open the backend from the settings (`backends.settings.Settings`)."""
+
+    def acting_as(self, actor: str, source: str) -> Self:
+        """A view of this backend whose entries name `actor` and `source`, sharing its
+        connections: the HTTP server makes one per request for the authenticated user.
+        Close the original, not the views."""
+        view = copy.copy(self)
+        view.actor = actor
+        view.source = source
+        return view
 
     def close(self) -> None:  # noqa: B027 - most backends hold nothing to close
         """Release connections.  Safe to call twice."""

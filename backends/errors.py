@@ -11,6 +11,7 @@ one exit code (see ``inventory_cli.errors``)::
     │   ├── AlreadyExists               the SKU or store code is taken
     │   ├── InsufficientStock           the movement would take stock below zero
     │   └── Conflict                    a stale --expect, or an idempotency key reused
+    │       └── StaleExpect             the quantity is not the expected one (HTTP 412)
     ├── BatchRejected                   rows of a batch (an import) are bad (exit 65)
     ├── BackendUnavailable              a service is unreachable; safe to retry (exit 75)
     ├── PermissionDenied                a role, a token, a read-only folder (exit 77)
@@ -36,6 +37,7 @@ __all__ = [
     "PermissionDenied",
     "RefusedError",
     "RowProblem",
+    "StaleExpect",
     "Unauthenticated",
     "ValidationError",
 ]
@@ -81,6 +83,10 @@ class InsufficientStock(RefusedError):
 
 class Conflict(RefusedError):
     """The state is not what the caller expected: a stale --expect, or a reused idempotency key."""
+
+
+class StaleExpect(Conflict):
+    """Compare-and-set failed: the quantity on hand is not the one the caller expected."""
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from .errors import Conflict, InsufficientStock, ValidationError
+from .errors import Conflict, InsufficientStock, StaleExpect, ValidationError
 from .values import MAX_QUANTITY
 
 __all__ = [
@@ -57,7 +57,9 @@ def next_quantity(
     go above `MAX_QUANTITY`.  Nothing is changed by a refusal.
     """
     if expect is not None and current != expect:
-        raise Conflict(f"{sku} at {store} is {current}, not the expected {expect}; nothing changed")
+        raise StaleExpect(
+            f"{sku} at {store} is {current}, not the expected {expect}; nothing changed"
+        )
     if quantity is not None:
         return quantity
     assert delta is not None, "a change needs a delta or a quantity"

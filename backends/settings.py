@@ -18,7 +18,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from . import values
 from .errors import ValidationError
 
-__all__ = ["DEFAULTS", "Settings"]
+__all__ = ["DEFAULTS", "Settings", "secret"]
 
 _TOPIC = re.compile(r"[a-zA-Z0-9._-]{1,245}", re.ASCII)
 
@@ -48,6 +48,10 @@ class Settings(BaseSettings):
     worker_batch_ms: int = Field(50, ge=1, le=3_600_000)
     url: str | None = None
     token: SecretStr | None = None
+    http_timeout: float = 30.0
+    rate_limit_anonymous: str = "100/hour"
+    rate_limit_token: str = "1200/minute"
+    allowed_networks: str | None = None
 
     @field_validator("file", mode="before")
     @classmethod
@@ -67,7 +71,36 @@ class Settings(BaseSettings):
             return None
         return _checked(values.actor, value)
 
-    @field_validator("lock_timeout", "kafka_timeout", "wait_timeout", mode="before")
+    @field_validator("rate_limit_anonymous", "rate_limit_token")
+    @classmethod
+    def _rate(cls, value: str) -> str:
+        try:
+            from limits import parse_many
+        except ImportError:  # the api extra is not installed: inv serve will say so
+            return value
+        try:
+            if parse_many(value):
+                return value
+        except ValueError:
+            pass
+        raise ValueError(f"{value!r} is not a rate limit (for example 100/hour, 20/second)")
+
+    @field_validator("allowed_networks")
+    @classmethod
+    def _networks(cls, value: str | None) -> str | None:
+        import ipaddress
+
+        for part in (value or "").split(","):
+            if part.strip():
+                try:
+                    ipaddress.ip_network(part.strip(), strict=False)
+                except ValueError:
+                    raise ValueError(
+                        f"{part.strip()!r} is not a network (10.0.0.0/8, 192.168.1.7)"
+                    ) from None
+        return value
+
+    @field_validator("lock_timeout", "kafka_timeout", "wait_timeout", "http_timeout", mode="before")
     @classmethod
     def _seconds(cls, value: Any) -> Any:
         return _checked(lambda v: values.seconds(v, field="seconds"), value)
@@ -130,6 +163,14 @@ class Settings(BaseSettings):
             return values.actor(getpass.getuser())
         except (KeyError, OSError, ValidationError):
             return "unknown"
+
+
+def secret(value: Any) -> str | None:
+    """The text of a setting that may be a `SecretStr`."""
+    if value is None:
+        return None
+    getter = getattr(value, "get_secret_value", None)
+    return str(getter() if getter else value)
 
 
 def _utf8(text: str) -> None:

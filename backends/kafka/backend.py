@@ -51,7 +51,7 @@ from ..errors import (
 from ..models import Movement, Product
 from ..postgres import reads
 from ..postgres.backend import PostgresBackend
-from ..postgres.database import read_urls, secret
+from ..postgres.database import read_urls
 from ..requests import (
     StockChange,
     movement_from_json,
@@ -59,7 +59,7 @@ from ..requests import (
     product_json,
     reused_key,
 )
-from ..settings import DEFAULTS
+from ..settings import DEFAULTS, secret
 from ..values import sku_key
 from . import admin
 from .apply import error_from
@@ -124,7 +124,8 @@ class KafkaBackend(PostgresBackend):
         self.wait = wait
         self.wait_timeout = wait_timeout
         self.cache = Cache(redis_url, ttl=cache_ttl, prefix=cache_prefix) if redis_url else None
-        self._producer: Any = None
+        #: Shared with the views `acting_as` makes (one producer per server process).
+        self._shared: dict[str, Any] = {"producer": None}
 
     @classmethod
     def from_settings(cls, settings: Settings, *, actor: str, source: str) -> Self:
@@ -157,6 +158,14 @@ class KafkaBackend(PostgresBackend):
     @property
     def dead_letter_topic(self) -> str:
         return f"{self.topic}.dlq"
+
+    @property
+    def _producer(self) -> Any:
+        return self._shared["producer"]
+
+    @_producer.setter
+    def _producer(self, producer: Any) -> None:
+        self._shared["producer"] = producer
 
     def close(self) -> None:
         if self._producer is not None:

@@ -35,7 +35,7 @@ import random
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 from urllib.parse import urlsplit
 
 import psycopg
@@ -56,7 +56,7 @@ from . import schema
 if TYPE_CHECKING:
     from ..settings import Settings
 
-__all__ = ["Collision", "Database", "check_url", "read_urls", "secret", "translate"]
+__all__ = ["Collision", "Database", "check_url", "read_urls", "translate"]
 
 T = TypeVar("T")
 
@@ -82,16 +82,10 @@ class _MissingPartition(BackendUnavailable):
 
 def read_urls(settings: Settings) -> list[str]:
     """The replicas' URLs of the settings (`read_database_urls`, comma-separated)."""
+    from ..settings import secret
+
     replicas = secret(settings.read_database_urls) or ""
     return [u.strip() for u in replicas.split(",") if u.strip()]
-
-
-def secret(value: Any) -> str | None:
-    """The text of a setting that may be a `SecretStr`."""
-    if value is None:
-        return None
-    getter = getattr(value, "get_secret_value", None)
-    return str(getter() if getter else value)
 
 
 def _hidden(url: str) -> str:

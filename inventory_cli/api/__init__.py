@@ -1,0 +1,1 @@
+"""The HTTP API (`inv serve`): FastAPI over any backend.  See `server.create_app`."""
