@@ -5,6 +5,12 @@ Configuration (settings; see the README for flags and environment names)::
     file          path of the inventory file        INV_FILE    ./inventory.json
     lock_timeout  seconds to wait for another inv   INV_LOCK_TIMEOUT  30
 
+The file also keeps the users and API tokens (`Backend.add_user`, `create_token`): a
+password only as its Argon2id hash, a token only as its SHA-256 digest.  A file with
+none is written as ``schema_version`` 1, as before they existed, so an older inv still
+reads it; one with users or tokens is written as 2, so an older inv refuses it instead
+of dropping them on its next write.
+
 Beside ``inventory.json`` it keeps:
 
 * ``inventory.audit.jsonl``: the audit trail, one JSON object per line, append-only;
@@ -35,16 +41,18 @@ import errno
 import fcntl
 import json
 import os
+import re
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self, TypeVar
 
-from . import requests, rules, values
+from . import auth, requests, rules, values
+from .auth import IssuedToken, Token, User
 from .base import Backend, Progress
 from .batch import BatchResult, BatchRow, OnError
 from .engine import Context, State, run_batch
@@ -92,7 +100,9 @@ if TYPE_CHECKING:
 __all__ = ["SCHEMA_VERSION", "JsonBackend"]
 
 FORMAT = "inv-inventory"
-SCHEMA_VERSION = 1
+#: The newest this inv reads and writes (2 adds users and tokens); a file without them
+#: is still written as 1.
+SCHEMA_VERSION = 2
 T = TypeVar("T")
 
 #: What an idempotency key remembers in the file besides its result's own keys.
@@ -212,7 +222,144 @@ def _check_document(doc: Any, path: Path) -> dict[str, Any]:
         if not _is_event(event):
             raise bad(f"events.{event_id}", "not an idempotency record")
     doc["products"] = products
+    _check_users(doc, bad)
     return doc
+
+
+def _check_users(doc: dict[str, Any], bad: Callable[[str, str], CorruptData]) -> None:
+    """The users and tokens sections (absent in files written before them: none),
+    checked by the grammar `add_user` and `create_token` use; tokens keyed by id."""
+    users = doc.setdefault("users", {})
+    if not isinstance(users, dict):
+        raise bad("users", "not an object")
+    for name, entry in users.items():
+        try:
+            if not isinstance(entry, dict):
+                raise ValidationError("not an object")
+            if values.username(name) != name:
+                raise ValidationError(f"{name!r} is not a user name as inv writes it")
+            if not str(entry.get("password_hash")).startswith("$argon2"):
+                raise ValidationError("password_hash: not an Argon2 hash")
+            if auth.role(entry.get("role")) != entry["role"]:
+                raise ValidationError(f"role: {entry['role']!r} is not a role as inv writes it")
+            stores = entry.get("stores")
+            if stores is not None and (
+                not isinstance(stores, list) or auth.user_stores(stores) != tuple(stores)
+            ):
+                raise ValidationError("stores: not null or a sorted list of store codes")
+            if not isinstance(entry.get("disabled"), bool):
+                raise ValidationError("disabled: not true or false")
+            _time(entry.get("created_at"), "created_at")
+        except ValidationError as exc:
+            raise bad(f"users.{name}", str(exc)) from None
+    listed = doc.get("tokens", [])
+    if not isinstance(listed, list):
+        raise bad("tokens", "not a list")
+    tokens: dict[int, dict[str, Any]] = {}
+    digests: set[str] = set()
+    for index, entry in enumerate(listed):
+        try:
+            if not isinstance(entry, dict):
+                raise ValidationError("not an object")
+            number: Any = entry.get("id")
+            if not _is_int(number) or not 0 < number < 2**53 or number in tokens:
+                raise ValidationError(f"id: {number!r} is not a new positive whole number")
+            if entry.get("username") not in users:
+                raise ValidationError(f"username: no user {entry.get('username')!r}")
+            digest = entry.get("digest")
+            if not isinstance(digest, str) or not _DIGEST.fullmatch(digest) or digest in digests:
+                raise ValidationError("digest: not a SHA-256 digest of its own")
+            if auth.token_name(entry.get("name")) != entry.get("name"):
+                raise ValidationError(f"name: {entry.get('name')!r} is not a token name")
+            _time(entry.get("created_at"), "created_at")
+            for field in ("expires_at", "last_used_at"):
+                if entry.get(field) is not None:
+                    _time(entry[field], field)
+        except ValidationError as exc:
+            raise bad(f"tokens[{index}]", str(exc)) from None
+        tokens[number] = entry
+        digests.add(digest)
+    next_token = doc.get("next_token", 1)
+    if not _is_int(next_token) or not max(tokens, default=0) < next_token < 2**53:
+        raise bad("next_token", "not a number past every token's id")
+    doc["tokens"] = tokens
+    doc["next_token"] = next_token
+
+
+_DIGEST = re.compile(r"[0-9a-f]{64}")
+#: How stale a token's time of last use may get before `authenticate` writes it.
+_TOUCH_EVERY = timedelta(seconds=60)
+
+
+def _time(value: Any, field: str) -> datetime:
+    """A time as the file keeps it (`format_time`)."""
+    if isinstance(value, str) and value.isascii():
+        try:
+            at = datetime.fromisoformat(value)
+        except ValueError:
+            pass
+        else:
+            if at.tzinfo is not None:
+                return at.astimezone(UTC)
+    raise ValidationError(f"{field}: {value!r} is not a time in UTC")
+
+
+def _optional_time(value: Any, field: str) -> datetime | None:
+    return None if value is None else _time(value, field)
+
+
+def _user(name: str, entry: dict[str, Any]) -> User:
+    stores = entry["stores"]
+    return User(
+        username=name,
+        role=entry["role"],
+        stores=tuple(stores) if stores is not None else None,
+        disabled=entry["disabled"],
+        created_at=_time(entry["created_at"], "created_at"),
+    )
+
+
+def _token(entry: dict[str, Any]) -> Token:
+    return Token(
+        id=entry["id"],
+        username=entry["username"],
+        name=entry["name"],
+        created_at=_time(entry["created_at"], "created_at"),
+        expires_at=_optional_time(entry.get("expires_at"), "expires_at"),
+        last_used_at=_optional_time(entry.get("last_used_at"), "last_used_at"),
+    )
+
+
+class _FileState(State):
+    """The engine's state plus what only this backend keeps: users (name -> entry),
+    tokens (id -> entry) and, in `meta`, the next token's id."""
+
+    def __init__(
+        self,
+        stores: dict[str, str],
+        products: dict[str, dict[str, Any]],
+        *,
+        next_sku: int = 1,
+        audit_entries: int = 0,
+        audit_bytes: int = 0,
+        events: dict[str, dict[str, Any]] | None = None,
+        users: dict[str, dict[str, Any]] | None = None,
+        tokens: dict[int, dict[str, Any]] | None = None,
+        next_token: int = 1,
+    ) -> None:
+        super().__init__(
+            stores, products, next_sku=next_sku, audit_entries=audit_entries, events=events
+        )
+        self.meta["audit_bytes"] = audit_bytes
+        self.meta["next_token"] = next_token
+        self.users: dict[str, dict[str, Any]] = users if users is not None else {}
+        self.tokens: dict[int, dict[str, Any]] = tokens if tokens is not None else {}
+
+    def user(self, name: str) -> dict[str, Any]:
+        try:
+            return self.users[name]
+        except KeyError:
+            raise NotFound(f"no user {name!r}") from None
 
 
 def _is_int(value: Any) -> bool:
@@ -377,17 +524,19 @@ class JsonBackend(Backend):
             ) from None
         return _check_document(doc, self.path)
 
-    def _load(self) -> State:
+    def _load(self) -> _FileState:
         doc = self._read_document()
-        state = State(
+        return _FileState(
             doc["stores"],
             doc["products"],
             next_sku=doc["next_sku"],
             audit_entries=doc["audit"]["entries"],
+            audit_bytes=doc["audit"]["bytes"],
             events=doc["events"],
+            users=doc["users"],
+            tokens=doc["tokens"],
+            next_token=doc["next_token"],
         )
-        state.meta["audit_bytes"] = doc["audit"]["bytes"]
-        return state
 
     def _audit_lines(self, state: State) -> Iterator[dict[str, Any]]:
         """The committed audit entries, oldest first (lines past the mark are ignored)."""
@@ -424,7 +573,7 @@ class JsonBackend(Backend):
                 f"{self.audit_path}: entry {line.get('id')} is not an audit entry ({exc})"
             ) from None
 
-    def _save(self, state: State) -> None:
+    def _save(self, state: _FileState) -> None:
         """Append the new audit lines, then replace the main file that commits them.
 
         The temp file for the main file is written first, so a folder that cannot be
@@ -474,10 +623,11 @@ class JsonBackend(Backend):
             os.fsync(fd)
 
     @staticmethod
-    def _dump(state: State) -> str:
-        doc = {
+    def _dump(state: _FileState) -> str:
+        with_users = bool(state.users or state.tokens or state.meta["next_token"] > 1)
+        doc: dict[str, Any] = {
             "format": FORMAT,
-            "schema_version": SCHEMA_VERSION,
+            "schema_version": SCHEMA_VERSION if with_users else 1,
             "next_sku": state.meta["next_sku"],
             "audit": {
                 "entries": state.meta["audit_entries"],
@@ -487,10 +637,14 @@ class JsonBackend(Backend):
             "products": {e["sku"]: _product_json(e) for e in state.products.values()},
             "events": state.events,
         }
+        if with_users:
+            doc["users"] = state.users
+            doc["tokens"] = [state.tokens[number] for number in sorted(state.tokens)]
+            doc["next_token"] = state.meta["next_token"]
         return json.dumps(doc, ensure_ascii=False, separators=(",", ":")) + "\n"
 
     @contextlib.contextmanager
-    def _writing(self) -> Iterator[State]:
+    def _writing(self) -> Iterator[_FileState]:
         """Lock, load, yield the state; save it if it changed and no error was raised."""
         with self._locked():
             state = self._load()
@@ -574,8 +728,7 @@ class JsonBackend(Backend):
         with self._locked():
             if self.real_path.exists():  # another process won the race
                 return False
-            state = State({MAIN_STORE: "Main store"}, {})
-            state.meta["audit_bytes"] = 0
+            state = _FileState({MAIN_STORE: "Main store"}, {})
             if record:
                 ctx = Context(self.actor, self.source, str(uuid.uuid4()))
                 state.record(ctx, "store.create", store=MAIN_STORE, sku=None, reason="init")
@@ -889,11 +1042,178 @@ class JsonBackend(Backend):
                 self._save(state)
             return result
 
+    # -- users and API tokens -------------------------------------------------------
+
+    def add_user(
+        self,
+        username: str,
+        password: str,
+        role: str,
+        *,
+        stores: Sequence[str] | None = None,
+    ) -> User:
+        name = values.username(username)
+        values.password(password)
+        checked_role = auth.role(role)
+        limited = auth.user_stores(stores)
+        hashed = auth.hash_password(password)  # slow: before the lock, not under it
+        with self._writing() as state:
+            for code in limited or ():
+                state.store(code)
+            if name in state.users:
+                raise AlreadyExists(f"user {name!r} already exists")
+            entry = {
+                "password_hash": hashed,
+                "role": checked_role,
+                "stores": list(limited) if limited is not None else None,
+                "disabled": False,
+                "created_at": format_time(utcnow()),
+            }
+            state.put(state.users, name, entry)
+            return _user(name, entry)
+
+    def users(self) -> list[User]:
+        state = self._load()
+        return [_user(name, state.users[name]) for name in sorted(state.users)]
+
+    def get_user(self, username: str) -> User:
+        name = values.username(username)
+        return _user(name, self._load().user(name))
+
+    def update_user(
+        self,
+        username: str,
+        *,
+        password: str | None = None,
+        role: str | None = None,
+        stores: Sequence[str] | None = None,
+        disabled: bool | None = None,
+    ) -> User:
+        name = values.username(username)
+        changes: dict[str, Any] = {}
+        if role is not None:
+            changes["role"] = auth.role(role)
+        if stores is not None:
+            limited = auth.user_stores(stores)
+            changes["stores"] = list(limited) if limited is not None else None
+        if disabled is not None:
+            changes["disabled"] = bool(disabled)
+        if password is not None:
+            changes["password_hash"] = auth.hash_password(password)
+        with self._writing() as state:
+            entry = state.user(name)
+            for code in changes.get("stores") or ():
+                state.store(code)
+            if changes:
+                entry = {**entry, **changes}
+                state.put(state.users, name, entry)
+            return _user(name, entry)
+
+    def remove_user(self, username: str) -> None:
+        name = values.username(username)
+        with self._writing() as state:
+            state.user(name)
+            for number, token in list(state.tokens.items()):
+                if token["username"] == name:
+                    state.drop(state.tokens, number)
+            state.drop(state.users, name)
+
+    def login(self, username: str, password: str) -> User:
+        try:
+            name: str | None = values.username(username)
+        except ValidationError:
+            name = None
+        entry = self._load().users.get(name) if name is not None else None
+        stored = entry["password_hash"] if entry is not None else None
+        # Verified whatever the user's state, so each refusal takes as long as the others.
+        if not auth.verify_password(stored, password) or entry is None or entry["disabled"]:
+            raise auth.bad_login()
+        assert name is not None and stored is not None
+        if auth.needs_rehash(stored):
+            fresh = auth.hash_password(password)
+            with self._writing() as state:
+                now = state.users.get(name)
+                if now is not None and now["password_hash"] == stored:
+                    state.put(state.users, name, {**now, "password_hash": fresh})
+        return _user(name, entry)
+
+    def create_token(
+        self,
+        username: str,
+        *,
+        name: str | None = None,
+        expires_at: datetime | None = None,
+    ) -> IssuedToken:
+        owner = values.username(username)
+        label = auth.token_name(name)
+        secret, digest = auth.new_token()
+        with self._writing() as state:
+            state.user(owner)
+            number = state.meta["next_token"]
+            entry = {
+                "id": number,
+                "username": owner,
+                "digest": digest,
+                "name": label,
+                "created_at": format_time(utcnow()),
+                "expires_at": format_time(expires_at) if expires_at is not None else None,
+                "last_used_at": None,
+            }
+            state.put(state.tokens, number, entry)
+            state.put(state.meta, "next_token", number + 1)
+            return IssuedToken(_token(entry), secret)
+
+    def tokens(self, username: str | None = None) -> list[Token]:
+        state = self._load()
+        owner = None
+        if username is not None:
+            owner = values.username(username)
+            state.user(owner)
+        return [
+            _token(state.tokens[number])
+            for number in sorted(state.tokens)
+            if owner is None or state.tokens[number]["username"] == owner
+        ]
+
+    def revoke_token(self, token_id: int) -> Token:
+        number = values.integer(token_id, field="id", minimum=1, maximum=2**53)
+        with self._writing() as state:
+            if number not in state.tokens:
+                raise NotFound(f"no token {number}")
+            token = _token(state.tokens[number])
+            state.drop(state.tokens, number)
+            return token
+
+    def authenticate(self, secret: str) -> User:
+        if not auth.looks_like_token(secret):
+            raise auth.bad_token()
+        digest = auth.token_digest(secret)
+        now = utcnow()
+
+        def usable(state: _FileState) -> tuple[dict[str, Any], User]:
+            found = next((e for e in state.tokens.values() if e["digest"] == digest), None)
+            if found is None or not auth.same_digest(found["digest"], secret):
+                raise auth.bad_token()
+            owner = state.users.get(found["username"])
+            user = _user(found["username"], owner) if owner is not None else None
+            return found, auth.check_token_usable(_token(found), user, now)
+
+        found, user = usable(self._load())  # no lock: readers see one whole file
+        used = _optional_time(found["last_used_at"], "last_used_at")
+        # Rewriting the whole file on every request would serialise them all: the time of
+        # last use is kept to about a minute.
+        if used is None or now - used > _TOUCH_EVERY:
+            with self._writing() as state:
+                found, user = usable(state)  # revoked or disabled meanwhile: refused
+                state.put(state.tokens, found["id"], {**found, "last_used_at": format_time(now)})
+        return user
+
     # -- operations -----------------------------------------------------------------
 
     def upgrade(self) -> tuple[str | None, str]:
-        self._read_document()  # refuses a file newer than this code
-        return str(SCHEMA_VERSION), str(SCHEMA_VERSION)
+        # Refuses a file newer than this code; an older one is written anew as it changes.
+        version = str(self._read_document()["schema_version"])
+        return version, version
 
     def status(self) -> dict[str, Any]:
         state = self._load()

@@ -42,7 +42,8 @@ from backends import (
     NotFound,
     ValidationError,
 )
-from backends.jsonfile import JsonBackend
+from backends.auth import token_digest
+from backends.jsonfile import SCHEMA_VERSION, JsonBackend
 
 REPO = Path(inventory_cli.__file__).resolve().parent.parent
 CLI_TIMEOUT = 120  # a safety net against a hung child, not an assertion
@@ -353,6 +354,29 @@ def _mutated(tmp_path: Path, change: Callable[[dict[str, Any]], object]) -> byte
 
 BROKEN_JSON = b'{"format": "inv-inventory",\n  "schema_version": 1,\n  oops\n}\n'
 
+#: A user as the file keeps one (the hash is not of any password: it is never checked).
+USER = {
+    "password_hash": "$argon2id$v=19$m=65536,t=3,p=4$c2FsdHNhbHQ$aGFzaGhhc2hoYXNo",
+    "role": "admin",
+    "stores": None,
+    "disabled": False,
+    "created_at": "2026-01-01T00:00:00.000000Z",
+}
+TOKEN = {
+    "id": 1,
+    "username": "ana",
+    "digest": "0" * 64,
+    "name": None,
+    "created_at": "2026-01-01T00:00:00.000000Z",
+    "expires_at": None,
+    "last_used_at": None,
+}
+
+
+def _with_users(doc: dict[str, Any], users: Any, tokens: Any = ()) -> None:
+    doc.update(schema_version=2, users=users, tokens=list(tokens), next_token=9)
+
+
 CORRUPT: dict[str, Callable[[Path], bytes]] = {
     "not-json": lambda _: BROKEN_JSON,
     "not-utf8": lambda _: b'{"format": "inv-\xff\xfe"}\n',
@@ -371,7 +395,29 @@ CORRUPT: dict[str, Callable[[Path], bytes]] = {
     "unknown-store-in-stock": lambda t: _mutated(
         t, lambda d: d["products"]["MUG"]["stock"].__setitem__("nowhere", 1)
     ),
-    "newer-schema": lambda t: _mutated(t, lambda d: d.__setitem__("schema_version", 2)),
+    "newer-schema": lambda t: _mutated(
+        t, lambda d: d.__setitem__("schema_version", SCHEMA_VERSION + 1)
+    ),
+    "users-not-an-object": lambda t: _mutated(t, lambda d: _with_users(d, [USER])),
+    "user-with-an-unknown-role": lambda t: _mutated(
+        t, lambda d: _with_users(d, {"ana": {**USER, "role": "owner"}})
+    ),
+    "user-name-not-lower-case": lambda t: _mutated(t, lambda d: _with_users(d, {"Ana": USER})),
+    "user-without-a-hash": lambda t: _mutated(
+        t, lambda d: _with_users(d, {"ana": {**USER, "password_hash": None}})
+    ),
+    "token-of-no-user": lambda t: _mutated(
+        t, lambda d: _with_users(d, {"ana": USER}, [{**TOKEN, "username": "bob"}])
+    ),
+    "token-ids-twice": lambda t: _mutated(
+        t, lambda d: _with_users(d, {"ana": USER}, [TOKEN, {**TOKEN, "digest": "1" * 64}])
+    ),
+    "token-with-a-secret-for-a-digest": lambda t: _mutated(
+        t, lambda d: _with_users(d, {"ana": USER}, [{**TOKEN, "digest": "inv_" + "a" * 43}])
+    ),
+    "next-token-not-past-the-ids": lambda t: _mutated(
+        t, lambda d: (_with_users(d, {"ana": USER}, [TOKEN]), d.__setitem__("next_token", 1))
+    ),
     "no-main-store": lambda t: _mutated(t, lambda d: d["stores"].pop("main")),
 }
 
@@ -416,6 +462,16 @@ def test_not_json_names_line_and_column(shop: Path) -> None:
     assert str(shop) in message
 
 
+def test_a_damaged_user_is_named(tmp_path: Path, shop: Path) -> None:
+    _write_corrupt(shop, tmp_path, "user-with-an-unknown-role")
+    with pytest.raises(CorruptData) as caught:
+        JsonBackend(shop, actor="tester").users()
+    assert f"{shop}: users.ana: role: 'owner' is not a role" in str(caught.value)
+    _write_corrupt(shop, tmp_path, "token-of-no-user")
+    with pytest.raises(CorruptData, match=r"tokens\[0\]: username: no user 'bob'"):
+        JsonBackend(shop, actor="tester").list_items()
+
+
 def test_newer_schema_says_upgrade(tmp_path: Path, shop: Path) -> None:
     _write_corrupt(shop, tmp_path, "newer-schema")
     with pytest.raises(CorruptData, match="upgrade"):
@@ -441,6 +497,58 @@ def test_cli_refuses_corrupt_file_with_exit_78(tmp_path: Path, shop: Path, case:
         if case == "not-json":
             assert "line 3" in result.stderr and "column 3" in result.stderr, result.stderr
     assert not shop.with_name("inventory.json.bak").exists()
+
+
+# -- users and tokens in the file ------------------------------------------------------
+
+
+def test_a_file_is_version_2_only_while_it_holds_users_or_tokens(shop: Path) -> None:
+    inv = JsonBackend(shop, actor="tester")
+    inv.init()
+    inv.add_product("Blue mug", "4.50", sku="MUG", quantity=5)
+    doc = load_doc(shop)
+    assert doc["schema_version"] == 1  # as an older inv writes it, and reads it
+    assert not {"users", "tokens", "next_token"} & set(doc)
+    assert (inv.users(), inv.tokens(), inv.upgrade()) == ([], [], ("1", "1"))
+    inv.add_user("ana", "correct horse", "admin")
+    issued = inv.create_token("ana", name="till-3")
+    doc = load_doc(shop)
+    assert doc["schema_version"] == 2  # an older inv refuses it rather than drop them
+    assert set(doc["users"]) == {"ana"}
+    assert doc["users"]["ana"]["password_hash"].startswith("$argon2id$")
+    assert doc["tokens"] == [
+        {
+            "id": issued.token.id,
+            "username": "ana",
+            "digest": token_digest(issued.secret),
+            "name": "till-3",
+            "created_at": doc["tokens"][0]["created_at"],
+            "expires_at": None,
+            "last_used_at": None,
+        }
+    ]
+    raw = shop.read_bytes() + inv.audit_path.read_bytes()
+    assert b"correct horse" not in raw and issued.secret.encode() not in raw
+    assert inv.get("MUG").stock == {"main": 5}
+
+
+def test_authenticate_rewrites_the_file_at_most_once_a_minute(shop: Path) -> None:
+    inv = JsonBackend(shop, actor="tester")
+    inv.init()
+    inv.add_user("ana", "correct horse", "admin")
+    secret = inv.create_token("ana").secret
+    inv.authenticate(secret)
+    written = (shop.stat().st_ino, shop.stat().st_mtime_ns, shop.read_bytes())
+    for _ in range(3):
+        inv.authenticate(secret)
+    assert (shop.stat().st_ino, shop.stat().st_mtime_ns, shop.read_bytes()) == written
+    # Two minutes later (the file says so), the next use is written down.
+    doc = load_doc(shop)
+    doc["tokens"][0]["last_used_at"] = "2000-01-01T00:00:00.000000Z"
+    shop.write_text(json.dumps(doc))
+    inv.authenticate(secret)
+    [token] = inv.tokens()
+    assert token.last_used_at is not None and token.last_used_at.year > 2000
 
 
 # -- missing file ----------------------------------------------------------------------
