@@ -32,14 +32,15 @@ import json
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
-from .. import requests, rules, values
+from .. import auth, requests, rules, values
+from ..auth import IssuedToken, Token, User
 from ..base import Backend, Progress
 from ..batch import BatchResult, BatchRow, OnError
 from ..engine import State, run_batch
@@ -50,6 +51,7 @@ from ..errors import (
     ConfigurationError,
     InventoryError,
     NotFound,
+    ValidationError,
 )
 from ..models import (
     MAIN_STORE,
@@ -72,8 +74,9 @@ from ..requests import (
     result_movements,
     reused_key,
 )
+from ..settings import secret
 from . import reads, schema
-from .database import Collision, Database, read_urls, secret, where
+from .database import Collision, Database, read_urls, where
 
 if TYPE_CHECKING:
     from ..settings import Settings
@@ -83,6 +86,10 @@ __all__ = ["PostgresBackend"]
 T = TypeVar("T")
 
 AUDIT_COLUMNS = reads.AUDIT_COLUMNS
+USER_COLUMNS = "username, role, stores, disabled, created_at"
+TOKEN_COLUMNS = "id, name, created_at, expires_at, last_used_at"
+#: How stale a token's time of last use may get before `authenticate` writes it.
+TOUCH_EVERY = timedelta(seconds=60)
 
 
 class _DryRun(Exception):
@@ -90,6 +97,27 @@ class _DryRun(Exception):
 
     def __init__(self, result: BatchResult) -> None:
         self.result = result
+
+
+def _user(row: Any) -> User:
+    return User(
+        username=row.username,
+        role=row.role,
+        stores=tuple(row.stores) if row.stores is not None else None,
+        disabled=row.disabled,
+        created_at=row.created_at,
+    )
+
+
+def _token(row: Any) -> Token:
+    return Token(
+        id=row.id,
+        username=row.username,
+        name=row.name,
+        created_at=row.created_at,
+        expires_at=row.expires_at,
+        last_used_at=row.last_used_at,
+    )
 
 
 def _replayed(seen: dict[str, Any]) -> list[Movement]:
@@ -165,6 +193,14 @@ class PostgresBackend(Backend):
         """After every write: the entries it wrote, or None when anything may have changed.
         The kafka backend drops the cache entries they touch.  (A backend object serves
         one caller at a time, as a connection does.)"""
+
+    @contextmanager
+    def _primary(self) -> Iterator[Connection]:
+        """The primary, each statement its own transaction, for what must see the latest
+        state on every request (a token just revoked, a user just disabled) without
+        sending this object's later reads there, as a write does."""
+        with self.db.connect() as connection:
+            yield connection.execution_options(isolation_level="AUTOCOMMIT")
 
     def _write_unchecked(self, work: Callable[[Connection], T]) -> T:
         """`_write` before the schema is there to check (init, upgrade)."""
@@ -845,6 +881,264 @@ class PostgresBackend(Backend):
             return self._write(work)
         except _DryRun as dry:
             return dry.result
+
+    # -- users and API tokens (straight to PostgreSQL, on the kafka backend too) ---------
+
+    @staticmethod
+    def _check_stores(connection: Connection, codes: Sequence[str] | None) -> None:
+        """`NotFound` for the first of `codes` that is not a store; the others are held
+        (KEY SHARE) until the transaction ends, so none is removed meanwhile."""
+        if not codes:
+            return
+        found = set(
+            connection.execute(
+                text("SELECT code FROM stores WHERE code = ANY(:c) FOR KEY SHARE"),
+                {"c": list(codes)},
+            ).scalars()
+        )
+        for code in codes:
+            if code not in found:
+                raise NotFound(f"no store {code!r}")
+
+    def add_user(
+        self,
+        username: str,
+        password: str,
+        role: str,
+        *,
+        stores: Sequence[str] | None = None,
+    ) -> User:
+        name = values.username(username)
+        values.password(password)
+        checked_role = auth.role(role)
+        limited = auth.user_stores(stores)
+        hashed = auth.hash_password(password)  # slow: before the transaction
+
+        def work(connection: Connection) -> User:
+            self._check_stores(connection, limited)
+            row = connection.execute(
+                text(
+                    "INSERT INTO users (username, password_hash, role, stores) "
+                    "VALUES (:u, :h, :r, :s) ON CONFLICT (username) DO NOTHING "
+                    f"RETURNING {USER_COLUMNS}"
+                ),
+                {
+                    "u": name,
+                    "h": hashed,
+                    "r": checked_role,
+                    "s": list(limited) if limited is not None else None,
+                },
+            ).first()
+            if row is None:
+                raise AlreadyExists(f"user {name!r} already exists")
+            return _user(row)
+
+        return self._write(work)
+
+    def users(self) -> list[User]:
+        with self._read() as connection:
+            rows = connection.execute(
+                text(f'SELECT {USER_COLUMNS} FROM users ORDER BY username COLLATE "C"')
+            )
+            return [_user(row) for row in rows]
+
+    def get_user(self, username: str) -> User:
+        name = values.username(username)
+        with self._read() as connection:
+            row = connection.execute(
+                text(f"SELECT {USER_COLUMNS} FROM users WHERE username = :u"), {"u": name}
+            ).first()
+        if row is None:
+            raise NotFound(f"no user {name!r}")
+        return _user(row)
+
+    def update_user(
+        self,
+        username: str,
+        *,
+        password: str | None = None,
+        role: str | None = None,
+        stores: Sequence[str] | None = None,
+        disabled: bool | None = None,
+    ) -> User:
+        name = values.username(username)
+        changes: dict[str, Any] = {}
+        if role is not None:
+            changes["role"] = auth.role(role)
+        if stores is not None:
+            limited = auth.user_stores(stores)
+            changes["stores"] = list(limited) if limited is not None else None
+        if disabled is not None:
+            changes["disabled"] = bool(disabled)
+        if password is not None:
+            changes["password_hash"] = auth.hash_password(password)
+
+        def work(connection: Connection) -> User:
+            row = connection.execute(
+                text(f"SELECT {USER_COLUMNS} FROM users WHERE username = :u FOR UPDATE"),
+                {"u": name},
+            ).first()
+            if row is None:
+                raise NotFound(f"no user {name!r}")
+            self._check_stores(connection, changes.get("stores"))
+            if changes:
+                row = connection.execute(
+                    text(
+                        "UPDATE users SET "
+                        + ", ".join(f"{column} = :{column}" for column in changes)
+                        + f" WHERE username = :u RETURNING {USER_COLUMNS}"
+                    ),
+                    {**changes, "u": name},
+                ).one()
+            return _user(row)
+
+        return self._write(work)
+
+    def remove_user(self, username: str) -> None:
+        name = values.username(username)
+
+        def work(connection: Connection) -> None:
+            # Its tokens go with it (ON DELETE CASCADE).
+            gone = connection.execute(
+                text("DELETE FROM users WHERE username = :u RETURNING id"), {"u": name}
+            ).first()
+            if gone is None:
+                raise NotFound(f"no user {name!r}")
+
+        self._write(work)
+
+    def login(self, username: str, password: str) -> User:
+        try:
+            name: str | None = values.username(username)
+        except ValidationError:
+            name = None
+        row = None
+        if name is not None:
+            with self._primary() as connection:
+                row = connection.execute(
+                    text(f"SELECT password_hash, {USER_COLUMNS} FROM users WHERE username = :u"),
+                    {"u": name},
+                ).first()
+        stored = row.password_hash if row is not None else None
+        # Verified whatever the user's state (and with no connection held: it is slow),
+        # so each refusal takes as long as the others.
+        if not auth.verify_password(stored, password) or row is None or row.disabled:
+            raise auth.bad_login()
+        if auth.needs_rehash(row.password_hash):
+            fresh = auth.hash_password(password)
+            with self._primary() as connection:
+                connection.execute(
+                    text(
+                        "UPDATE users SET password_hash = :new "
+                        "WHERE username = :u AND password_hash = :old"
+                    ),
+                    {"new": fresh, "u": name, "old": row.password_hash},
+                )
+        return _user(row)
+
+    def create_token(
+        self,
+        username: str,
+        *,
+        name: str | None = None,
+        expires_at: datetime | None = None,
+    ) -> IssuedToken:
+        owner = values.username(username)
+        label = auth.token_name(name)
+        secret, digest = auth.new_token()
+
+        def work(connection: Connection) -> Token:
+            row = connection.execute(
+                text(
+                    "INSERT INTO api_tokens (user_id, token_hash, name, expires_at) "
+                    "SELECT id, :h, :n, :e FROM users WHERE username = :u "
+                    f"RETURNING {TOKEN_COLUMNS}, CAST(:u AS text) AS username"
+                ),
+                {"h": digest, "n": label, "e": expires_at, "u": owner},
+            ).first()
+            if row is None:
+                raise NotFound(f"no user {owner!r}")
+            return _token(row)
+
+        return IssuedToken(self._write(work), secret)
+
+    def tokens(self, username: str | None = None) -> list[Token]:
+        owner = values.username(username) if username is not None else None
+        with self._read() as connection:
+            if owner is not None:
+                known = connection.execute(
+                    text("SELECT 1 FROM users WHERE username = :u"), {"u": owner}
+                ).first()
+                if known is None:
+                    raise NotFound(f"no user {owner!r}")
+            rows = connection.execute(
+                text(
+                    "SELECT t.id, t.name, t.created_at, t.expires_at, t.last_used_at, "
+                    "u.username FROM api_tokens t JOIN users u ON u.id = t.user_id "
+                    "WHERE CAST(:u AS text) IS NULL OR u.username = :u ORDER BY t.id"
+                ),
+                {"u": owner},
+            )
+            return [_token(row) for row in rows]
+
+    def revoke_token(self, token_id: int) -> Token:
+        number = values.integer(token_id, field="id", minimum=1, maximum=2**63 - 1)
+
+        def work(connection: Connection) -> Token:
+            row = connection.execute(
+                text(
+                    "DELETE FROM api_tokens t USING users u WHERE t.id = :i "
+                    "AND u.id = t.user_id RETURNING t.id, t.name, t.created_at, "
+                    "t.expires_at, t.last_used_at, u.username"
+                ),
+                {"i": number},
+            ).first()
+            if row is None:
+                raise NotFound(f"no token {number}")
+            return _token(row)
+
+        return self._write(work)
+
+    def authenticate(self, secret: str) -> User:
+        if not auth.looks_like_token(secret):
+            raise auth.bad_token()
+        with self._primary() as connection:
+            # One statement per request: the token by its digest (an index), its user,
+            # and the database's clock.
+            row = connection.execute(
+                text(
+                    "SELECT t.id, t.token_hash, t.name, t.created_at, t.expires_at, "
+                    "t.last_used_at, u.username, u.role, u.stores, u.disabled, "
+                    "u.created_at AS user_created_at, now() AS now "
+                    "FROM api_tokens t JOIN users u ON u.id = t.user_id "
+                    "WHERE t.token_hash = :h"
+                ),
+                {"h": auth.token_digest(secret)},
+            ).first()
+            if row is None or not auth.same_digest(row.token_hash, secret):
+                raise auth.bad_token()
+            user = auth.check_token_usable(
+                _token(row),
+                User(
+                    username=row.username,
+                    role=row.role,
+                    stores=tuple(row.stores) if row.stores is not None else None,
+                    disabled=row.disabled,
+                    created_at=row.user_created_at,
+                ),
+                row.now,
+            )
+            # A second statement at most once a minute per token, and only by one of
+            # the requests that race for it.
+            if row.last_used_at is None or row.now - row.last_used_at > TOUCH_EVERY:
+                connection.execute(
+                    text(
+                        "UPDATE api_tokens SET last_used_at = now() WHERE id = :i "
+                        "AND (last_used_at IS NULL OR last_used_at < now() - :every)"
+                    ),
+                    {"i": row.id, "every": TOUCH_EVERY},
+                )
+        return user
 
     # -- operations -------------------------------------------------------------------
 
