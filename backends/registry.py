@@ -25,9 +25,10 @@ KNOWN_BACKENDS: dict[str, Known] = {
     "json": Known("backends.jsonfile:JsonBackend", None),
     "postgres": Known("backends.postgres:PostgresBackend", "postgres"),
     "kafka": Known("backends.kafka:KafkaBackend", "kafka"),
+    "http": Known("backends.http:HttpBackend", "http"),
 }
 #: Named in the design, not built yet: said plainly rather than "unknown".
-PLANNED_BACKENDS = ("http",)
+PLANNED_BACKENDS: tuple[str, ...] = ()
 
 
 def get_backend_class(name: str) -> type[Backend]:

@@ -1,6 +1,9 @@
 """Where settings come from: flags, then `INV_*` environment variables, then a TOML file,
 then defaults (the model and its defaults are `backends.settings.Settings`).
 
+Secrets (and any other setting) may also come from files in a secrets folder
+(`INV_SECRETS_DIR`, else `/run/secrets`), after the environment and before the TOML file.
+
 The TOML file is `INV_CONFIG` (or `--config`), else `./inv.toml`, else `config.toml` in
 the user's config folder (`~/.config/inv/` on Linux), read by pydantic-settings'
 `TomlConfigSettingsSource`.  Its keys are the field names (`backend = "postgres"`); a
@@ -56,9 +59,10 @@ class _LoadedSettings(Settings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         path = _CONFIG_FILE.get()
-        if path is None:
-            return (init_settings, env_settings)
-        return (init_settings, env_settings, _TomlFile(settings_cls, toml_file=path))
+        sources = [init_settings, env_settings, file_secret_settings]
+        if path is not None:
+            sources.append(_TomlFile(settings_cls, toml_file=path))
+        return tuple(sources)
 
 
 def config_path(explicit: Path | None = None) -> Path | None:
@@ -73,6 +77,20 @@ def config_path(explicit: Path | None = None) -> Path | None:
         return local
     user = Path(typer.get_app_dir("inv")) / "config.toml"
     return user if user.is_file() else None
+
+
+def secrets_dir() -> Path | None:
+    """Where settings may be read from files, one per setting, named as its variable
+    (`INV_DATABASE_URL`, or lower-case), as Docker and Kubernetes mount secrets:
+    `INV_SECRETS_DIR`, else `/run/secrets` when it exists."""
+    given = os.environ.get("INV_SECRETS_DIR")
+    if given:
+        path = Path(given)
+        if not path.is_dir():
+            raise ConfigurationError(f"INV_SECRETS_DIR: {given} is not a folder")
+        return path
+    default = Path("/run/secrets")
+    return default if default.is_dir() else None
 
 
 def _check_readable(path: Path) -> None:
@@ -97,7 +115,7 @@ def load_settings(config: Path | None = None, **flags: Any) -> Settings:
     where = f" (config file {path})" if path is not None else ""
     token = _CONFIG_FILE.set(path)
     try:
-        settings = _LoadedSettings(**given)
+        settings = _LoadedSettings(**given, _secrets_dir=secrets_dir())  # type: ignore[call-arg]
     except PydanticValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in err['loc']) or 'settings'}: "

@@ -89,7 +89,7 @@ class Perimeter:
         server = self.server
         client = scope["client"][0] if scope.get("client") else ""
         path: str = scope["path"]
-        state = {"status": 500, "user": "-"}
+        state: dict[str, Any] = {"status": 500, "user": "-"}
         extra: list[tuple[bytes, bytes]] = []
 
         async def respond(response: Any) -> None:
@@ -203,7 +203,7 @@ def _bearer(scope: Scope) -> str | None:
             scheme, _, token = value.decode("latin-1").partition(" ")
             if scheme.lower() != "bearer" or not token.strip():
                 return ""
-            return token.strip()
+            return str(token.strip())
     return None
 
 

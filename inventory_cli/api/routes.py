@@ -206,9 +206,12 @@ class UserChange(Body):
 
 
 class NewToken(Body):
+    """`expires` an age from now (`90d`, `never`), or `expires_at` a moment."""
+
     username: StrictStr | None = None
     name: StrictStr | None = None
     expires: StrictStr | None = "90d"
+    expires_at: StrictStr | None = None
 
 
 class Prune(Body):
@@ -230,8 +233,7 @@ def login(body: Login, request: Request) -> Response:
         {
             "token": issued.secret,
             "expires_at": wire.time_json(issued.token.expires_at),
-            "username": user.username,
-            "role": user.role,
+            "user": wire.user_json(user),
         }
     )
 
@@ -768,9 +770,11 @@ def create_token(body: NewToken, call: Call) -> Response:
     owner = values.username(body.username) if body.username else call.user.username
     if owner != call.user.username:
         call.may(Permission.USERS)
-    issued = call.backend.create_token(
-        owner, name=body.name, expires_at=expiry(body.expires, datetime.now(UTC))
-    )
+    if body.expires_at is not None:
+        until: datetime | None = values.moment(body.expires_at, field="expires_at")
+    else:
+        until = expiry(body.expires, datetime.now(UTC))
+    issued = call.backend.create_token(owner, name=body.name, expires_at=until)
     return ok({"token": issued.secret, **wire.token_json(issued.token)}, 201)
 
 
