@@ -30,12 +30,15 @@ from backends import (
     Movement,
     MovementSummary,
     NotFound,
+    PermissionDenied,
     Product,
     RefusedError,
     Store,
     StoreValue,
+    Unauthenticated,
     ValidationError,
 )
+from backends.auth import Token, token_digest
 
 __all__ = ["BackendContract", "build_shop", "item_to_row", "snapshot"]
 
@@ -1835,6 +1838,230 @@ class BackendContract:
         assert out.replayed and into.replayed
         assert (out.id, into.id) == tuple(m.id for m in copied.history[-2:])
         assert (target.quantity("main", "W-1"), target.quantity("north", "W-1")) == (3, 2)
+
+    # -- users and tokens (each password hash costs tens of ms: few users per test) ------
+
+    def test_add_get_and_list_users(self, backend: Backend) -> None:
+        backend.add_store("north")
+        ana = backend.add_user("Ana", "correct horse", "ADMIN")
+        bob = backend.add_user("bob", "battery staple", "clerk", stores=["north", "Main"])
+        assert (ana.username, ana.role, ana.stores, ana.disabled) == ("ana", "admin", None, False)
+        assert (bob.username, bob.role, bob.stores) == ("bob", "clerk", ("main", "north"))
+        assert ana.created_at is not None and ana.created_at.tzinfo is not None
+        assert abs(ana.created_at - datetime.now(UTC)) < timedelta(minutes=5)
+        assert backend.users() == [ana, bob]
+        assert backend.get_user("ANA") == ana
+        with pytest.raises(NotFound):
+            backend.get_user("carol")
+
+    def test_update_user(self, backend: Backend) -> None:
+        backend.add_store("north")
+        backend.add_user("ana", "correct horse", "clerk")
+        assert backend.update_user("ana", role="manager", stores=["north"]).stores == ("north",)
+        assert backend.get_user("ana").role == "manager"
+        assert backend.update_user("ana", stores=[]).stores is None  # every store again
+        assert backend.update_user("ana", disabled=True).disabled is True
+        assert backend.get_user("ana").disabled is True
+        assert backend.update_user("ana", disabled=False) == backend.get_user("ana")
+        assert backend.update_user("ana") == backend.get_user("ana")  # nothing to change
+        with pytest.raises(NotFound):
+            backend.update_user("bob", role="admin")
+        with pytest.raises(NotFound):
+            backend.update_user("ana", stores=["nowhere"])
+        with pytest.raises(ValidationError):
+            backend.update_user("ana", role="owner")
+        assert (backend.get_user("ana").role, backend.get_user("ana").stores) == ("manager", None)
+
+    def test_a_new_password_replaces_the_old(self, backend: Backend) -> None:
+        backend.add_user("ana", "correct horse", "clerk")
+        backend.update_user("ana", password="battery staple")
+        assert backend.login("ana", "battery staple").username == "ana"
+        with pytest.raises(Unauthenticated):
+            backend.login("ana", "correct horse")
+        with pytest.raises(ValidationError, match="shorter than 8"):
+            backend.update_user("ana", password="short")
+
+    def test_remove_user_removes_its_tokens(self, backend: Backend) -> None:
+        backend.add_user("ana", "correct horse", "clerk")
+        secret = backend.create_token("ana").secret
+        backend.remove_user("ANA")
+        assert backend.users() == []
+        assert backend.tokens() == []
+        with pytest.raises(NotFound):
+            backend.get_user("ana")
+        with pytest.raises(Unauthenticated):
+            backend.authenticate(secret)
+        with pytest.raises(NotFound):
+            backend.remove_user("ana")
+
+    @pytest.mark.parametrize(
+        ("args", "field"),
+        [
+            (("has space", "correct horse", "clerk"), "username"),
+            (("-ana", "correct horse", "clerk"), "username"),
+            (("a" * 65, "correct horse", "clerk"), "username"),
+            (("", "correct horse", "clerk"), "username"),
+            (("ana", "short", "clerk"), "password"),
+            (("ana", "x" * 1025, "clerk"), "password"),
+            (("ana", "correct\x00horse", "clerk"), "password"),
+            (("ana", "correct horse", "owner"), "role"),
+        ],
+    )
+    def test_user_values_are_checked(
+        self, backend: Backend, args: tuple[str, str, str], field: str
+    ) -> None:
+        with pytest.raises(ValidationError) as refused:
+            backend.add_user(*args)
+        assert refused.value.field == field
+        assert str(refused.value).startswith(f"{field}: ")
+        assert backend.users() == []
+
+    def test_a_user_limited_to_an_unknown_store_is_refused(self, backend: Backend) -> None:
+        with pytest.raises(NotFound, match="nowhere"):
+            backend.add_user("ana", "correct horse", "clerk", stores=["main", "nowhere"])
+        with pytest.raises(ValidationError):
+            backend.add_user("ana", "correct horse", "clerk", stores=["not a code"])
+        assert backend.users() == []
+
+    def test_duplicate_user_refused_whatever_the_case(self, backend: Backend) -> None:
+        ana = backend.add_user("ana", "correct horse", "clerk")
+        with pytest.raises(AlreadyExists):
+            backend.add_user("ANA", "battery staple", "admin")
+        assert backend.users() == [ana]
+        assert backend.login("ana", "correct horse") == ana
+
+    def test_login_refuses_everything_wrong_with_one_message(self, backend: Backend) -> None:
+        ana = backend.add_user("ana", "correct horse", "clerk")
+        assert backend.login("Ana", "correct horse") == ana
+        messages = set()
+        for name, password in [
+            ("ana", "Correct horse"),
+            ("bob", "correct horse"),
+            ("not a name!", "correct horse"),
+        ]:
+            with pytest.raises(Unauthenticated) as refused:
+                backend.login(name, password)
+            messages.add(str(refused.value))
+        backend.update_user("ana", disabled=True)
+        with pytest.raises(Unauthenticated) as refused:
+            backend.login("ana", "correct horse")
+        messages.add(str(refused.value))
+        assert messages == {"wrong user name or password"}
+
+    def test_a_token_is_shown_once_and_maps_to_its_user(self, backend: Backend) -> None:
+        ana = backend.add_user("ana", "correct horse", "clerk")
+        expires = datetime.now(UTC) + timedelta(days=90)
+        issued = backend.create_token("ANA", name=" till-3 ", expires_at=expires)
+        secret = issued.secret
+        assert secret.startswith("inv_") and len(secret) >= 40
+        token = issued.token
+        assert (token.username, token.name, token.last_used_at) == ("ana", "till-3", None)
+        assert token.expires_at is not None
+        assert abs(token.expires_at - expires) < timedelta(milliseconds=1)
+        assert backend.authenticate(secret) == ana
+        [listed] = backend.tokens()
+        assert (listed.id, listed.username, listed.name) == (token.id, "ana", "till-3")
+        assert listed.created_at == token.created_at
+        for shown in (repr(backend.tokens()), repr(backend.tokens("ana")), repr(token)):
+            assert secret not in shown and secret[4:] not in shown
+            assert token_digest(secret) not in shown
+
+    def test_tokens_ids_grow_and_are_listed_oldest_first(self, backend: Backend) -> None:
+        backend.add_user("ana", "correct horse", "clerk")
+        backend.add_user("bob", "correct horse", "clerk")
+        first = backend.create_token("ana", name="one").token
+        second = backend.create_token("bob").token
+        backend.revoke_token(second.id)
+        third = backend.create_token("ana", name="three").token
+        assert first.id < second.id < third.id  # a revoked id is never given again
+        assert second.name is None and second.expires_at is None
+        assert [t.id for t in backend.tokens()] == [first.id, third.id]
+        assert [t.name for t in backend.tokens("ana")] == ["one", "three"]
+        assert backend.tokens("bob") == []
+        with pytest.raises(NotFound):
+            backend.tokens("carol")
+        with pytest.raises(NotFound):
+            backend.create_token("carol")
+
+    def test_an_expired_token_is_refused(self, backend: Backend) -> None:
+        backend.add_user("ana", "correct horse", "clerk")
+        past = backend.create_token("ana", expires_at=datetime.now(UTC) - timedelta(seconds=1))
+        future = backend.create_token("ana", expires_at=datetime.now(UTC) + timedelta(hours=1))
+        with pytest.raises(Unauthenticated):
+            backend.authenticate(past.secret)
+        assert backend.authenticate(future.secret).username == "ana"
+        assert [t.last_used_at is None for t in backend.tokens()] == [True, False]
+
+    def test_a_revoked_token_is_refused_at_once(self, backend: Backend) -> None:
+        backend.add_user("ana", "correct horse", "clerk")
+        kept = backend.create_token("ana", name="kept")
+        gone = backend.create_token("ana", name="gone")
+        assert backend.authenticate(gone.secret).username == "ana"
+        revoked = backend.revoke_token(gone.token.id)
+        assert (revoked.id, revoked.name, revoked.username) == (gone.token.id, "gone", "ana")
+        with pytest.raises(Unauthenticated):
+            backend.authenticate(gone.secret)
+        assert backend.authenticate(kept.secret).username == "ana"
+        assert [t.id for t in backend.tokens()] == [kept.token.id]
+        with pytest.raises(NotFound):
+            backend.revoke_token(gone.token.id)
+
+    def test_a_disabled_users_tokens_are_refused_until_enabled(self, backend: Backend) -> None:
+        backend.add_user("ana", "correct horse", "clerk")
+        secret = backend.create_token("ana").secret
+        backend.update_user("ana", disabled=True)
+        with pytest.raises(Unauthenticated):
+            backend.authenticate(secret)
+        backend.update_user("ana", disabled=False)
+        assert backend.authenticate(secret).disabled is False
+
+    def test_unknown_and_malformed_tokens_are_refused_alike(self, backend: Backend) -> None:
+        backend.add_user("ana", "correct horse", "clerk")
+        secret = backend.create_token("ana").secret
+        flipped = secret[:-1] + ("A" if secret[-1] != "A" else "B")
+        messages = set()
+        for garbage in [
+            "",
+            "inv_",
+            "x" * 47,
+            "inv_" + "A" * 43,
+            flipped,
+            secret + "x",
+            secret.upper(),
+            " " + secret,
+            "inv_" + "\u00e9" * 43,
+        ]:
+            with pytest.raises(Unauthenticated) as refused:
+                backend.authenticate(garbage)
+            messages.add(str(refused.value))
+        assert messages == {"the token is not valid (expired, revoked or unknown)"}
+        assert backend.tokens()[0].last_used_at is None
+
+    def test_authenticate_records_the_last_use_at_most_once_a_minute(
+        self, backend: Backend
+    ) -> None:
+        backend.add_user("ana", "correct horse", "clerk")
+        issued = backend.create_token("ana")
+        assert backend.tokens()[0].last_used_at is None
+        backend.authenticate(issued.secret)
+        [used] = backend.tokens()
+        assert used.last_used_at is not None
+        assert used.last_used_at >= issued.token.created_at
+        assert abs(used.last_used_at - datetime.now(UTC)) < timedelta(minutes=5)
+        backend.authenticate(issued.secret)
+        assert backend.tokens() == [used]  # within the minute: not written again
+
+    def test_unauthenticated_is_a_permission_error(self) -> None:
+        assert issubclass(Unauthenticated, PermissionDenied)
+        assert not issubclass(Unauthenticated, RefusedError)
+        assert {f for f in Token.__dataclass_fields__} == {
+            "id",
+            "username",
+            "name",
+            "created_at",
+            "expires_at",
+            "last_used_at",
+        }
 
     # -- errors ------------------------------------------------------------------------
 
