@@ -24,7 +24,7 @@ from decimal import Decimal
 from typing import Any, Self
 from urllib.parse import quote, urlsplit
 
-from . import wire
+from . import values, wire
 from .auth import IssuedToken, Token, User
 from .base import Backend, Progress
 from .batch import BatchResult, BatchRow, OnError
@@ -243,7 +243,9 @@ class HttpBackend(Backend):
     def _key(event_id: str | None) -> tuple[str, bool]:
         """The key to send, and whether it is the caller's (a replay of our own retry is
         not news to the caller)."""
-        return (event_id, True) if event_id is not None else (str(uuid.uuid4()), False)
+        if event_id is not None:
+            return values.idempotency_key(event_id, field="idempotency_key"), True
+        return str(uuid.uuid4()), False
 
     # -- set-up ---------------------------------------------------------------------
 

@@ -18,6 +18,7 @@ from typing import Annotated, Any, Literal, cast
 
 from fastapi import APIRouter, Depends, Header, Request
 from pydantic import BaseModel, ConfigDict, StrictBool, StrictInt, StrictStr
+from starlette.convertors import Convertor, register_url_convertor
 from starlette.responses import Response, StreamingResponse
 
 from backends import (
@@ -38,6 +39,22 @@ from ..files import export_records, read_rows, write_rows
 from ..formats import FileFormat
 
 __all__ = ["router"]
+
+
+class _Text(Convertor[str]):
+    """A path parameter that is any text, `/` and line breaks included (a SKU may hold
+    them; clients escape them, the server sees them decoded)."""
+
+    regex = r"[\s\S]+"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("text", _Text())
 
 router = APIRouter(prefix="/api/v1")
 
@@ -297,13 +314,13 @@ def _shown(call: Caller, product: dict[str, Any]) -> dict[str, Any]:
     return product
 
 
-@router.get("/products/{sku:path}", tags=["products"], summary="One product and its stock")
+@router.get("/products/{sku:text}", tags=["products"], summary="One product and its stock")
 def get_product(sku: str, call: Call) -> Response:
     call.may(Permission.READ)
     return ok(_shown(call, wire.product_json(call.backend.get(sku))))
 
 
-@router.patch("/products/{sku:path}", tags=["products"], summary="Change catalog fields")
+@router.patch("/products/{sku:text}", tags=["products"], summary="Change catalog fields")
 def edit_product(sku: str, body: ProductChange, call: Call, key: Key = None) -> Response:
     call.may(Permission.CATALOG)
     edited = call.backend.edit_product(
@@ -321,7 +338,7 @@ def edit_product(sku: str, body: ProductChange, call: Call, key: Key = None) -> 
 
 
 @router.delete(
-    "/products/{sku:path}",
+    "/products/{sku:text}",
     tags=["products"],
     summary="Remove a product from one store, or from the catalog",
 )
@@ -443,7 +460,7 @@ def store_inventory(store: str, call: Call, filters: Filters) -> Response:
 
 
 @router.get(
-    "/stores/{store}/inventory/{sku:path}",
+    "/stores/{store}/inventory/{sku:text}",
     tags=["stock"],
     summary="One stock level, with its ETag",
 )
@@ -455,7 +472,7 @@ def stock_level(store: str, sku: str, call: Call) -> Response:
 
 
 @router.post(
-    "/stores/{store}/inventory/{sku:path}/movements",
+    "/stores/{store}/inventory/{sku:text}/movements",
     tags=["stock"],
     status_code=201,
     summary="Change or count the stock (If-Match: compare-and-set)",
