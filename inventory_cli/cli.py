@@ -24,6 +24,7 @@ from .formats import FileFormat, Format, ShowFormat
 
 if TYPE_CHECKING:
     from backends import Backend, Movement, RowProblem
+    from backends.auth import User
 
     from .settings import Settings
 
@@ -51,10 +52,16 @@ store_app = typer.Typer(help="Add, list and remove stores.", no_args_is_help=Tru
 report_app = typer.Typer(help="Reports: stock value, low stock, movements.", no_args_is_help=True)
 db_app = typer.Typer(help="The database schema (postgres).", no_args_is_help=True)
 audit_app = typer.Typer(help="The audit log.", no_args_is_help=True)
+user_app = typer.Typer(
+    help="Users of the HTTP API: add, list, change, remove.", no_args_is_help=True
+)
+token_app = typer.Typer(help="API tokens: create (shown once), list, revoke.", no_args_is_help=True)
 app.add_typer(store_app, name="store")
 app.add_typer(report_app, name="report")
 app.add_typer(db_app, name="db")
 app.add_typer(audit_app, name="audit")
+app.add_typer(user_app, name="user")
+app.add_typer(token_app, name="token")
 
 
 def command(group: typer.Typer, name: str | None = None) -> Callable[[F], F]:
@@ -571,6 +578,220 @@ def store_remove(
         f"Removed store {values.store_code(code)}{note}",
         replayed=not written or any(m.replayed for m in written),
     )
+
+
+# -- users and API tokens -------------------------------------------------------------
+
+
+class Role(StrEnum):
+    admin = "admin"
+    manager = "manager"
+    clerk = "clerk"
+
+
+UserName = Annotated[str, typer.Argument(help="The user's name (kept lower-case).")]
+PasswordStdin = Annotated[
+    bool,
+    typer.Option(
+        "--password-stdin",
+        help="Read the password from standard input (its first line), not a prompt.",
+    ),
+]
+UserStores = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--store",
+        "-s",
+        metavar="CODE",
+        help="Limit the user to this store; repeat for more.",
+        show_default="every store",
+    ),
+]
+
+
+def _password(from_stdin: bool) -> str:
+    """A new password: never from argv (it would show in `ps` and shell history)."""
+    if from_stdin:
+        # As `docker login --password-stdin`: the first line, without its line end.
+        return sys.stdin.readline().removesuffix("\n").removesuffix("\r")
+    # Prompts go to stderr, so stdout stays the command's own.
+    password: str = typer.prompt("Password", hide_input=True, confirmation_prompt=True, err=True)
+    return password
+
+
+def _describe_user(user: "User") -> str:
+    where = ", stores " + " ".join(user.stores) if user.stores is not None else ""
+    off = ", disabled" if user.disabled else ""
+    return f"{user.username} ({user.role}{where}{off})"
+
+
+@command(user_app, "add")
+def user_add(
+    ctx: typer.Context,
+    username: UserName,
+    role: Annotated[Role, typer.Option("--role", "-r", help="What the user may do.")],
+    store: UserStores = None,
+    password_stdin: PasswordStdin = False,
+    quiet: Quiet = False,
+) -> None:
+    """Add a user; the password is asked twice (or read with --password-stdin)."""
+    from backends import values
+
+    values.username(username)  # a bad name is refused before the password is asked
+    with _options(ctx).open() as inv:
+        user = inv.add_user(username, _password(password_stdin), role.value, stores=store)
+    _say(ctx, quiet, f"Added user {_describe_user(user)}")
+
+
+@command(user_app, "list")
+def user_list(ctx: typer.Context, fmt: FormatOpt = Format.table) -> None:
+    """List the users (never their passwords)."""
+    from .formats import USER_COLUMNS, render, user_record
+
+    with _options(ctx).open() as inv:
+        records = [user_record(u) for u in inv.users()]
+    if fmt != Format.json:
+        for record in records:
+            stores = record["stores"]
+            joined = ", " if fmt == Format.table else " "
+            record["stores"] = joined.join(stores) if stores is not None else None
+    if fmt == Format.table:
+        for record in records:
+            record["stores"] = record["stores"] or "all"
+    render(records, fmt, columns=USER_COLUMNS, empty="no users")
+
+
+@command(user_app, "remove")
+def user_remove(ctx: typer.Context, username: UserName, quiet: Quiet = False) -> None:
+    """Remove a user and revoke its tokens."""
+    from backends import values
+
+    with _options(ctx).open() as inv:
+        inv.remove_user(username)
+    _say(ctx, quiet, f"Removed user {values.username(username)} and its tokens")
+
+
+@command(user_app, "passwd")
+def user_passwd(
+    ctx: typer.Context,
+    username: UserName,
+    password_stdin: PasswordStdin = False,
+    quiet: Quiet = False,
+) -> None:
+    """Set a user's password (asked twice, or read with --password-stdin)."""
+    with _options(ctx).open() as inv:
+        inv.get_user(username)  # an unknown user is refused before the password is asked
+        user = inv.update_user(username, password=_password(password_stdin))
+    _say(ctx, quiet, f"Changed the password of {user.username}")
+
+
+@command(user_app, "disable")
+def user_disable(ctx: typer.Context, username: UserName, quiet: Quiet = False) -> None:
+    """Refuse a user's logins and tokens, at once, until enabled again."""
+    with _options(ctx).open() as inv:
+        user = inv.update_user(username, disabled=True)
+    _say(ctx, quiet, f"Disabled {user.username}: its logins and tokens are refused")
+
+
+@command(user_app, "enable")
+def user_enable(ctx: typer.Context, username: UserName, quiet: Quiet = False) -> None:
+    """Let a disabled user in again (its tokens work again unless expired)."""
+    with _options(ctx).open() as inv:
+        user = inv.update_user(username, disabled=False)
+    _say(ctx, quiet, f"Enabled {_describe_user(user)}")
+
+
+@command(user_app, "set")
+def user_set(
+    ctx: typer.Context,
+    username: UserName,
+    role: Annotated[Role | None, typer.Option("--role", "-r", help="A new role.")] = None,
+    store: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--store",
+            "-s",
+            metavar="CODE",
+            help="Limit the user to these stores (repeat for more).",
+        ),
+    ] = None,
+    all_stores: Annotated[
+        bool, typer.Option("--all-stores", help="Lift the limit: every store.")
+    ] = False,
+    quiet: Quiet = False,
+) -> None:
+    """Change a user's role or stores."""
+    if store and all_stores:
+        raise typer.BadParameter("give --store or --all-stores, not both")
+    if role is None and not store and not all_stores:
+        raise typer.BadParameter("give at least one of --role, --store, --all-stores")
+    stores: list[str] | None = [] if all_stores else (store or None)
+    with _options(ctx).open() as inv:
+        user = inv.update_user(
+            username, role=role.value if role is not None else None, stores=stores
+        )
+    _say(ctx, quiet, f"Updated {_describe_user(user)}")
+
+
+@command(token_app, "create")
+def token_create(
+    ctx: typer.Context,
+    user: Annotated[str, typer.Option("--user", "-u", help="Whom the token acts for.")],
+    name: Annotated[
+        str | None, typer.Option("--name", help="A label for it: till-3, nightly-import.")
+    ] = None,
+    expires: Annotated[
+        str,
+        typer.Option("--expires", help="Valid for this long (90d, 12h, 1y) or never."),
+    ] = "90d",
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="Print only the token, no note.")
+    ] = False,
+) -> None:
+    """Make an API token and print it, once: only its digest is kept."""
+    from backends.auth import expiry
+    from backends.models import format_time, utcnow
+
+    expires_at = expiry(expires, utcnow())
+    with _options(ctx).open() as inv:
+        issued = inv.create_token(user, name=name, expires_at=expires_at)
+    print(issued.secret)
+    if not (quiet or _options(ctx).quiet):
+        token = issued.token
+        label = f" ({token.name})" if token.name else ""
+        until = f"until {format_time(token.expires_at)}" if token.expires_at else "never expiring"
+        print(
+            f"Created token {token.id}{label} for {token.username}, {until}. "
+            "It is shown only this once: keep it now.",
+            file=sys.stderr,
+        )
+
+
+@command(token_app, "list")
+def token_list(
+    ctx: typer.Context,
+    user: Annotated[str | None, typer.Option("--user", "-u", help="Only this user's.")] = None,
+    fmt: FormatOpt = Format.table,
+) -> None:
+    """List tokens, oldest first (never the tokens themselves)."""
+    from .formats import TOKEN_COLUMNS, render, token_record
+
+    with _options(ctx).open() as inv:
+        tokens = inv.tokens(user)
+    render([token_record(t) for t in tokens], fmt, columns=TOKEN_COLUMNS, empty="no tokens")
+
+
+@command(token_app, "revoke")
+def token_revoke(
+    ctx: typer.Context,
+    token_id: Annotated[int, typer.Argument(metavar="ID", parser=_whole, help="Its id.")],
+    quiet: Quiet = False,
+) -> None:
+    """Revoke a token: refused from now on."""
+    with _options(ctx).open() as inv:
+        token = inv.revoke_token(token_id)
+    label = f" ({token.name})" if token.name else ""
+    _say(ctx, quiet, f"Revoked token {token.id}{label} of {token.username}")
 
 
 # -- reports --------------------------------------------------------------------------

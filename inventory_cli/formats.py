@@ -16,10 +16,13 @@ from contextlib import contextmanager
 from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from backends import Item, Movement, MovementSummary, Product, Store, StoreValue
 from backends.models import MOVEMENT_FIELDS, format_time
+
+if TYPE_CHECKING:
+    from backends.auth import Token, User
 
 __all__ = [
     "FileFormat",
@@ -30,6 +33,8 @@ __all__ = [
     "product_record",
     "progress",
     "render",
+    "token_record",
+    "user_record",
 ]
 
 Record = dict[str, Any]
@@ -85,6 +90,34 @@ def movement_record(movement: Movement) -> Record:
 
 def store_record(store: Store) -> Record:
     return {"code": store.code, "name": store.name}
+
+
+USER_COLUMNS = ("username", "role", "stores", "disabled", "created_at")
+TOKEN_COLUMNS = ("id", "username", "name", "created_at", "expires_at", "last_used_at")
+
+
+def user_record(user: User) -> Record:
+    """A user; `stores` is a list, or None for every store.  Never the password hash.
+    (Times are `datetime`s: JSON and CSV write them with `format_time`.)"""
+    return {
+        "username": user.username,
+        "role": user.role,
+        "stores": list(user.stores) if user.stores is not None else None,
+        "disabled": user.disabled,
+        "created_at": user.created_at,
+    }
+
+
+def token_record(token: Token) -> Record:
+    """A token as stored: never its secret (which is not stored) nor its digest."""
+    return {
+        "id": token.id,
+        "username": token.username,
+        "name": token.name,
+        "created_at": token.created_at,
+        "expires_at": token.expires_at,
+        "last_used_at": token.last_used_at,
+    }
 
 
 def value_record(row: StoreValue) -> Record:
