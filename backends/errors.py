@@ -11,7 +11,7 @@ one exit code (see ``inventory_cli.errors``)::
     │   ├── AlreadyExists               the SKU or store code is taken
     │   ├── InsufficientStock           the movement would take stock below zero
     │   └── Conflict                    a stale --expect, or an idempotency key reused
-    │       └── StaleExpect             the quantity is not the expected one (HTTP 412)
+    │       └── StaleExpect             compare-and-set failed: the quantity changed (HTTP 412)
     ├── BatchRejected                   rows of a batch (an import) are bad (exit 65)
     ├── BackendUnavailable              a service is unreachable; safe to retry (exit 75)
     ├── PermissionDenied                a role, a token, a read-only folder (exit 77)

@@ -24,7 +24,7 @@ from decimal import Decimal
 from typing import Any, Self
 from urllib.parse import quote, urlsplit
 
-from . import values, wire
+from . import auth, values, wire
 from .auth import IssuedToken, Token, User
 from .base import Backend, Progress
 from .batch import BatchResult, BatchRow, OnError
@@ -567,6 +567,8 @@ class HttpBackend(Backend):
         return wire.token_from_json(self._call("DELETE", f"/tokens/{_segment(token_id)}"))
 
     def authenticate(self, secret: str) -> User:
+        if not auth.looks_like_token(secret):
+            raise auth.bad_token()
         data = self._call("GET", "/auth/me", headers={"Authorization": f"Bearer {secret}"})
         return wire.user_from_json(data)
 

@@ -1292,6 +1292,52 @@ def migrate(
         print(f"{name:<{width}}  {mine:>9}  {theirs:>9}")
 
 
+@command(app)
+def serve(
+    ctx: typer.Context,
+    host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", "-p", help="Port to listen on.")] = 8000,
+    workers: Annotated[
+        int, typer.Option("--workers", "-w", help="Server processes (each its own pool).")
+    ] = 1,
+    forwarded_allow_ips: Annotated[
+        str | None,
+        typer.Option(
+            "--forwarded-allow-ips",
+            help="Proxies whose X-Forwarded-For is trusted (the load balancer ending TLS).",
+            show_default="127.0.0.1",
+        ),
+    ] = None,
+) -> None:
+    """Serve the HTTP API (FastAPI on Uvicorn) over the configured backend."""
+    from backends import ConfigurationError
+
+    if not 0 <= port <= 65535:
+        raise typer.BadParameter(f"{port} is not a port (0-65535)", param_hint="--port")
+    if not 1 <= workers <= 64:
+        raise typer.BadParameter(f"{workers} is not 1-64", param_hint="--workers")
+    options = _options(ctx)
+    settings = options.settings()
+    try:
+        from .api.server import serve as run
+    except ImportError as exc:
+        raise ConfigurationError(
+            f"inv serve needs the api extra ({exc.name or exc} is missing); "
+            "install it with: pip install 'inv[api]'"
+        ) from None
+    if options.config is not None:
+        import os
+
+        os.environ.setdefault("INV_CONFIG", str(options.config))
+    run(
+        settings,
+        host=host,
+        port=port,
+        workers=workers,
+        forwarded_allow_ips=forwarded_allow_ips,
+    )
+
+
 def main() -> None:
     """The console script: run the app; a closed pipe (`inv list | head`) is not an error."""
     try:

@@ -33,6 +33,7 @@ from backends import (
     PermissionDenied,
     Product,
     RefusedError,
+    StaleExpect,
     Store,
     StoreValue,
     Unauthenticated,
@@ -151,7 +152,8 @@ class BackendContract:
     The subclass provides two fixtures:
 
     * ``backend``: a fresh, initialised backend holding only store ``main``, opened with
-      ``actor="tester"`` and ``source="cli"``;
+      ``actor="tester"`` and ``source="cli"`` (over http the server names the token's
+      user and ``api``: entries are checked against ``backend.actor`` and ``.source``);
     * ``make_backend``: a callable that returns another such backend, independent of
       ``backend`` and of every other one it made (used by the export/import round trip).
 
@@ -236,7 +238,7 @@ class BackendContract:
         assert entry.action == "store.create"
         assert entry.store == "north"
         assert entry.sku is None
-        assert (entry.actor, entry.source) == ("tester", "cli")
+        assert (entry.actor, entry.source) == (backend.actor, backend.source)
 
     def test_remove_empty_store(self, backend: Backend) -> None:
         backend.add_store("north")
@@ -333,7 +335,7 @@ class BackendContract:
         assert entry.action == "product.create"
         assert (entry.store, entry.sku) == ("main", "W-1")
         assert (entry.delta, entry.quantity_after) == (5, 5)
-        assert (entry.actor, entry.source) == ("tester", "cli")
+        assert (entry.actor, entry.source) == (backend.actor, backend.source)
 
     def test_add_product_at_another_store(self, backend: Backend) -> None:
         backend.add_store("north")
@@ -466,7 +468,7 @@ class BackendContract:
         [entry] = new_entries(backend, before)
         assert entry.action == "product.update"
         assert entry.sku == "W-1"
-        assert (entry.actor, entry.source) == ("tester", "cli")
+        assert (entry.actor, entry.source) == (backend.actor, backend.source)
         assert entry.reason is not None
         assert "price" in entry.reason
         assert "4.50" in entry.reason
@@ -1003,7 +1005,7 @@ class BackendContract:
         assert entry.at.tzinfo is not None
         assert entry.at.utcoffset() == timedelta(0)
         assert start - timedelta(seconds=1) <= entry.at <= end + timedelta(seconds=1)
-        assert (entry.actor, entry.source, entry.event_id) == ("tester", "cli", event)
+        assert (entry.actor, entry.source, entry.event_id) == (backend.actor, backend.source, event)
         assert (entry.store, entry.sku, entry.action) == ("main", "W-1", "stock.adjust")
         assert (entry.delta, entry.quantity_after, entry.reason) == (-3, 7, "sale")
 
@@ -2089,7 +2091,7 @@ class BackendContract:
             (AlreadyExists, lambda: backend.add_product("X", "1", sku="w-1")),
             (InsufficientStock, lambda: backend.adjust("main", "W-1", -2)),
             (ValidationError, lambda: backend.add_product("X", 1.5, sku="X-1")),
-            (Conflict, lambda: backend.adjust("main", "W-1", 1, expect=5)),
+            (StaleExpect, lambda: backend.adjust("main", "W-1", 1, expect=5)),
             (BatchRejected, lambda: backend.apply([BatchRow(2, "W-1", change=-5)])),
         ]
         for error, attempt in attempts:

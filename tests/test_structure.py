@@ -133,7 +133,12 @@ def test_backends_import_no_typer_rich_or_fastapi(name: str) -> None:
 RULE_HOMES = {
     "casefold()": {"backends.values"},
     "unicodedata.normalize": {"backends.values"},
-    "InsufficientStock(": {"backends.rules", "backends.kafka.apply", "backends.errors"},
+    "InsufficientStock(": {
+        "backends.rules",
+        "backends.kafka.apply",
+        "backends.errors",
+        "backends.problems",  # read back from a server's problem document
+    },
     "not the expected": {"backends.rules"},
     "use --force to write it off": {"backends.rules"},
     "Decimal(": {
@@ -143,6 +148,7 @@ RULE_HOMES = {
         "backends.postgres.reads",
         "backends.jsonfile",
         "inventory_cli.cli",  # the sum of a report's values
+        "backends.wire",  # prices a server wrote, read back
     },
     # Seeding generates ASCII SKUs and names in SQL, where lower() is the key.
     "lower(sku)": {"backends.postgres.seeding"},
