@@ -655,6 +655,12 @@ class PostgresBackend(Backend):
         with self._read() as connection:
             return reads.product(connection, reads.product_row(connection, checked))
 
+    def quantity(self, store: str, sku: str) -> int:
+        code = values.store_code(store)
+        checked = values.sku(sku, existing=True)
+        with self._read() as connection:
+            return reads.quantity(connection, code, checked)
+
     # -- stock ------------------------------------------------------------------------
 
     def _move(

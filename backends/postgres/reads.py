@@ -92,6 +92,25 @@ def product_row(connection: Connection, sku: str, *, lock: bool = False) -> Any:
     return row
 
 
+def quantity(connection: Connection, store: str, sku: str) -> int:
+    """One stock level in one round trip: 0 where the product is not stocked at the
+    store; `NotFound` for an unknown product (first) or store."""
+    row = connection.execute(
+        text(
+            "SELECT p.id AS product, s.id AS store, i.quantity FROM (SELECT 1) AS one "
+            "LEFT JOIN products p ON p.sku_key = :k "
+            "LEFT JOIN stores s ON s.code = :c "
+            "LEFT JOIN inventory i ON i.store_id = s.id AND i.product_id = p.id"
+        ),
+        {"k": values.sku_key(sku), "c": store},
+    ).one()
+    if row.product is None:
+        raise NotFound(f"no product with SKU {sku!r}")
+    if row.store is None:
+        raise NotFound(f"no store {store!r}")
+    return int(row.quantity or 0)
+
+
 def stock_levels(connection: Connection, product_id: int) -> list[tuple[str, int, int]]:
     """(store, version, quantity) for every store the product is stocked at."""
     rows = connection.execute(
