@@ -17,7 +17,16 @@ from pathlib import Path
 
 from .errors import BackendUnavailable, ConfigurationError, PermissionDenied
 
-__all__ = ["fsync_folder", "replacing", "write_atomic", "write_output"]
+__all__ = ["fsync_folder", "replacing", "shown", "write_atomic", "write_output"]
+
+
+def shown(path: object) -> str:
+    """A path for a one-line message: as it is, or quoted with escapes when it holds a
+    line break or another control character."""
+    text = str(path)
+    if any(ord(c) < 32 or ord(c) == 127 for c in text):
+        return repr(text)
+    return text
 
 
 def fsync_folder(folder: Path) -> None:

@@ -66,7 +66,7 @@ from .errors import (
     PermissionDenied,
     ValidationError,
 )
-from .fsutil import replacing
+from .fsutil import replacing, shown
 from .jsontext import JsonError, loads
 from .models import (
     MAIN_STORE,
@@ -142,18 +142,19 @@ def _check_document(doc: Any, path: Path) -> dict[str, Any]:
     are checked by the grammar every other entry point uses (`backends.values`)."""
 
     def bad(where: str, what: str) -> CorruptData:
-        return CorruptData(f"{path}: {where}: {what}; the file was left untouched")
+        return CorruptData(f"{shown(path)}: {where}: {what}; the file was left untouched")
 
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise CorruptData(
-            f'{path} is not an inv inventory file (no "format": "{FORMAT}"); it was left untouched'
+            f'{shown(path)} is not an inv inventory file (no "format": "{FORMAT}"); '
+            "it was left untouched"
         )
     version = doc.get("schema_version")
     if not isinstance(version, int) or isinstance(version, bool):
         raise bad("schema_version", "missing or not a number")
     if version > SCHEMA_VERSION:
         raise CorruptData(
-            f"{path} has schema_version {version}, newer than this inv understands "
+            f"{shown(path)} has schema_version {version}, newer than this inv understands "
             f"({SCHEMA_VERSION}); upgrade inv"
         )
     for key in ("stores", "products", "events", "audit"):
@@ -438,7 +439,7 @@ class JsonBackend(Backend):
             if not self.real_path.name or self.real_path.is_dir():
                 raise IsADirectoryError(errno.EISDIR, "it is a folder, not a file", str(path))
             if self.real_path.exists() and not self.real_path.is_file():
-                raise ConfigurationError(f"{path} is not a regular file (a FIFO, a device?)")
+                raise ConfigurationError(f"{shown(path)} is not a regular file (a FIFO, a device?)")
         stem = self.real_path.name.removesuffix(".json")
         self.audit_path = self.real_path.with_name(f"{stem}.audit.jsonl")
         self.backup_path = self.real_path.with_name(self.real_path.name + ".bak")
@@ -466,7 +467,7 @@ class JsonBackend(Backend):
             raise PermissionDenied(f"cannot {doing} {where}: permission denied") from exc
         except FileNotFoundError as exc:
             raise ConfigurationError(
-                f"cannot {doing} {exc.filename or self.path}: the folder does not exist"
+                f"cannot {doing} {shown(exc.filename or self.path)}: the folder does not exist"
             ) from exc
         except (IsADirectoryError, NotADirectoryError) as exc:
             where = exc.filename or self.path
@@ -474,14 +475,14 @@ class JsonBackend(Backend):
         except OSError as exc:
             if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
                 raise PermissionDenied(
-                    f"cannot {doing} {exc.filename or self.path}: {exc.strerror}"
+                    f"cannot {doing} {shown(exc.filename or self.path)}: {exc.strerror}"
                 ) from exc
             if exc.errno in (errno.ENAMETOOLONG, errno.ELOOP, errno.EINVAL):
                 raise ConfigurationError(
-                    f"cannot {doing} {exc.filename or self.path}: {exc.strerror}"
+                    f"cannot {doing} {shown(exc.filename or self.path)}: {exc.strerror}"
                 ) from exc
             raise BackendUnavailable(
-                f"cannot {doing} {exc.filename or self.path}: {exc.strerror}"
+                f"cannot {doing} {shown(exc.filename or self.path)}: {exc.strerror}"
             ) from exc
 
     @contextlib.contextmanager
@@ -497,7 +498,7 @@ class JsonBackend(Backend):
                 except BlockingIOError:
                     if time.monotonic() >= deadline:
                         raise BackendUnavailable(
-                            f"{self.path} is locked by another inv process "
+                            f"{shown(self.path)} is locked by another inv process "
                             f"(waited {self.lock_timeout:g} s); try again"
                         ) from None
                     time.sleep(0.005)
@@ -509,18 +510,20 @@ class JsonBackend(Backend):
         with self._os_errors("read"):
             exists = self.real_path.exists()
         if not exists:
-            raise ConfigurationError(f"no inventory at {self.path}; run 'inv init' to create one")
+            raise ConfigurationError(
+                f"no inventory at {shown(self.path)}; run 'inv init' to create one"
+            )
         with self._os_errors("read"), open(self.real_path, "rb") as f:
             raw = f.read()
         try:
             doc = loads(raw.decode("utf-8"))
         except UnicodeDecodeError as exc:
             raise CorruptData(
-                f"{self.path} is not UTF-8 text (byte {exc.start}); it was left untouched"
+                f"{shown(self.path)} is not UTF-8 text (byte {exc.start}); it was left untouched"
             ) from None
         except JsonError as exc:
             raise CorruptData(
-                f"{self.path} is not valid JSON: {exc}; it was left untouched"
+                f"{shown(self.path)} is not valid JSON: {exc}; it was left untouched"
             ) from None
         return _check_document(doc, self.path)
 
@@ -546,21 +549,24 @@ class JsonBackend(Backend):
                 there = self.audit_path.exists()
             if not there:
                 raise CorruptData(
-                    f"the audit trail {self.audit_path} is missing; restore it from a backup"
+                    f"the audit trail {shown(self.audit_path)} is missing; restore it from a backup"
                 )
             with self._os_errors("read the audit trail"), open(self.audit_path, "rb") as f:
                 data = f.read(size)
             if len(data) < size:
                 raise CorruptData(
-                    f"the audit trail {self.audit_path} is shorter than {self.path} records"
+                    f"the audit trail {shown(self.audit_path)} is shorter than "
+                    f"{shown(self.path)} records"
                 )
             for number, line in enumerate(data.splitlines(), 1):
                 try:
                     entry = loads(line)
                 except (JsonError, UnicodeDecodeError) as exc:
-                    raise CorruptData(f"{self.audit_path}: line {number}: {exc}") from None
+                    raise CorruptData(f"{shown(self.audit_path)}: line {number}: {exc}") from None
                 if not _is_audit_entry(entry):
-                    raise CorruptData(f"{self.audit_path}: line {number}: not an audit entry")
+                    raise CorruptData(
+                        f"{shown(self.audit_path)}: line {number}: not an audit entry"
+                    )
                 yield entry
         for movement in state.new_audit:
             yield json.loads(_movement_json(movement))
@@ -570,7 +576,7 @@ class JsonBackend(Backend):
             return movement_from_json(line, replayed=replayed)
         except (KeyError, TypeError, ValueError) as exc:
             raise CorruptData(
-                f"{self.audit_path}: entry {line.get('id')} is not an audit entry ({exc})"
+                f"{shown(self.audit_path)}: entry {line.get('id')} is not an audit entry ({exc})"
             ) from None
 
     def _save(self, state: _FileState) -> None:
@@ -606,14 +612,15 @@ class JsonBackend(Backend):
             fd = os.open(self.audit_path, flags, 0o644)
         except FileNotFoundError:
             raise CorruptData(
-                f"the audit trail {self.audit_path} is missing; restore it from a backup; "
+                f"the audit trail {shown(self.audit_path)} is missing; restore it from a backup; "
                 "nothing was written"
             ) from None
         with os.fdopen(fd, "r+b") as f:
             size = os.fstat(fd).st_size
             if size < mark:
                 raise CorruptData(
-                    f"the audit trail {self.audit_path} is shorter than {self.path} records; "
+                    f"the audit trail {shown(self.audit_path)} is shorter than "
+                    f"{shown(self.path)} records; "
                     "nothing was written"
                 )
             f.truncate(mark)
@@ -721,7 +728,8 @@ class JsonBackend(Backend):
             trail = self.audit_path.exists() and self.audit_path.stat().st_size
         if trail:
             raise ConfigurationError(
-                f"{self.audit_path} exists without {self.path}; move it away before 'inv init'"
+                f"{shown(self.audit_path)} exists without {shown(self.path)}; "
+                "move it away before 'inv init'"
             )
         with self._os_errors("create"):
             self.real_path.parent.mkdir(parents=True, exist_ok=True)
