@@ -31,7 +31,16 @@ UNLIMITED = "1000000/minute"
 class ApiServer:
     """One `inv serve` process."""
 
-    def __init__(self, env: dict[str, str], *, args: tuple[str, ...] = (), cwd: Path | None = None):
+    def __init__(
+        self,
+        env: dict[str, str],
+        *,
+        args: tuple[str, ...] = (),
+        cwd: Path | None = None,
+        ready_status: int = 200,
+    ):
+        """`ready_status`: what /healthz answers once the server is up (403 from a server
+        whose allow-list leaves this client out)."""
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = Path(tempfile.mkstemp(prefix="inv-serve-", suffix=".log")[1])
@@ -43,6 +52,7 @@ class ApiServer:
         }
         self.args = args
         self.cwd = cwd
+        self.ready_status = ready_status
         self.process: subprocess.Popen[bytes] | None = None
         self.start()
 
@@ -69,7 +79,7 @@ class ApiServer:
             if self.process.poll() is not None:
                 raise RuntimeError(f"inv serve exited {self.process.returncode}:\n{self.log()}")
             try:
-                if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
+                if httpx.get(self.url + "/healthz", timeout=1).status_code == self.ready_status:
                     return
             except httpx.TransportError:
                 pass
@@ -117,6 +127,8 @@ class PostgresSlot:
                 "rejected_events RESTART IDENTITY CASCADE"
             )
             conn.execute("SET session_replication_role = origin")
+            for sequence in ("product_sku_seq", "stock_version_seq", "audit_log_id_seq"):
+                conn.execute(f"ALTER SEQUENCE {sequence} RESTART")
             conn.execute("DELETE FROM users WHERE username <> 'tester'")
             conn.execute("DELETE FROM api_tokens WHERE id <> %s", (self.token_id,))
             conn.execute(
