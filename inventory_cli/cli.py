@@ -1169,12 +1169,25 @@ def worker(
             "--health-file", help="Touch this file after every poll (container healthchecks)."
         ),
     ] = None,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            "--metrics-port",
+            parser=_whole,
+            help="Serve Prometheus metrics on this port (/metrics; needs the api extra).",
+        ),
+    ] = None,
+    metrics_host: Annotated[
+        str,
+        typer.Option("--metrics-host", help="Address the metrics listen on (with --metrics-port)."),
+    ] = "127.0.0.1",
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log every batch.")] = False,
 ) -> None:
     """Apply stock events from Kafka to PostgreSQL, in batches (kafka backend).
 
     Run as many as you like: they share the topic's partitions.  SIGTERM or Ctrl-C
-    finishes the batch in hand and exits 0.
+    finishes the batch in hand and exits 0.  With --metrics-port, /metrics has the
+    events applied, rejected and skipped as duplicates, batch durations and the lag.
     """
     import logging
     import signal
@@ -1183,6 +1196,10 @@ def worker(
     from backends.kafka import KafkaBackend
     from backends.kafka.worker import Worker
 
+    if metrics_port is not None and not 0 <= metrics_port <= 65535:
+        raise typer.BadParameter(
+            f"{metrics_port} is not a port (0-65535)", param_hint="--metrics-port"
+        )
     options = _options(ctx)
     settings = options.settings()
     # The flags override the settings, and are checked as the settings are.
@@ -1198,7 +1215,15 @@ def worker(
         force=True,
     )
     logging.getLogger().handlers[0].formatter.converter = time.gmtime  # type: ignore[union-attr]
-    with options.open(source="worker", settings=settings) as inv:
+    with ExitStack() as stack:
+        metrics = None
+        if metrics_port is not None:  # before connecting: a missing extra is said at once
+            from backends.kafka.metrics import WorkerMetrics
+
+            metrics = WorkerMetrics()
+            metrics.serve(metrics_port, metrics_host)
+            stack.callback(metrics.close)
+        inv = stack.enter_context(options.open(source="worker", settings=settings))
         if not isinstance(inv, KafkaBackend):
             raise ConfigurationError(
                 f"inv worker applies Kafka events; the {inv.name} backend has none "
@@ -1211,6 +1236,7 @@ def worker(
             batch_ms=settings.worker_batch_ms,
             session_timeout_ms=settings.kafka_session_timeout_ms,
             health_file=health_file,
+            metrics=metrics,
         )
 
         def stop(signum: int, frame: object) -> None:

@@ -11,9 +11,11 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -474,3 +476,87 @@ def test_a_worker_started_before_the_topic_exists_waits_for_it(
         assert late in shop.log("early")
     finally:
         shop.close()
+
+
+def _scrape(port: int) -> dict[str, float]:
+    """`/metrics` of a worker: each sample's name with its labels -> value."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as answer:
+        text = answer.read().decode()
+    samples: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            labels = ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items()))
+            samples[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
+    return samples
+
+
+def test_the_worker_serves_its_counts_to_prometheus(shop: Shop) -> None:
+    port = free_port()
+    changes = stream(30)
+    shop.publish(changes)
+    # The same event twice (a producer retry): applied once, then skipped as a duplicate;
+    # and one that can never apply (not enough stock): rejected.
+    producer = Producer(shop.broker.producer_config())
+    twice = from_change(
+        stock_change("main", "K-9", delta=1, expect=None, reason="test"),
+        event_id=None,
+        actor="tester",
+        source="cli",
+    )
+    short = from_change(
+        stock_change("north", "K-0", delta=-1000, expect=None, reason="sale"),
+        event_id=None,
+        actor="tester",
+        source="cli",
+    )
+    for event in (twice, twice, short):
+        producer.produce(shop.topic, event.encode(), key=event.key)
+    assert producer.flush(10) == 0
+    shop.start_worker("m", "--metrics-port", str(port))
+    shop.wait_until(lambda: shop.applied() >= len(changes) + 1, 30, "every event")
+
+    def counted() -> bool:
+        try:
+            seen = _scrape(port)
+        except OSError:
+            return False
+        return seen.get("inv_worker_events_applied_total") == len(changes) + 1
+
+    shop.wait_until(counted, 10, "the applied counter to reach every event")
+    seen = _scrape(port)
+    assert seen["inv_worker_events_rejected_total"] == 1
+    assert seen["inv_worker_events_duplicate_total"] == 1
+    assert seen["inv_worker_batch_duration_seconds_count"] >= 1
+    assert seen["inv_worker_batch_duration_seconds_sum"] > 0
+    # The lag per partition (refreshed every second): all six held, nothing left behind.
+    shop.wait_until(
+        lambda: sum(k.startswith("inv_worker_lag{") for k in _scrape(port)) == 6,
+        10,
+        "the lag of each partition",
+    )
+    lags = {k: v for k, v in _scrape(port).items() if k.startswith("inv_worker_lag{")}
+    assert f"inv_worker_lag{{partition=0,topic={shop.topic}}}" in lags
+    assert set(lags.values()) == {0.0}, lags
+    assert f"metrics on http://127.0.0.1:{port}/metrics" in shop.log("m")
+
+
+def test_worker_metrics_need_the_api_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "prometheus_client", None)  # as if not installed
+    result = run_cli(["--backend", "kafka", "worker", "--metrics-port", "9100"])
+    assert result.returncode == 78, result.stderr
+    assert result.stderr == (
+        "Error: --metrics-port needs the api extra (prometheus_client is missing); "
+        "install it with: pip install 'inv[api]'\n"
+    )
+
+
+def test_worker_metrics_on_a_port_in_use_is_a_configuration_error(shop: Shop) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        worker = shop.start_worker("busy", "--metrics-port", str(port))
+        assert worker.wait(30) == 78
+    assert f"Error: --metrics-port: cannot listen on 127.0.0.1:{port}" in shop.log("busy")

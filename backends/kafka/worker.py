@@ -19,6 +19,9 @@ offsets are committed after every batch.
 
 The counters (`Worker.counters`) are logged every `report_every` seconds: events applied,
 rejected, duplicates skipped, batches, and the group's lag on this worker's partitions.
+With `metrics` (`inv worker --metrics-port`, see `backends.kafka.metrics`) the same
+counts, each batch's duration and the lag per partition (refreshed every second) are
+served to Prometheus.
 """
 
 from __future__ import annotations
@@ -38,11 +41,15 @@ from .apply import Message, Outcome, apply_batch, record_rejections, unprocessab
 
 if TYPE_CHECKING:
     from .backend import KafkaBackend
+    from .metrics import WorkerMetrics
 
 __all__ = ["Counters", "Worker"]
 
 log = logging.getLogger("inv.worker")
 
+
+#: How often (seconds) the lag per partition is measured for the metrics.
+LAG_EVERY = 1.0
 
 #: How often a batch that fails (other than PostgreSQL being away) is tried before it is
 #: split to find the message that fails.
@@ -83,6 +90,7 @@ class Worker:
         health_file: Path | None = None,
         report_every: float = 10.0,
         on_batch: Callable[[Outcome], None] | None = None,
+        metrics: WorkerMetrics | None = None,
     ) -> None:
         if batch_size < 1 or batch_ms < 1:
             raise ValueError("batch_size and batch_ms must be at least 1")
@@ -94,6 +102,7 @@ class Worker:
         self.health_file = health_file
         self.report_every = report_every
         self.on_batch = on_batch
+        self.metrics = metrics
         self.counters = Counters()
         self._stop = threading.Event()
         self._dead_letters: Any = None
@@ -145,7 +154,7 @@ class Worker:
             self.batch_size,
             self.batch_ms,
         )
-        last_report = time.monotonic()
+        last_report = last_lag = time.monotonic()
         try:
             while not self.stopping:
                 records = consumer.consume(self.batch_size, self.batch_ms / 1000)
@@ -167,14 +176,18 @@ class Worker:
                         )
                     )
                 if messages:
+                    started = time.monotonic()
                     outcome = self._apply(messages)
                     if outcome is None:  # stopped while the database was away
                         break
                     self._after_commit(outcome)
                     self._commit(consumer, messages)
-                    self._count(outcome)
+                    self._count(outcome, time.monotonic() - started)
                 elif self._stale and self.backend.cache and self.backend.cache.forget(self._stale):
                     self._stale.clear()
+                if self.metrics is not None and time.monotonic() - last_lag >= LAG_EVERY:
+                    last_lag = time.monotonic()
+                    self.metrics.set_lag(self.backend.topic, self._lag(consumer))
                 if time.monotonic() - last_report >= self.report_every:
                     last_report = time.monotonic()
                     self._report(consumer)
@@ -233,6 +246,8 @@ class Worker:
                     failure: BaseException = exc
                 else:
                     self.counters.retries += 1
+                    if self.metrics is not None:
+                        self.metrics.retried()
                     log.warning(
                         "cannot apply %d events (%s); retrying in %.1f s", len(messages), exc, pause
                     )
@@ -349,7 +364,7 @@ class Worker:
                 exc.args[0],
             )
 
-    def _count(self, outcome: Outcome) -> None:
+    def _count(self, outcome: Outcome, seconds: float = 0.0) -> None:
         c = self.counters
         c.applied += outcome.applied
         c.rejected += len(outcome.rejected)
@@ -361,17 +376,32 @@ class Worker:
             len(outcome.rejected),
             outcome.duplicates,
         )
+        if self.metrics is not None:
+            self.metrics.batch(
+                applied=outcome.applied,
+                rejected=len(outcome.rejected),
+                duplicates=outcome.duplicates,
+                seconds=seconds,
+            )
         if self.on_batch is not None:
             self.on_batch(outcome)
 
-    def _report(self, consumer: Any) -> None:
-        lag = 0
+    def _lag(self, consumer: Any) -> dict[int, int]:
+        """Events not yet consumed on each partition this worker holds (from the offsets
+        the consumer knows already: no request to the broker)."""
+        lags: dict[int, int] = {}
         try:
             for tp in consumer.position(self._assigned) if self._assigned else []:
                 low, high = consumer.get_watermark_offsets(tp, timeout=1, cached=True)
                 position = tp.offset if tp.offset >= 0 else low
-                lag += max(0, high - position)
+                lags[int(tp.partition)] = max(0, high - position)
         except Exception as exc:
             log.debug("lag unknown: %s", exc)
-        self.counters.lag = lag
+        return lags
+
+    def _report(self, consumer: Any) -> None:
+        lags = self._lag(consumer)
+        self.counters.lag = sum(lags.values())
+        if self.metrics is not None:
+            self.metrics.set_lag(self.backend.topic, lags)
         log.info("counters: %s", " ".join(f"{k}={v}" for k, v in asdict(self.counters).items()))
