@@ -33,7 +33,7 @@ from backends import (
     values,
     wire,
 )
-from backends.auth import Permission, User, authorize, expiry, unrestricted, visible
+from backends.auth import Permission, User, authorize, can, expiry, unrestricted, visible
 
 from ..files import export_records, read_rows, write_rows
 from ..formats import FileFormat
@@ -84,6 +84,16 @@ class Caller:
 
     def sees(self, store: str | None) -> bool:
         return visible(self.user, store)
+
+    def everywhere(self, permission: Permission) -> None:
+        """`permission` with no store limit: for what reaches every store or every user
+        (a user limited to stores could otherwise read or change the others' rows, or make
+        itself a user who is not limited)."""
+        unrestricted(self.user, permission)
+
+    @property
+    def manages_users(self) -> bool:
+        return self.user.stores is None and can(self.user, Permission.USERS)
 
 
 async def caller(request: Request) -> Caller:
@@ -372,6 +382,7 @@ def stores(call: Call) -> Response:
 @router.post("/stores", tags=["stores"], status_code=201, summary="Add a store")
 def add_store(body: NewStore, call: Call, key: Key = None) -> Response:
     call.may(Permission.STORES)
+    call.may(Permission.STORES, code(body.code, "code"))  # a limited user: its stores only
     store = call.backend.add_store(body.code, body.name, event_id=key)
     return ok(wire.store_json(store), 201, replayed=store.replayed)
 
@@ -379,6 +390,7 @@ def add_store(body: NewStore, call: Call, key: Key = None) -> Response:
 @router.delete("/stores/{store}", tags=["stores"], summary="Remove a store")
 def remove_store(store: str, call: Call, force: bool = False, key: Key = None) -> Response:
     call.may(Permission.STORES)
+    call.may(Permission.STORES, code(store))
     return _movements(call.backend.remove_store(store, force=force, event_id=key))
 
 
@@ -733,13 +745,13 @@ def status(call: Call) -> Response:
 
 @router.get("/users", tags=["users"], summary="Every user")
 def users(call: Call) -> Response:
-    call.may(Permission.USERS)
+    call.everywhere(Permission.USERS)
     return ok([wire.user_json(u) for u in call.backend.users()])
 
 
 @router.post("/users", tags=["users"], status_code=201, summary="Add a user")
 def add_user(body: NewUser, call: Call) -> Response:
-    call.may(Permission.USERS)
+    call.everywhere(Permission.USERS)
     user = call.backend.add_user(body.username, body.password, body.role, stores=body.stores)
     return ok(wire.user_json(user), 201)
 
@@ -747,7 +759,7 @@ def add_user(body: NewUser, call: Call) -> Response:
 @router.get("/users/{username}", tags=["users"], summary="One user")
 def get_user(username: str, call: Call) -> Response:
     if values.username(username) != call.user.username:
-        call.may(Permission.USERS)
+        call.everywhere(Permission.USERS)
     return ok(wire.user_json(call.backend.get_user(username)))
 
 
@@ -755,7 +767,7 @@ def get_user(username: str, call: Call) -> Response:
 def update_user(username: str, body: UserChange, call: Call) -> Response:
     own = values.username(username) == call.user.username
     if not (own and body.role is None and body.stores is None and body.disabled is None):
-        call.may(Permission.USERS)  # anyone may change their own password, no more
+        call.everywhere(Permission.USERS)  # anyone may change their own password, no more
     user = call.backend.update_user(
         username,
         password=body.password,
@@ -768,7 +780,7 @@ def update_user(username: str, body: UserChange, call: Call) -> Response:
 
 @router.delete("/users/{username}", tags=["users"], summary="Remove a user and its tokens")
 def remove_user(username: str, call: Call) -> Response:
-    call.may(Permission.USERS)
+    call.everywhere(Permission.USERS)
     call.backend.remove_user(username)
     return Response(status_code=204)
 
@@ -776,8 +788,8 @@ def remove_user(username: str, call: Call) -> Response:
 @router.get("/tokens", tags=["users"], summary="Tokens (never their secrets)")
 def tokens(call: Call, username: str | None = None) -> Response:
     if username is not None and values.username(username) != call.user.username:
-        call.may(Permission.USERS)
-    if username is None and call.user.role != "admin":
+        call.everywhere(Permission.USERS)
+    if username is None and not call.manages_users:
         username = call.user.username
     return ok([wire.token_json(t) for t in call.backend.tokens(username)])
 
@@ -786,7 +798,7 @@ def tokens(call: Call, username: str | None = None) -> Response:
 def create_token(body: NewToken, call: Call) -> Response:
     owner = values.username(body.username) if body.username else call.user.username
     if owner != call.user.username:
-        call.may(Permission.USERS)
+        call.everywhere(Permission.USERS)
     if body.expires_at is not None:
         until: datetime | None = values.moment(body.expires_at, field="expires_at")
     else:
@@ -798,7 +810,7 @@ def create_token(body: NewToken, call: Call) -> Response:
 @router.delete("/tokens/{token_id}", tags=["users"], summary="Revoke a token")
 def revoke_token(token_id: str, call: Call) -> Response:
     number = values.integer(token_id, field="token_id", minimum=1, maximum=2**63 - 1)
-    if call.user.role != "admin":
+    if not call.manages_users:
         own = {t.id for t in call.backend.tokens(call.user.username)}
         if number not in own:
             raise NotFound(f"no token {number} of user {call.user.username!r}")
@@ -810,13 +822,13 @@ def revoke_token(token_id: str, call: Call) -> Response:
 
 @router.post("/init", tags=["operations"], summary="Create the storage (inv init)")
 def init(call: Call, record: bool = True) -> Response:
-    call.may(Permission.OPERATE)
+    call.everywhere(Permission.OPERATE)
     return ok({"created": call.backend.init(record=record)})
 
 
 @router.post("/db/upgrade", tags=["operations"], summary="Migrate the schema (inv db upgrade)")
 def upgrade(call: Call) -> Response:
-    call.may(Permission.OPERATE)
+    call.everywhere(Permission.OPERATE)
     before, after = call.backend.upgrade()
     return ok({"before": before, "after": after})
 
@@ -831,20 +843,20 @@ def audit_verify(call: Call) -> Response:
 
 @router.post("/audit/prune", tags=["operations"], summary="Drop months of old history")
 def audit_prune(body: Prune, call: Call) -> Response:
-    call.may(Permission.OPERATE)
+    call.everywhere(Permission.OPERATE)
     when = values.moment(body.older_than, field="older_than")
     return ok({"dropped": call.backend.prune_audit(when)})
 
 
 @router.get("/snapshot", tags=["operations"], summary="Everything, for inv migrate")
 def snapshot(call: Call) -> Response:
-    call.may(Permission.OPERATE)
+    call.everywhere(Permission.OPERATE)
     return ok(wire.snapshot_json(call.backend.export_state()))
 
 
 @router.post("/snapshot", tags=["operations"], summary="Add a snapshot (inv migrate)")
 def load_snapshot(body: dict[str, Any], call: Call) -> Response:
-    call.may(Permission.OPERATE)
+    call.everywhere(Permission.OPERATE)
     try:
         state = wire.snapshot_from_json(body)
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
