@@ -136,7 +136,7 @@ class Perimeter:
                         return
             await self.app(scope, _limited(receive), send_wrapped)
         finally:
-            route = scope.get("route")
+            route = scope.get("route") or _route(self.app, scope)
             template = getattr(route, "path", None) or ("-" if path not in OPEN_PATHS else path)
             elapsed = time.perf_counter() - started
             server.metrics.observe(scope["method"], template, state["status"], elapsed)
@@ -176,6 +176,35 @@ class Perimeter:
         else:
             decision = limits.check("anonymous", client)
         return identity, decision
+
+
+def _route(app: Any, scope: Scope) -> Any:
+    """The route a request refused here (403, 413, 429) would have reached, so that its
+    log line and metrics name the route as those of the requests served do."""
+    if scope.get("path") in OPEN_PATHS:
+        return None
+    from starlette.routing import Match
+
+    probe = dict(scope)  # matching may note things in the scope: not in the request's
+    for route in _leaves(getattr(app, "routes", ())):
+        try:
+            match, _ = route.matches(probe)
+        except Exception:  # a path a convertor refuses: no route
+            continue
+        if match == Match.FULL:
+            return route
+    return None
+
+
+def _leaves(routes: Any) -> Any:
+    """The routes, those of included routers among them (FastAPI keeps an included
+    router as one route whose `original_router` holds its own)."""
+    for route in routes:
+        inner = getattr(route, "original_router", None)
+        if inner is not None:
+            yield from _leaves(inner.routes)
+        else:
+            yield route
 
 
 def _allowed(client: str, networks: list[Any]) -> bool:
