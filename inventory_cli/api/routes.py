@@ -37,6 +37,29 @@ from backends.auth import Permission, User, authorize, can, expiry, unrestricted
 
 from ..files import export_records, read_rows, write_rows
 from ..formats import FileFormat
+from .schemas import (
+    Audit,
+    BatchOut,
+    Created,
+    Dropped,
+    EditedOut,
+    IssuedTokenOut,
+    ItemOut,
+    LoginOut,
+    MovementOut,
+    MovementsOut,
+    ProductOut,
+    SnapshotLoaded,
+    SnapshotOut,
+    StockLevel,
+    StoreOut,
+    SummaryOut,
+    TokenOut,
+    TransferOut,
+    Upgraded,
+    UserOut,
+    ValueOut,
+)
 
 __all__ = ["router"]
 
@@ -248,7 +271,12 @@ class Prune(Body):
 # -- who am I, logging in -------------------------------------------------------------
 
 
-@router.post("/auth/login", tags=["auth"], summary="Trade a user name and password for a token")
+@router.post(
+    "/auth/login",
+    tags=["auth"],
+    summary="Trade a user name and password for a token",
+    response_model=LoginOut,
+)
 def login(body: Login, request: Request) -> Response:
     backend: Backend = request.app.state.server.backend
     user = backend.login(body.username, body.password)
@@ -265,7 +293,9 @@ def login(body: Login, request: Request) -> Response:
     )
 
 
-@router.get("/auth/me", tags=["auth"], summary="The user the token acts for")
+@router.get(
+    "/auth/me", tags=["auth"], summary="The user the token acts for", response_model=UserOut
+)
 def me(call: Call) -> Response:
     return ok(wire.user_json(call.user))
 
@@ -273,7 +303,12 @@ def me(call: Call) -> Response:
 # -- catalog --------------------------------------------------------------------------
 
 
-@router.get("/products", tags=["products"], summary="The catalog, with stock per store")
+@router.get(
+    "/products",
+    tags=["products"],
+    summary="The catalog, with stock per store",
+    response_model=list[ProductOut],
+)
 def products(
     call: Call,
     search: str | None = None,
@@ -302,7 +337,13 @@ def _product(item: Item) -> Product:
     )
 
 
-@router.post("/products", tags=["products"], status_code=201, summary="Add a product")
+@router.post(
+    "/products",
+    tags=["products"],
+    status_code=201,
+    summary="Add a product",
+    response_model=ProductOut,
+)
 def add_product(body: NewProduct, call: Call, key: Key = None) -> Response:
     call.may(Permission.CATALOG, code(body.store))
     product = call.backend.add_product(
@@ -324,13 +365,23 @@ def _shown(call: Caller, product: dict[str, Any]) -> dict[str, Any]:
     return product
 
 
-@router.get("/products/{sku:text}", tags=["products"], summary="One product and its stock")
+@router.get(
+    "/products/{sku:text}",
+    tags=["products"],
+    summary="One product and its stock",
+    response_model=ProductOut,
+)
 def get_product(sku: str, call: Call) -> Response:
     call.may(Permission.READ)
     return ok(_shown(call, wire.product_json(call.backend.get(sku))))
 
 
-@router.patch("/products/{sku:text}", tags=["products"], summary="Change catalog fields")
+@router.patch(
+    "/products/{sku:text}",
+    tags=["products"],
+    summary="Change catalog fields",
+    response_model=EditedOut,
+)
 def edit_product(sku: str, body: ProductChange, call: Call, key: Key = None) -> Response:
     call.may(Permission.CATALOG)
     edited = call.backend.edit_product(
@@ -351,6 +402,7 @@ def edit_product(sku: str, body: ProductChange, call: Call, key: Key = None) -> 
     "/products/{sku:text}",
     tags=["products"],
     summary="Remove a product from one store, or from the catalog",
+    response_model=MovementsOut,
 )
 def remove_product(
     sku: str, call: Call, store: str | None = None, force: bool = False, key: Key = None
@@ -373,13 +425,20 @@ def _movements(entries: list[Any]) -> Response:
 # -- stores ---------------------------------------------------------------------------
 
 
-@router.get("/stores", tags=["stores"], summary="Every store the caller may see")
+@router.get(
+    "/stores",
+    tags=["stores"],
+    summary="Every store the caller may see",
+    response_model=list[StoreOut],
+)
 def stores(call: Call) -> Response:
     call.may(Permission.READ)
     return ok([wire.store_json(s) for s in call.backend.stores() if call.sees(s.code)])
 
 
-@router.post("/stores", tags=["stores"], status_code=201, summary="Add a store")
+@router.post(
+    "/stores", tags=["stores"], status_code=201, summary="Add a store", response_model=StoreOut
+)
 def add_store(body: NewStore, call: Call, key: Key = None) -> Response:
     call.may(Permission.STORES)
     call.may(Permission.STORES, code(body.code, "code"))  # a limited user: its stores only
@@ -387,7 +446,9 @@ def add_store(body: NewStore, call: Call, key: Key = None) -> Response:
     return ok(wire.store_json(store), 201, replayed=store.replayed)
 
 
-@router.delete("/stores/{store}", tags=["stores"], summary="Remove a store")
+@router.delete(
+    "/stores/{store}", tags=["stores"], summary="Remove a store", response_model=MovementsOut
+)
 def remove_store(store: str, call: Call, force: bool = False, key: Key = None) -> Response:
     call.may(Permission.STORES)
     call.may(Permission.STORES, code(store))
@@ -461,12 +522,22 @@ def list_query(
 Filters = Annotated[ListQuery, Depends(list_query)]
 
 
-@router.get("/inventory", tags=["stock"], summary="Stock rows at every store (inv list)")
+@router.get(
+    "/inventory",
+    tags=["stock"],
+    summary="Stock rows at every store (inv list)",
+    response_model=list[ItemOut],
+)
 def inventory(call: Call, filters: Filters, store: str | None = None) -> Response:
     return ok([wire.item_json(i) for i in _items(call, store=store, **filters)])
 
 
-@router.get("/stores/{store}/inventory", tags=["stock"], summary="One store's stock")
+@router.get(
+    "/stores/{store}/inventory",
+    tags=["stock"],
+    summary="One store's stock",
+    response_model=list[ItemOut],
+)
 def store_inventory(store: str, call: Call, filters: Filters) -> Response:
     return ok([wire.item_json(i) for i in _items(call, store=store, **filters)])
 
@@ -475,6 +546,7 @@ def store_inventory(store: str, call: Call, filters: Filters) -> Response:
     "/stores/{store}/inventory/{sku:text}",
     tags=["stock"],
     summary="One stock level, with its ETag",
+    response_model=StockLevel,
 )
 def stock_level(store: str, sku: str, call: Call) -> Response:
     call.may(Permission.READ, code(store))
@@ -488,6 +560,7 @@ def stock_level(store: str, sku: str, call: Call) -> Response:
     tags=["stock"],
     status_code=201,
     summary="Change or count the stock (If-Match: compare-and-set)",
+    response_model=MovementOut,
 )
 def move_stock(
     store: str,
@@ -523,7 +596,13 @@ def move_stock(
     return ok(wire.movement_json(entry), 201, replayed=entry.replayed, etag=tag)
 
 
-@router.post("/transfers", tags=["stock"], status_code=201, summary="Move stock between stores")
+@router.post(
+    "/transfers",
+    tags=["stock"],
+    status_code=201,
+    summary="Move stock between stores",
+    response_model=TransferOut,
+)
 def transfer(body: Transfer, call: Call, key: Key = None) -> Response:
     call.may(Permission.TRANSFER, code(body.from_store, "from"))
     out, into = call.backend.transfer(
@@ -550,7 +629,9 @@ def _check_rows_stores(call: Caller, stores: set[str]) -> None:
         call.may(Permission.CATALOG, store)
 
 
-@router.post("/batches", tags=["imports"], summary="Apply parsed rows as one unit")
+@router.post(
+    "/batches", tags=["imports"], summary="Apply parsed rows as one unit", response_model=BatchOut
+)
 def batch(body: Batch, call: Call, key: Key = None) -> Response:
     rows = []
     for data in body.rows:
@@ -593,6 +674,7 @@ def _row_store(store: Any, default: str) -> str:
             },
         }
     },
+    response_model=BatchOut,
 )
 async def import_file(
     request: Request,
@@ -606,6 +688,10 @@ async def import_file(
     from starlette.concurrency import run_in_threadpool
 
     data = await request.body()
+    if not data:
+        raise ValidationError(
+            "body: empty; send the file (CSV with a header row, or JSON Lines)", field="body"
+        )
     given = format or (
         FileFormat.jsonl
         if "ndjson" in request.headers.get("content-type", "")
@@ -642,7 +728,21 @@ def _import(
     return ok(data_out, replayed=result.replayed)
 
 
-@router.get("/export", tags=["imports"], summary="The catalog and stock, as `inv export`")
+@router.get(
+    "/export",
+    tags=["imports"],
+    summary="The catalog and stock, as `inv export`",
+    response_class=StreamingResponse,
+    responses={
+        200: {
+            "description": "The file, streamed",
+            "content": {
+                "text/csv": {"schema": {"type": "string"}},
+                "application/x-ndjson": {"schema": {"type": "string"}},
+            },
+        }
+    },
+)
 def export(
     call: Call, format: FileFormat = FileFormat.csv, store: str | None = None
 ) -> StreamingResponse:
@@ -681,7 +781,12 @@ def _write_more(records: list[dict[str, Any]], out: io.StringIO, fmt: FileFormat
 # -- history and reports --------------------------------------------------------------
 
 
-@router.get("/history", tags=["reports"], summary="Audit entries, newest first")
+@router.get(
+    "/history",
+    tags=["reports"],
+    summary="Audit entries, newest first",
+    response_model=list[MovementOut],
+)
 def history(
     call: Call,
     sku: str | None = None,
@@ -710,19 +815,34 @@ def _report_store(call: Caller, store: str | None) -> str | None:
     return store
 
 
-@router.get("/reports/value", tags=["reports"], summary="Stock value per store")
+@router.get(
+    "/reports/value",
+    tags=["reports"],
+    summary="Stock value per store",
+    response_model=list[ValueOut],
+)
 def report_value(call: Call, store: str | None = None) -> Response:
     rows = call.backend.report_value(store=_report_store(call, store))
     return ok([wire.value_json(r) for r in rows if call.sees(r.store)])
 
 
-@router.get("/reports/low-stock", tags=["reports"], summary="Rows at or below their level")
+@router.get(
+    "/reports/low-stock",
+    tags=["reports"],
+    summary="Rows at or below their level",
+    response_model=list[ItemOut],
+)
 def report_low_stock(call: Call, store: str | None = None) -> Response:
     rows = call.backend.report_low_stock(store=_report_store(call, store))
     return ok([wire.item_json(r) for r in rows if call.sees(r.store)])
 
 
-@router.get("/reports/movements", tags=["reports"], summary="Movements per store and SKU")
+@router.get(
+    "/reports/movements",
+    tags=["reports"],
+    summary="Movements per store and SKU",
+    response_model=list[SummaryOut],
+)
 def report_movements(
     call: Call, store: str | None = None, since: str | None = None, until: str | None = None
 ) -> Response:
@@ -734,7 +854,12 @@ def report_movements(
     return ok([wire.summary_json(r) for r in rows if call.sees(r.store)])
 
 
-@router.get("/status", tags=["operations"], summary="Health of every service (inv status)")
+@router.get(
+    "/status",
+    tags=["operations"],
+    summary="Health of every service (inv status)",
+    response_model=dict[str, Any],
+)
 def status(call: Call) -> Response:
     call.may(Permission.REPORT)
     return ok(call.backend.status())
@@ -743,27 +868,29 @@ def status(call: Call) -> Response:
 # -- users and tokens -----------------------------------------------------------------
 
 
-@router.get("/users", tags=["users"], summary="Every user")
+@router.get("/users", tags=["users"], summary="Every user", response_model=list[UserOut])
 def users(call: Call) -> Response:
     call.everywhere(Permission.USERS)
     return ok([wire.user_json(u) for u in call.backend.users()])
 
 
-@router.post("/users", tags=["users"], status_code=201, summary="Add a user")
+@router.post(
+    "/users", tags=["users"], status_code=201, summary="Add a user", response_model=UserOut
+)
 def add_user(body: NewUser, call: Call) -> Response:
     call.everywhere(Permission.USERS)
     user = call.backend.add_user(body.username, body.password, body.role, stores=body.stores)
     return ok(wire.user_json(user), 201)
 
 
-@router.get("/users/{username}", tags=["users"], summary="One user")
+@router.get("/users/{username}", tags=["users"], summary="One user", response_model=UserOut)
 def get_user(username: str, call: Call) -> Response:
     if values.username(username) != call.user.username:
         call.everywhere(Permission.USERS)
     return ok(wire.user_json(call.backend.get_user(username)))
 
 
-@router.patch("/users/{username}", tags=["users"], summary="Change a user")
+@router.patch("/users/{username}", tags=["users"], summary="Change a user", response_model=UserOut)
 def update_user(username: str, body: UserChange, call: Call) -> Response:
     own = values.username(username) == call.user.username
     if not (own and body.role is None and body.stores is None and body.disabled is None):
@@ -778,14 +905,22 @@ def update_user(username: str, body: UserChange, call: Call) -> Response:
     return ok(wire.user_json(user))
 
 
-@router.delete("/users/{username}", tags=["users"], summary="Remove a user and its tokens")
+@router.delete(
+    "/users/{username}",
+    tags=["users"],
+    status_code=204,
+    summary="Remove a user and its tokens",
+    response_class=Response,
+)
 def remove_user(username: str, call: Call) -> Response:
     call.everywhere(Permission.USERS)
     call.backend.remove_user(username)
     return Response(status_code=204)
 
 
-@router.get("/tokens", tags=["users"], summary="Tokens (never their secrets)")
+@router.get(
+    "/tokens", tags=["users"], summary="Tokens (never their secrets)", response_model=list[TokenOut]
+)
 def tokens(call: Call, username: str | None = None) -> Response:
     if username is not None and values.username(username) != call.user.username:
         call.everywhere(Permission.USERS)
@@ -794,7 +929,13 @@ def tokens(call: Call, username: str | None = None) -> Response:
     return ok([wire.token_json(t) for t in call.backend.tokens(username)])
 
 
-@router.post("/tokens", tags=["users"], status_code=201, summary="Make a token (shown once)")
+@router.post(
+    "/tokens",
+    tags=["users"],
+    status_code=201,
+    summary="Make a token (shown once)",
+    response_model=IssuedTokenOut,
+)
 def create_token(body: NewToken, call: Call) -> Response:
     owner = values.username(body.username) if body.username else call.user.username
     if owner != call.user.username:
@@ -807,7 +948,9 @@ def create_token(body: NewToken, call: Call) -> Response:
     return ok({"token": issued.secret, **wire.token_json(issued.token)}, 201)
 
 
-@router.delete("/tokens/{token_id}", tags=["users"], summary="Revoke a token")
+@router.delete(
+    "/tokens/{token_id}", tags=["users"], summary="Revoke a token", response_model=TokenOut
+)
 def revoke_token(token_id: str, call: Call) -> Response:
     number = values.integer(token_id, field="token_id", minimum=1, maximum=2**63 - 1)
     if not call.manages_users:
@@ -820,20 +963,32 @@ def revoke_token(token_id: str, call: Call) -> Response:
 # -- operations (admin) ---------------------------------------------------------------
 
 
-@router.post("/init", tags=["operations"], summary="Create the storage (inv init)")
+@router.post(
+    "/init", tags=["operations"], summary="Create the storage (inv init)", response_model=Created
+)
 def init(call: Call, record: bool = True) -> Response:
     call.everywhere(Permission.OPERATE)
     return ok({"created": call.backend.init(record=record)})
 
 
-@router.post("/db/upgrade", tags=["operations"], summary="Migrate the schema (inv db upgrade)")
+@router.post(
+    "/db/upgrade",
+    tags=["operations"],
+    summary="Migrate the schema (inv db upgrade)",
+    response_model=Upgraded,
+)
 def upgrade(call: Call) -> Response:
     call.everywhere(Permission.OPERATE)
     before, after = call.backend.upgrade()
     return ok({"before": before, "after": after})
 
 
-@router.post("/audit/verify", tags=["operations"], summary="Check stock against history")
+@router.post(
+    "/audit/verify",
+    tags=["operations"],
+    summary="Check stock against history",
+    response_model=Audit,
+)
 def audit_verify(call: Call) -> Response:
     call.may(Permission.REPORT)
     unrestricted(call.user, Permission.REPORT)
@@ -841,20 +996,35 @@ def audit_verify(call: Call) -> Response:
     return ok({"checked": checked, "problems": problems})
 
 
-@router.post("/audit/prune", tags=["operations"], summary="Drop months of old history")
+@router.post(
+    "/audit/prune",
+    tags=["operations"],
+    summary="Drop months of old history",
+    response_model=Dropped,
+)
 def audit_prune(body: Prune, call: Call) -> Response:
     call.everywhere(Permission.OPERATE)
     when = values.moment(body.older_than, field="older_than")
     return ok({"dropped": call.backend.prune_audit(when)})
 
 
-@router.get("/snapshot", tags=["operations"], summary="Everything, for inv migrate")
+@router.get(
+    "/snapshot",
+    tags=["operations"],
+    summary="Everything, for inv migrate",
+    response_model=SnapshotOut,
+)
 def snapshot(call: Call) -> Response:
     call.everywhere(Permission.OPERATE)
     return ok(wire.snapshot_json(call.backend.export_state()))
 
 
-@router.post("/snapshot", tags=["operations"], summary="Add a snapshot (inv migrate)")
+@router.post(
+    "/snapshot",
+    tags=["operations"],
+    summary="Add a snapshot (inv migrate)",
+    response_model=SnapshotLoaded,
+)
 def load_snapshot(body: dict[str, Any], call: Call) -> Response:
     call.everywhere(Permission.OPERATE)
     try:

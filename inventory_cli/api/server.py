@@ -18,6 +18,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import RedirectResponse, Response
+from starlette.types import Scope
 
 from backends import Backend, InventoryError, get_backend_class
 from backends.settings import Settings, secret
@@ -27,6 +28,7 @@ from .metrics import Metrics
 from .perimeter import BodyTooLarge, Perimeter, parse_networks
 from .problems import MEDIA_TYPE, PROBLEM_SCHEMA, error_response, problem
 from .routes import router
+from .schemas import Health, Ready
 
 __all__ = ["Server", "create_app", "serve"]
 
@@ -131,7 +133,21 @@ def create_app(settings: Settings, backend: Backend | None = None) -> FastAPI:
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
         detail = exc.detail if isinstance(exc.detail, str) else "error"
-        return problem(exc.status_code, detail, detail, headers=dict(exc.headers or {}))
+        headers = dict(exc.headers or {})
+        if exc.status_code == 400:
+            # FastAPI's answer to a body it cannot even decode (not UTF-8): a bad value,
+            # as any other body that is not JSON.
+            return problem(
+                422,
+                "Bad value",
+                "body: is not JSON text (UTF-8)",
+                kind="https://inv.invalid/problems/validation",
+                field="body",
+            )
+        if exc.status_code == 405:
+            # Every method the path has, not only those of the first route that matched.
+            headers["Allow"] = ", ".join(_methods(app, request.scope)) or headers.get("Allow", "")
+        return problem(exc.status_code, detail, detail, headers=headers)
 
     @app.exception_handler(BodyTooLarge)
     async def too_large(request: Request, exc: BodyTooLarge) -> Response:
@@ -142,11 +158,21 @@ def create_app(settings: Settings, backend: Backend | None = None) -> FastAPI:
         log.exception("unexpected error on %s %s", request.method, request.url.path)
         return problem(500, "Internal error", "the server failed; the log has the details")
 
-    @app.get("/healthz", tags=["health"], summary="Liveness: the process answers")
+    @app.get(
+        "/healthz",
+        tags=["health"],
+        summary="Liveness: the process answers",
+        response_model=Health,
+    )
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/readyz", tags=["health"], summary="Readiness: the backend's status")
+    @app.get(
+        "/readyz",
+        tags=["health"],
+        summary="Readiness: the backend's status",
+        response_model=Ready,
+    )
     def readyz() -> Response:
         import json
 
@@ -178,6 +204,23 @@ def create_app(settings: Settings, backend: Backend | None = None) -> FastAPI:
             include_in_schema=False,
         )
     return Perimeter(app, server)  # type: ignore[return-value]
+
+
+def _methods(app: FastAPI, scope: Scope) -> list[str]:
+    """The methods of the resource a path names: those of every route whose template
+    matches it, the most specific template only (a SKU may hold `/`, so
+    `.../inventory/{sku}` matches `.../inventory/H1/movements` too, less literally)."""
+    import re
+
+    from starlette.routing import Match
+
+    found: dict[int, set[str]] = {}
+    for route in [*app.routes, *router.routes]:
+        methods = getattr(route, "methods", None)
+        if methods and route.matches(scope)[0] != Match.NONE:
+            literal = len(re.sub(r"{[^}]*}", "", getattr(route, "path", "")))
+            found.setdefault(literal, set()).update(methods)
+    return sorted(found[max(found)]) if found else []
 
 
 def _redirect(target: str) -> Any:
