@@ -23,9 +23,10 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from functools import cache
@@ -42,6 +43,8 @@ __all__ = [
     "TOKEN_PREFIX",
     "IssuedToken",
     "Permission",
+    "StoredToken",
+    "StoredUser",
     "Token",
     "User",
     "authorize",
@@ -50,6 +53,8 @@ __all__ = [
     "hash_password",
     "new_token",
     "role",
+    "stored_token",
+    "stored_user",
     "token_digest",
     "verify_password",
     "visible",
@@ -111,6 +116,52 @@ class Token:
 
 
 @dataclass(frozen=True, slots=True)
+class StoredUser:
+    """A user as stored, its password hash included: what `inv migrate` carries
+    (`Snapshot.users`, from `export_state` to `import_state`) so every password keeps
+    working.  Never returned by a normal read (those return `User`); the hash stays out
+    of its repr."""
+
+    username: str
+    password_hash: str = field(repr=False)
+    role: str
+    stores: tuple[str, ...] | None
+    disabled: bool
+    created_at: datetime
+
+    @property
+    def user(self) -> User:
+        return User(self.username, self.role, self.stores, self.disabled, self.created_at)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredToken:
+    """An API token as stored, its digest included (there is no secret to carry: only
+    the digest was ever kept): what `inv migrate` carries (`Snapshot.tokens`) so every
+    terminal's token keeps working.  Never returned by a normal read (those return
+    `Token`); the digest stays out of its repr."""
+
+    id: int
+    username: str
+    digest: str = field(repr=False)
+    name: str | None
+    created_at: datetime
+    expires_at: datetime | None = None
+    last_used_at: datetime | None = None
+
+    @property
+    def token(self) -> Token:
+        return Token(
+            self.id,
+            self.username,
+            self.name,
+            self.created_at,
+            self.expires_at,
+            self.last_used_at,
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class IssuedToken:
     """A token just made: `secret` is shown once and never stored."""
 
@@ -139,6 +190,63 @@ def token_name(value: object | None) -> str | None:
     if value is None or (isinstance(value, str) and not value.strip()):
         return None
     return values.text(value, field="name", max_length=100)
+
+
+def _aware(value: object, field: str) -> datetime:
+    if not isinstance(value, datetime) or value.tzinfo is None:
+        raise ValidationError(f"{field}: {value!r} is not a time with its zone", field=field)
+    return value
+
+
+_ARGON2 = re.compile(r"\$argon2(id|i|d)\$[ -~]{1,500}")
+_DIGEST = re.compile(r"[0-9a-f]{64}")
+
+
+def stored_user(given: StoredUser) -> StoredUser:
+    """A user brought by `import_state`, checked by the grammar `add_user` writes (the
+    name lower-cased, the stores sorted) and with an Argon2 hash; `ValidationError`
+    otherwise.  The hash is kept verbatim."""
+    name = values.username(given.username, field="users.username")
+    where = f"users.{name}"
+    if not isinstance(given.password_hash, str) or not _ARGON2.fullmatch(given.password_hash):
+        raise ValidationError(f"{where}: password_hash is not an Argon2 hash", field=where)
+    if not isinstance(given.disabled, bool):
+        raise ValidationError(f"{where}: disabled is not true or false", field=where)
+    return StoredUser(
+        username=name,
+        password_hash=given.password_hash,
+        role=role(given.role, field=f"{where}.role"),
+        stores=user_stores(given.stores),
+        disabled=given.disabled,
+        created_at=_aware(given.created_at, f"{where}.created_at"),
+    )
+
+
+def stored_token(given: StoredToken) -> StoredToken:
+    """A token brought by `import_state`, checked as `create_token` writes it: a positive
+    id, its user's name, a SHA-256 hex digest; `ValidationError` otherwise.  The digest
+    is kept verbatim."""
+    number = values.integer(given.id, field="tokens.id", minimum=1, maximum=2**53 - 1)
+    where = f"tokens.{number}"
+    if not isinstance(given.digest, str) or not _DIGEST.fullmatch(given.digest):
+        raise ValidationError(f"{where}: digest is not a SHA-256 hex digest", field=where)
+    return StoredToken(
+        id=number,
+        username=values.username(given.username, field=f"{where}.username"),
+        digest=given.digest,
+        name=token_name(given.name),
+        created_at=_aware(given.created_at, f"{where}.created_at"),
+        expires_at=(
+            _aware(given.expires_at, f"{where}.expires_at")
+            if given.expires_at is not None
+            else None
+        ),
+        last_used_at=(
+            _aware(given.last_used_at, f"{where}.last_used_at")
+            if given.last_used_at is not None
+            else None
+        ),
+    )
 
 
 # -- what a role may do ---------------------------------------------------------------

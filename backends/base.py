@@ -453,14 +453,18 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def export_state(self) -> Snapshot:
         """Everything, for `inv migrate`: stores, catalog with stock, history oldest first,
-        and the idempotency keys with their fingerprints and first results."""
+        the idempotency keys with their fingerprints and first results, and the users and
+        API tokens as stored (`StoredUser`, `StoredToken`: hashes and digests, which no
+        other read returns)."""
 
     @abc.abstractmethod
     def import_state(self, snapshot: Snapshot, *, progress: Progress | None = None) -> None:
         """Add `snapshot` to this backend in one unit, for `inv migrate`.
 
-        Stores already here are kept; products and idempotency keys must not be here yet.
-        History entries keep their times, actors and event ids, and their ids too when
-        this backend has no history yet; otherwise they are appended in order with new
-        ids (and the keys' results follow them).
+        Stores already here are kept; products, idempotency keys, users and tokens must
+        not be here yet.  History entries keep their times, actors and event ids, and
+        their ids too when this backend has no history yet; otherwise they are appended
+        in order with new ids (and the keys' results follow them).  Users and tokens keep
+        their password hashes and digests verbatim, so each password and token works
+        here; tokens keep their ids when this backend has no token yet, else get new ones.
         """

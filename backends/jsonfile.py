@@ -331,6 +331,36 @@ def _token(entry: dict[str, Any]) -> Token:
     )
 
 
+def _stored_user(name: str, entry: dict[str, Any]) -> auth.StoredUser:
+    user = _user(name, entry)
+    assert user.created_at is not None
+    return auth.StoredUser(
+        username=name,
+        password_hash=entry["password_hash"],
+        role=user.role,
+        stores=user.stores,
+        disabled=user.disabled,
+        created_at=user.created_at,
+    )
+
+
+def _stored_token(entry: dict[str, Any]) -> auth.StoredToken:
+    token = _token(entry)
+    return auth.StoredToken(
+        id=token.id,
+        username=token.username,
+        digest=entry["digest"],
+        name=token.name,
+        created_at=token.created_at,
+        expires_at=token.expires_at,
+        last_used_at=token.last_used_at,
+    )
+
+
+def _optional_format(at: datetime | None) -> str | None:
+    return format_time(at) if at is not None else None
+
+
 class _FileState(State):
     """The engine's state plus what only this backend keeps: users (name -> entry),
     tokens (id -> entry) and, in `meta`, the next token's id."""
@@ -1297,6 +1327,8 @@ class JsonBackend(Backend):
             products=sorted((_product(e) for e in state.products.values()), key=lambda p: p.sku),
             history=history,
             events=events,
+            users=[_stored_user(name, state.users[name]) for name in sorted(state.users)],
+            tokens=[_stored_token(state.tokens[number]) for number in sorted(state.tokens)],
         )
 
     def import_state(self, snapshot: Snapshot, *, progress: Progress | None = None) -> None:
@@ -1361,6 +1393,57 @@ class JsonBackend(Backend):
             highest = max((n for n in numbers if n is not None), default=0)
             if highest:
                 state.put(state.meta, "next_sku", max(state.meta["next_sku"], highest + 1))
+            self._import_users(state, snapshot)
+
+    @staticmethod
+    def _import_users(state: _FileState, snapshot: Snapshot) -> None:
+        """The snapshot's users and tokens, hashes and digests verbatim (so every password
+        and token works here as it did there).  A user already here is refused; tokens
+        keep their ids when there are none here yet, else are numbered after ours."""
+        users = [auth.stored_user(u) for u in snapshot.users]
+        tokens = sorted((auth.stored_token(t) for t in snapshot.tokens), key=lambda t: t.id)
+        for user in users:
+            if user.username in state.users:
+                raise AlreadyExists(f"user {user.username!r} already exists here")
+            for code in user.stores or ():
+                if code not in state.stores:
+                    raise NotFound(f"no store {code!r} for user {user.username!r}")
+            state.put(
+                state.users,
+                user.username,
+                {
+                    "password_hash": user.password_hash,
+                    "role": user.role,
+                    "stores": list(user.stores) if user.stores is not None else None,
+                    "disabled": user.disabled,
+                    "created_at": format_time(user.created_at),
+                },
+            )
+        keep_ids = not state.tokens
+        digests = {e["digest"] for e in state.tokens.values()}
+        for token in tokens:
+            if token.username not in state.users:
+                raise NotFound(f"no user {token.username!r} for token {token.id}")
+            if token.digest in digests:
+                raise AlreadyExists(f"token {token.id} ({token.username}) is already here")
+            number = token.id if keep_ids else state.meta["next_token"]
+            if number in state.tokens:
+                raise ValidationError(f"tokens: id {number} given twice", field="tokens")
+            digests.add(token.digest)
+            state.put(
+                state.tokens,
+                number,
+                {
+                    "id": number,
+                    "username": token.username,
+                    "digest": token.digest,
+                    "name": token.name,
+                    "created_at": format_time(token.created_at),
+                    "expires_at": _optional_format(token.expires_at),
+                    "last_used_at": _optional_format(token.last_used_at),
+                },
+            )
+            state.put(state.meta, "next_token", max(state.meta["next_token"], number + 1))
 
     # -- reads ----------------------------------------------------------------------
 

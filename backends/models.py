@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
+from .auth import StoredToken, StoredUser
 from .rules import MAIN_STORE
 from .values import MAX_PRICE, MAX_QUANTITY
 
@@ -162,12 +163,15 @@ class AppliedEvent:
 @dataclass(frozen=True, slots=True)
 class Snapshot:
     """A whole inventory, for migrating it: stores, products with stock, history (oldest
-    first, with its ids), and the idempotency keys with their results."""
+    first, with its ids), the idempotency keys with their results, and the users and API
+    tokens as stored (password hashes and token digests, never a secret: there is none)."""
 
     stores: list[Store]
     products: list[Product]
     history: list[Movement]
     events: list[AppliedEvent] = field(default_factory=list)
+    users: list[StoredUser] = field(default_factory=list)
+    tokens: list[StoredToken] = field(default_factory=list)
 
 
 #: An audit entry as a tuple, in `MOVEMENT_FIELDS` order (`Movement.row`).

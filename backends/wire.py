@@ -13,7 +13,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from .auth import Token, User
+from .auth import StoredToken, StoredUser, Token, User
 from .batch import BatchResult, BatchRow
 from .errors import RowProblem
 from .models import (
@@ -45,6 +45,10 @@ __all__ = [
     "snapshot_json",
     "store_from_json",
     "store_json",
+    "stored_token_from_json",
+    "stored_token_json",
+    "stored_user_from_json",
+    "stored_user_json",
     "summary_from_json",
     "summary_json",
     "time_from_json",
@@ -225,12 +229,51 @@ def token_from_json(data: Json) -> Token:
     )
 
 
+def stored_user_json(u: StoredUser) -> Json:
+    return {**user_json(u.user), "password_hash": u.password_hash}
+
+
+def stored_user_from_json(data: Json) -> StoredUser:
+    user = user_from_json(data)
+    if user.created_at is None:
+        raise ValueError("a stored user without created_at")
+    return StoredUser(
+        user.username,
+        data["password_hash"],
+        user.role,
+        user.stores,
+        user.disabled,
+        user.created_at,
+    )
+
+
+def stored_token_json(t: StoredToken) -> Json:
+    return {**token_json(t.token), "digest": t.digest}
+
+
+def stored_token_from_json(data: Json) -> StoredToken:
+    token = token_from_json(data)
+    return StoredToken(
+        token.id,
+        token.username,
+        data["digest"],
+        token.name,
+        token.created_at,
+        token.expires_at,
+        token.last_used_at,
+    )
+
+
 def snapshot_json(s: Snapshot) -> Json:
     return {
         "stores": [store_json(x) for x in s.stores],
         "products": [product_json(p) for p in s.products],
         "history": [movement_json(m) for m in s.history],
         "events": [{**asdict(e), "at": format_time(e.at)} for e in s.events],
+        # Password hashes and token digests (never a secret) travel so logins and tokens
+        # survive `inv migrate`: acceptable as /api/v1/snapshot is admin-only (OPERATE).
+        "users": [stored_user_json(u) for u in s.users],
+        "tokens": [stored_token_json(t) for t in s.tokens],
     }
 
 
@@ -243,4 +286,7 @@ def snapshot_from_json(data: Json) -> Snapshot:
             AppliedEvent(e["event_id"], e["fingerprint"], time_from_json(e["at"]), e["result"])  # type: ignore[arg-type]
             for e in data["events"]
         ],
+        # Absent from a server older than users in snapshots: none.
+        users=[stored_user_from_json(u) for u in data.get("users", [])],
+        tokens=[stored_token_from_json(t) for t in data.get("tokens", [])],
     )

@@ -1271,7 +1271,8 @@ def migrate(
     ] = False,
     quiet: Quiet = False,
 ) -> None:
-    """Copy stores, catalog, stock and history to another backend, and verify them."""
+    """Copy stores, catalog, stock, history, users and API tokens to another backend,
+    and verify them."""
     from backends import get_backend_class
     from backends.migrate import migrate as run_migration
 
@@ -1307,8 +1308,9 @@ def migrate(
     else:
         print(
             f"Copied {report.copied_stores} new stores, {report.copied_products} products, "
-            f"{report.copied_history} history entries and {report.copied_keys} idempotency "
-            f"keys to {where}"
+            f"{report.copied_history} history entries, {report.copied_keys} idempotency "
+            f"keys, {report.copied_users} users and {report.copied_tokens} API tokens "
+            f"to {where}"
         )
     rows = [(key, report.source[key], report.target[key]) for key in report.source]
     rows += [(f"units at {code}", a, b) for code, (a, b) in sorted(report.totals.items())]

@@ -33,6 +33,7 @@ from backends import (
     PermissionDenied,
     Product,
     RefusedError,
+    Snapshot,
     StaleExpect,
     Store,
     StoreValue,
@@ -67,6 +68,17 @@ def new_entries(backend: Backend, before: int) -> list[Movement]:
     entries = backend.history()
     assert len(entries) >= before
     return entries[: len(entries) - before]
+
+
+def not_theirs(state: Snapshot, target: Backend) -> Snapshot:
+    """`state` without the users `target` has already (over HTTP, each server has its own
+    admin `tester`, with a token), as `inv migrate` leaves them out."""
+    theirs = {u.username for u in target.users()}
+    return replace(
+        state,
+        users=[u for u in state.users if u.username not in theirs],
+        tokens=[t for t in state.tokens if t.username not in theirs],
+    )
 
 
 def tick() -> None:
@@ -1828,7 +1840,7 @@ class BackendContract:
         state = backend.export_state()
         target = make_backend()  # it has history of its own (its init): ids follow it
         own = target.export_state().history
-        target.import_state(state)
+        target.import_state(not_theirs(state, target))
         copied = target.export_state()
         assert [replace(m, id=0) for m in copied.history[len(own) :]] == [
             replace(m, id=0) for m in state.history
@@ -1840,6 +1852,35 @@ class BackendContract:
         assert out.replayed and into.replayed
         assert (out.id, into.id) == tuple(m.id for m in copied.history[-2:])
         assert (target.quantity("main", "W-1"), target.quantity("north", "W-1")) == (3, 2)
+
+    def test_import_state_carries_users_and_tokens_as_stored(
+        self, backend: Backend, make_backend: MakeBackend
+    ) -> None:
+        backend.add_store("north")
+        ana = backend.add_user("ana", "correct horse", "clerk", stores=["north"])
+        issued = backend.create_token("ana", name="till-3")
+        state = backend.export_state()
+        [stored] = [u for u in state.users if u.username == "ana"]
+        assert stored.user == ana and stored.password_hash.startswith("$argon2id$")
+        [token] = [t for t in state.tokens if t.username == "ana"]
+        assert token.token == issued.token and token.digest == token_digest(issued.secret)
+        assert token.digest not in repr(state) and stored.password_hash not in repr(state)
+        target = make_backend()  # over HTTP: with a user and a token of its own
+        users, tokens = target.users(), target.tokens()
+        target.import_state(not_theirs(state, target))
+        assert target.users() == sorted([*users, ana], key=lambda u: u.username)
+        [copied] = [t for t in target.tokens() if t.username == "ana"]
+        assert replace(copied, id=0) == replace(issued.token, id=0)
+        assert copied.id == issued.token.id or tokens  # ids kept where there were none
+        assert [t.id for t in target.tokens()] == [*(t.id for t in tokens), copied.id]
+        # The same user again is refused, and nothing is written.
+        with pytest.raises(AlreadyExists):
+            target.import_state(replace(state, stores=[], products=[], history=[], events=[]))
+        assert target.users() == sorted([*users, ana], key=lambda u: u.username)
+        assert [t.id for t in target.tokens()] == [*(t.id for t in tokens), copied.id]
+        # The password and the token work there as they did here.
+        assert target.login("ana", "correct horse") == ana
+        assert target.authenticate(issued.secret) == ana
 
     # -- users and tokens (each password hash costs tens of ms: few users per test) ------
     # A backend may start with a user and a token of its own (over HTTP: whom it acts

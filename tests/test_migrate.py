@@ -1,12 +1,15 @@
 """`inv migrate` carries everything that makes retries safe, and loses nothing: a round trip
-json -> postgres -> json gives back the history entry for entry, and every idempotency
-key with its first result, on real PostgreSQL."""
+json -> postgres -> json gives back the history entry for entry, every idempotency
+key with its first result, and every user and API token (the same passwords and tokens
+work on the target), on real PostgreSQL."""
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
@@ -15,7 +18,16 @@ import pytest
 from pg import admin, drop_database, url_for
 from typer.testing import CliRunner
 
-from backends import BatchRow
+from backends import (
+    AlreadyExists,
+    BatchRow,
+    Conflict,
+    NotFound,
+    Snapshot,
+    Unauthenticated,
+    ValidationError,
+    wire,
+)
 from backends.jsonfile import JsonBackend
 from backends.migrate import migrate
 from backends.postgres import PostgresBackend
@@ -94,6 +106,130 @@ def test_a_round_trip_gives_back_the_history_entry_for_entry_and_every_key(
     database.close()
 
 
+PASSWORD = "correct horse"
+
+
+def staffed_shop(path: Path) -> tuple[JsonBackend, dict[str, str]]:
+    """A busy shop with an admin, a clerk limited to north and disabled, and tokens
+    (one revoked, so the ids have a gap; one used); returns the tokens' secrets."""
+    shop = busy_shop(path)
+    shop.add_user("ana", PASSWORD, "admin")
+    shop.add_user("bob", "battery staple", "clerk", stores=["north"])
+    secrets = {"ana": shop.create_token("ana", name="till-1").secret}
+    shop.revoke_token(shop.create_token("ana").token.id)
+    later = datetime.now(UTC) + timedelta(days=90)
+    secrets["bob"] = shop.create_token("bob", name="till-2", expires_at=later).secret
+    shop.authenticate(secrets["ana"])  # its last use comes along
+    shop.update_user("bob", disabled=True)
+    return shop, secrets
+
+
+def test_users_and_tokens_survive_a_round_trip_json_postgres_json(
+    tmp_path: Path, empty_database: str
+) -> None:
+    shop, secrets = staffed_shop(tmp_path / "inventory.json")
+    original = shop.export_state()
+    assert [t.id for t in original.tokens] == [1, 3]
+    database = PostgresBackend(empty_database, actor="bo", source="migrate")
+    report = migrate(shop, database)
+    assert (report.copied_users, report.copied_tokens) == (2, 2)
+    assert report.source == report.target
+    assert (report.source["users"], report.source["tokens"]) == (2, 2)
+    in_database = database.export_state()
+    assert in_database.users == original.users  # hashes verbatim, roles, stores, flags
+    assert in_database.tokens == original.tokens  # digests, ids, names and times
+    assert migrate(shop, database).nothing_to_do  # the same users and tokens: all there
+
+    # The same password and the same token work on the target.
+    ana = shop.get_user("ana")
+    assert database.login("ana", PASSWORD) == ana
+    assert database.authenticate(secrets["ana"]) == ana
+    bob = database.get_user("bob")
+    assert (bob.role, bob.stores, bob.disabled) == ("clerk", ("north",), True)
+    with pytest.raises(Unauthenticated):  # still disabled
+        database.authenticate(secrets["bob"])
+    database.update_user("bob", disabled=False)
+    assert database.authenticate(secrets["bob"]).stores == ("north",)
+    assert database.create_token("ana").token.id > 3  # after the ids brought
+    with pytest.raises(Conflict, match=r"1 of the same users \(bob\)"):  # changed since
+        migrate(shop, database)
+
+    back = JsonBackend(tmp_path / "back.json", source="migrate")
+    migrate(database, back)
+    returned = back.export_state()
+    assert returned.users == database.export_state().users
+    assert [u.password_hash for u in returned.users] == [u.password_hash for u in original.users]
+    assert [t.id for t in returned.tokens] == [1, 3, 4]
+    assert back.authenticate(secrets["ana"]) == ana
+    assert back.authenticate(secrets["bob"]) == replace(bob, disabled=False)
+    assert back.login("ana", PASSWORD) == ana
+    with pytest.raises(Unauthenticated):
+        back.login("ana", "battery staple")
+    database.close()
+
+
+def test_a_user_name_on_both_sides_refuses_and_writes_nothing(
+    tmp_path: Path, empty_database: str
+) -> None:
+    shop = busy_shop(tmp_path / "inventory.json")
+    shop.add_user("ana", PASSWORD, "clerk")
+    shop.create_token("ana")
+    database = PostgresBackend(empty_database, actor="dba")
+    database.init()
+    database.add_user("ana", "battery staple", "admin")  # someone else's ana
+    before = database.export_state()
+    with pytest.raises(Conflict, match=r"already has 1 of the same users \(ana\)"):
+        migrate(shop, database)
+    assert database.export_state() == before
+    assert database.tokens() == [] and database.list_items() == []
+    database.close()
+
+    # import_state alone refuses too, and the file is left as it was.
+    other = JsonBackend(tmp_path / "other.json")
+    other.init()
+    other.import_state(Snapshot([], [], [], users=shop.export_state().users))
+    path = tmp_path / "other.json"
+    kept = path.read_bytes()
+    with pytest.raises(AlreadyExists, match="user 'ana' already exists"):
+        other.import_state(shop.export_state())
+    assert path.read_bytes() == kept and other.list_items() == []
+
+
+def test_a_snapshot_carries_users_and_tokens_over_the_wire_and_is_checked(
+    tmp_path: Path,
+) -> None:
+    shop = busy_shop(tmp_path / "inventory.json")
+    shop.add_user("ana", PASSWORD, "clerk", stores=["north"])
+    shop.create_token("ana", name="till-1", expires_at=datetime.now(UTC) + timedelta(days=1))
+    state = shop.export_state()
+    sent = json.loads(json.dumps(wire.snapshot_json(state)))
+    assert wire.snapshot_from_json(sent) == state
+    assert sent["users"][0]["password_hash"] == state.users[0].password_hash
+    assert sent["tokens"][0]["digest"] == state.tokens[0].digest
+    older = {k: v for k, v in sent.items() if k not in ("users", "tokens")}
+    assert wire.snapshot_from_json(older) == replace(state, users=[], tokens=[])
+
+    target = JsonBackend(tmp_path / "target.json")
+    target.init()
+    kept = (tmp_path / "target.json").read_bytes()
+    for bad in (
+        replace(state.users[0], password_hash="plain text"),
+        replace(state.users[0], role="owner"),
+        replace(state.users[0], stores=("nowhere",)),
+    ):
+        with pytest.raises((ValidationError, NotFound)):
+            target.import_state(Snapshot([], [], [], users=[bad]))
+    with pytest.raises(ValidationError, match="digest"):
+        target.import_state(
+            Snapshot(
+                [], [], [], users=state.users, tokens=[replace(state.tokens[0], digest="x" * 64)]
+            )
+        )
+    with pytest.raises(NotFound, match="no user 'ana'"):
+        target.import_state(Snapshot(state.stores, [], [], tokens=state.tokens))
+    assert (tmp_path / "target.json").read_bytes() == kept
+
+
 def test_migrating_again_changes_nothing_and_a_reused_key_is_refused(
     tmp_path: Path, empty_database: str
 ) -> None:
@@ -110,7 +246,10 @@ def test_migrating_again_changes_nothing_and_a_reused_key_is_refused(
 
 
 def test_the_cli_prints_what_it_copied_and_checked(tmp_path: Path, empty_database: str) -> None:
-    busy_shop(tmp_path / "inventory.json")
+    shop = busy_shop(tmp_path / "inventory.json")
+    shop.add_user("ana", PASSWORD, "clerk")
+    shop.create_token("ana", name="till-1")
+    shop.create_token("ana", name="till-2")
     result = CliRunner().invoke(
         app,
         ["--file", str(tmp_path / "inventory.json"), "migrate", "--to", "postgres"],
@@ -119,13 +258,15 @@ def test_the_cli_prints_what_it_copied_and_checked(tmp_path: Path, empty_databas
     assert result.exit_code == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[0].startswith(
-        "Copied 2 new stores, 3 products, 12 history entries and 7 idempotency keys to "
-        "postgresql://postgres@127.0.0.1"
+        "Copied 2 new stores, 3 products, 12 history entries, 7 idempotency keys, 1 users "
+        "and 2 API tokens to postgresql://postgres@127.0.0.1"
     )
     table = {line.split()[0] if "units" not in line else line[:14]: line for line in lines[1:]}
     assert table["stores"].split()[1:] == ["3", "3"]
     assert table["history"].split()[1:] == ["12", "12"]
     assert table["keys"].split()[1:] == ["7", "7"]
+    assert table["users"].split()[1:] == ["1", "1"]
+    assert table["tokens"].split()[1:] == ["2", "2"]
     assert [line.split()[-2:] for line in lines if line.startswith("units at north")] == [
         ["4", "4"]
     ]

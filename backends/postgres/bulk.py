@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
-from .. import rules, values
+from .. import auth, rules, values
 from ..base import Progress
 from ..batch import BatchRow
 from ..engine import State
@@ -458,6 +458,130 @@ def import_snapshot(
                 for e in snapshot.events
             ),
         )
+
+    if snapshot.users or snapshot.tokens:
+        _import_users(connection, snapshot)
+
+
+def _import_users(connection: Connection, snapshot: Snapshot) -> None:
+    """The snapshot's users and tokens, hashes and digests verbatim (so every password and
+    token works here as it did there).  A user already here is refused; tokens keep their
+    ids when there are none here yet (the id sequence moves past them), else get new ones."""
+    users = [auth.stored_user(u) for u in snapshot.users]
+    tokens = sorted((auth.stored_token(t) for t in snapshot.tokens), key=lambda t: t.id)
+    if users:
+        names = [u.username for u in users]
+        if len(set(names)) < len(names):
+            raise ValidationError("users: a user name given twice", field="users")
+        clash = (
+            connection.execute(
+                text(
+                    "SELECT username FROM users WHERE username = ANY(CAST(:u AS text[])) "
+                    'ORDER BY username COLLATE "C" LIMIT 5'
+                ),
+                {"u": names},
+            )
+            .scalars()
+            .all()
+        )
+        if clash:
+            raise AlreadyExists(f"users already here: {', '.join(clash)}")
+        codes = sorted({code for u in users for code in u.stores or ()})
+        if codes:
+            # Held (KEY SHARE) until the commit, so none is removed meanwhile.
+            found = set(
+                connection.execute(
+                    text("SELECT code FROM stores WHERE code = ANY(:c) FOR KEY SHARE"),
+                    {"c": codes},
+                ).scalars()
+            )
+            for user in users:
+                for code in user.stores or ():
+                    if code not in found:
+                        raise NotFound(f"no store {code!r} for user {user.username!r}")
+        copy_rows(
+            connection,
+            "users",
+            ("username", "password_hash", "role", "stores", "disabled", "created_at"),
+            (
+                (
+                    u.username,
+                    u.password_hash,
+                    u.role,
+                    list(u.stores) if u.stores is not None else None,
+                    u.disabled,
+                    u.created_at,
+                )
+                for u in users
+            ),
+        )
+    if not tokens:
+        return
+    ids = [t.id for t in tokens]
+    if len(set(ids)) < len(ids):
+        raise ValidationError("tokens: an id given twice", field="tokens")
+    connection.execute(
+        text(
+            "CREATE TEMP TABLE import_tokens (id bigint, username text, token_hash text, "
+            "name text, created_at timestamptz, expires_at timestamptz, "
+            "last_used_at timestamptz) ON COMMIT DROP"
+        )
+    )
+    copy_rows(
+        connection,
+        "import_tokens",
+        ("id", "username", "token_hash", "name", "created_at", "expires_at", "last_used_at"),
+        (
+            (t.id, t.username, t.digest, t.name, t.created_at, t.expires_at, t.last_used_at)
+            for t in tokens
+        ),
+    )
+    orphan = connection.execute(
+        text(
+            "SELECT t.username, t.id FROM import_tokens t LEFT JOIN users u "
+            "ON u.username = t.username WHERE u.id IS NULL ORDER BY t.id LIMIT 1"
+        )
+    ).first()
+    if orphan is not None:
+        raise NotFound(f"no user {orphan.username!r} for token {orphan.id}")
+    clash = (
+        connection.execute(
+            text(
+                "SELECT t.id FROM import_tokens t JOIN api_tokens a "
+                "ON a.token_hash = t.token_hash ORDER BY t.id LIMIT 5"
+            )
+        )
+        .scalars()
+        .all()
+    )
+    if len({t.digest for t in tokens}) < len(tokens) or clash:
+        raise AlreadyExists(
+            f"tokens already here: {', '.join(str(i) for i in clash) or 'the same one twice'}"
+        )
+    keep_ids = connection.execute(text("SELECT NOT EXISTS (SELECT 1 FROM api_tokens)")).scalar()
+    columns = "user_id, token_hash, name, created_at, expires_at, last_used_at"
+    selected = (
+        "u.id, t.token_hash, t.name, t.created_at, t.expires_at, t.last_used_at "
+        "FROM import_tokens t JOIN users u ON u.username = t.username ORDER BY t.id"
+    )
+    if keep_ids:
+        connection.execute(
+            text(
+                f"INSERT INTO api_tokens (id, {columns}) OVERRIDING SYSTEM VALUE "
+                f"SELECT t.id, {selected}"
+            )
+        )
+        # New tokens are numbered after these (and after any this database gave before).
+        connection.execute(
+            text(
+                "SELECT setval(CAST(s AS regclass), greatest(:n, "
+                "pg_sequence_last_value(CAST(s AS regclass)))) "
+                "FROM pg_get_serial_sequence('api_tokens', 'id') AS s"
+            ),
+            {"n": max(ids)},
+        )
+    else:
+        connection.execute(text(f"INSERT INTO api_tokens ({columns}) SELECT {selected}"))
 
 
 def _renumbered(result: dict[str, Any], new_ids: dict[int, int]) -> dict[str, Any]:

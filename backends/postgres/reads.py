@@ -17,6 +17,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
 from .. import values
+from ..auth import StoredToken, StoredUser
 from ..errors import NotFound
 from ..models import (
     MOVEMENT_FIELDS,
@@ -339,4 +340,31 @@ def snapshot(connection: Connection) -> Snapshot:
             )
         )
     ]
-    return Snapshot(all_stores, products, entries, events)
+    users = [
+        StoredUser(
+            r.username,
+            r.password_hash,
+            r.role,
+            tuple(r.stores) if r.stores is not None else None,
+            r.disabled,
+            r.created_at,
+        )
+        for r in connection.execute(
+            text(
+                "SELECT username, password_hash, role, stores, disabled, created_at "
+                'FROM users ORDER BY username COLLATE "C"'
+            )
+        )
+    ]
+    tokens = [
+        StoredToken(
+            r.id, r.username, r.token_hash, r.name, r.created_at, r.expires_at, r.last_used_at
+        )
+        for r in connection.execute(
+            text(
+                "SELECT t.id, u.username, t.token_hash, t.name, t.created_at, t.expires_at, "
+                "t.last_used_at FROM api_tokens t JOIN users u ON u.id = t.user_id ORDER BY t.id"
+            )
+        )
+    ]
+    return Snapshot(all_stores, products, entries, events, users, tokens)

@@ -1015,6 +1015,7 @@ def audit_prune(body: Prune, call: Call) -> Response:
     response_model=SnapshotOut,
 )
 def snapshot(call: Call) -> Response:
+    # Admin-only (OPERATE): it carries password hashes and token digests, for inv migrate.
     call.everywhere(Permission.OPERATE)
     return ok(wire.snapshot_json(call.backend.export_state()))
 
