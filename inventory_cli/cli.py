@@ -1209,20 +1209,22 @@ def worker(
         from .settings import with_changes
 
         settings = with_changes(settings, given)
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        force=True,
-    )
-    logging.getLogger().handlers[0].formatter.converter = time.gmtime  # type: ignore[union-attr]
-    with ExitStack() as stack:
-        metrics = None
-        if metrics_port is not None:  # before connecting: a missing extra is said at once
-            from backends.kafka.metrics import WorkerMetrics
+    metrics = None
+    if metrics_port is not None:  # first: a missing extra or a port in use is said at once
+        from backends.kafka.metrics import WorkerMetrics
 
-            metrics = WorkerMetrics()
-            metrics.serve(metrics_port, metrics_host)
+        metrics = WorkerMetrics()
+        metrics.serve(metrics_port, metrics_host)
+    with ExitStack() as stack:
+        if metrics is not None:
             stack.callback(metrics.close)
+        logging.basicConfig(
+            level=logging.DEBUG if verbose else logging.INFO,
+            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+            force=True,
+        )
+        handler = logging.getLogger().handlers[0]
+        handler.formatter.converter = time.gmtime  # type: ignore[union-attr]
         inv = stack.enter_context(options.open(source="worker", settings=settings))
         if not isinstance(inv, KafkaBackend):
             raise ConfigurationError(

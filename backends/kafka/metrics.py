@@ -9,14 +9,11 @@ own HTTP server, on 127.0.0.1 unless told otherwise.
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 from ..errors import ConfigurationError
 
 __all__ = ["WorkerMetrics"]
-
-log = logging.getLogger("inv.worker")
 
 #: Batches take milliseconds when all is well, seconds while PostgreSQL is slow or away.
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
@@ -98,7 +95,6 @@ class WorkerMetrics:
             ) from None
         bound = self._server.server_address
         self.address = (str(bound[0]), int(bound[1]))
-        log.info("metrics on http://%s:%d/metrics", *self.address)
         return self.address
 
     def close(self) -> None:

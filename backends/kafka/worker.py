@@ -154,6 +154,8 @@ class Worker:
             self.batch_size,
             self.batch_ms,
         )
+        if self.metrics is not None and self.metrics.address is not None:
+            log.info("metrics on http://%s:%d/metrics", *self.metrics.address)
         last_report = last_lag = time.monotonic()
         try:
             while not self.stopping:
