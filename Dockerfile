@@ -1,6 +1,8 @@
 # The `inv` image: the CLI with every backend's client (the `kafka` extra pulls in the
-# postgres one), run as a non-root user.  docker-compose.yml builds it for `inv init`
-# and the workers; `docker run --rm IMAGE list --format json` runs any other command.
+# postgres one) and the HTTP API (`api`: FastAPI, Uvicorn, limits, prometheus-client),
+# run as a non-root user.  Its default command is the API server, `inv serve`, on port
+# 8000 of every interface; docker-compose.yml builds it for `inv init`, the workers and
+# the API; `docker run --rm IMAGE list --format json` runs any other command.
 #
 # Two stages: the first builds the wheel and installs it into a virtualenv, the second
 # copies only that virtualenv onto a fresh slim image (no source tree, no pip cache).
@@ -15,7 +17,7 @@ COPY pyproject.toml README.md ./
 COPY backends/ backends/
 COPY inventory_cli/ inventory_cli/
 RUN python -m venv /opt/inv \
-    && /opt/inv/bin/pip install --no-cache-dir ".[kafka]"
+    && /opt/inv/bin/pip install --no-cache-dir ".[kafka,api]"
 
 FROM python:3.11-slim
 ENV PATH=/opt/inv/bin:$PATH \
@@ -26,4 +28,5 @@ RUN useradd --uid 10001 --user-group --create-home --shell /usr/sbin/nologin inv
 USER inv
 WORKDIR /home/inv
 ENTRYPOINT ["inv"]
-CMD ["--help"]
+EXPOSE 8000
+CMD ["serve", "--host", "0.0.0.0", "--port", "8000"]

@@ -4,7 +4,10 @@ No Docker engine runs here, so both files are parsed and every reference they ma
 checked against the project: each `inv` command and option against the Typer app, each
 `INV_*` variable against `Settings`, each URL against the service and port it names, each
 published port against what its service listens on, each mounted file and COPY source
-against the tree, the extra the image installs against pyproject.toml.
+against the tree, the extra the image installs against pyproject.toml.  The API's
+healthcheck path is asked of the application itself (`create_app` over a JSON file), its
+Python snippet is run against a real server, and the load balancer's configuration is
+read for the replicas it reaches and the address they trust.
 """
 
 from __future__ import annotations
@@ -130,10 +133,15 @@ def _listens_on(name: str) -> set[int]:
     """The container ports a service accepts connections on, from its own configuration."""
     service = SERVICES[name]
     words = _words(service.get("command"))
-    if "build" in service:  # the inv image: only a server (`inv serve --port N`) listens
-        port = _option_value(_inv_words(service), "--port")
-        return {int(port)} if port else set()
+    if "build" in service:  # the inv image: a server (`inv serve --port N`), a worker's metrics
+        inv_words = _inv_words(service)
+        ports = [_option_value(inv_words, option) for option in ("--port", "--metrics-port")]
+        return {int(port) for port in ports if port}
     image = _image_name(service)
+    if image == "nginx":
+        return {
+            int(port) for port in re.findall(r"^\s*listen\s+(?:[\d.]+:)?(\d+)", _nginx(name), re.M)
+        }
     if image == "postgres":
         settings = [w for w in words if w.startswith("port=")]
         return {int(settings[-1].split("=")[1]) if settings else 5432}
@@ -156,6 +164,20 @@ def _host_and_ports(entry: str | dict[str, Any]) -> tuple[str, int]:
 
 def _is_one_shot(name: str) -> bool:
     return str(SERVICES[name].get("restart", "no")) == "no"
+
+
+def _nginx(name: str) -> str:
+    """The configuration an nginx service runs: the file mounted over nginx.conf."""
+    mounted = dict((target, source) for source, target in _mounts(SERVICES[name]))
+    source = mounted.get("/etc/nginx/nginx.conf")
+    assert source, f"{name} mounts no /etc/nginx/nginx.conf"
+    text = _source_path(source).read_text()
+    return re.sub(r"#[^\n]*", "", text)  # comments dropped
+
+
+def _servers() -> list[str]:
+    """The services that run `inv serve`."""
+    return [name for name in BUILT if _inv_words(SERVICES[name])[:1] == ["serve"]]
 
 
 # -- Dockerfile ------------------------------------------------------------------------
@@ -342,6 +364,8 @@ def test_compose_has_the_services_of_the_issue() -> None:
         "init",
         "worker-1",
         "worker-2",
+        "api",
+        "lb",
     }
     workers = [name for name in BUILT if _inv_words(SERVICES[name])[:1] == ["worker"]]
     assert len(workers) >= 2
@@ -529,11 +553,20 @@ def test_the_replica_streams_from_the_primary() -> None:
     assert re.search(r"host replication \$REPLICATION_USER", init), "no pg_hba line"
 
 
+#: Settings only a server reads: the API services may add these to the shared ones.
+API_SETTINGS = {"INV_RATE_LIMIT_ANONYMOUS", "INV_RATE_LIMIT_TOKEN", "INV_ALLOWED_NETWORKS"}
+
+
 def test_every_inv_container_gets_the_same_settings() -> None:
-    envs = {name: _environment(SERVICES[name]) for name in BUILT}
-    first = envs[BUILT[0]]
-    assert all(env == first for env in envs.values()), envs
-    assert first["INV_BACKEND"] == "kafka"
+    shared = _environment(SERVICES["init"])
+    assert shared["INV_BACKEND"] == "kafka"
+    servers = _servers()
+    for name in BUILT:
+        env = _environment(SERVICES[name])
+        # the same database, replicas, Redis, Kafka and group as init and the workers
+        assert {k: env.get(k) for k in shared} == shared, name
+        extra = set(env) - set(shared)
+        assert extra <= (API_SETTINGS if name in servers else set()), (name, extra)
 
 
 INV_VARIABLES = sorted(
@@ -552,11 +585,12 @@ def test_every_inv_variable_is_a_setting(variable: str) -> None:
     assert variable.removeprefix("INV_").lower() in fields, f"{variable} is not a Setting"
 
 
+@pytest.mark.parametrize("name", ["init", "api"])
 def test_the_inv_environment_loads_as_settings(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    name: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     monkeypatch.chdir(tmp_path)  # no ./inv.toml
-    env = _environment(SERVICES["init"])
+    env = _environment(SERVICES[name])
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     dumped = load_settings().model_dump()
@@ -738,15 +772,30 @@ def test_pip_installs_an_extra_of_the_project_and_keeps_no_cache() -> None:
     assert runs, "the Dockerfile installs nothing"
     assert all("--no-cache-dir" in run for run in runs), runs
     extras = _installed_extras()
-    assert "kafka" in extras
+    assert {"kafka", "api"} <= extras
     assert extras <= set(PYPROJECT["project"]["optional-dependencies"]), extras
     assert "dev" not in extras, "the image carries no test tools"
-    # the kafka extra brings every client the compose stack talks to
+    # the kafka extra brings every client the compose stack talks to, api the server
     requirements = " ".join(
         r for e in extras for r in PYPROJECT["project"]["optional-dependencies"][e]
     )
     for client in ("psycopg", "sqlalchemy", "alembic", "confluent-kafka", "redis"):
         assert client in requirements, client
+    for server in ("fastapi", "uvicorn", "limits", "prometheus-client"):
+        assert server in requirements, server
+
+
+def test_the_image_serves_the_api_by_default() -> None:
+    command = _last("CMD")
+    assert command[:1] == ["serve"], command
+    assert _option_value(command, "--host") == "0.0.0.0", "a container must listen beyond lo"
+    exposed = {
+        int(port.split("/")[0])
+        for keyword, args in _final_stage()
+        if keyword == "EXPOSE"
+        for port in args.split()
+    }
+    assert exposed == {int(_option_value(command, "--port") or 8000)}
 
 
 def test_copy_sources_exist() -> None:
@@ -798,3 +847,234 @@ def test_dockerignore_matching_follows_docker() -> None:
     assert _ignored("pkg/sub/a.pyc", ["**/*.pyc"])
     assert _ignored("demo/inventory.json", ["demo"])
     assert not _ignored("demo/keep.txt", ["demo/*", "!demo/keep.txt"])
+
+
+# -- tests: the HTTP API and its load balancer -------------------------------------------
+
+
+def test_the_api_runs_inv_serve_in_replicas() -> None:
+    assert _servers() == ["api"]
+    api = SERVICES["api"]
+    words = _inv_words(api)
+    assert _option_value(words, "--host") == "0.0.0.0", "a container must listen beyond lo"
+    port = int(_option_value(words, "--port") or 0)
+    assert port, "inv serve without --port"
+    # Replicas of one service (docker compose honours deploy.replicas without swarm) ...
+    assert int(api["deploy"]["replicas"]) >= 2
+    # ... which cannot share one host port, nor one container name: the load balancer
+    # publishes, the replicas only expose.
+    assert not api.get("ports"), "replicas cannot all publish one host port; lb publishes"
+    assert "container_name" not in api
+    assert [int(p) for p in api.get("expose") or []] == [port]
+    # one rate-limit budget for every replica: in Redis
+    assert _environment(api)["INV_REDIS_URL"].startswith("redis://")
+    needs = _depends_on(api)
+    assert needs["init"] == "service_completed_successfully"
+    for service in ("postgres", "postgres-replica", "redis", "kafka"):
+        assert needs[service] == "service_healthy", service
+    assert str(api.get("restart")) == "unless-stopped"
+
+
+def _healthcheck_code(name: str) -> str:
+    """The Python a healthcheck runs: `CMD python -c CODE`."""
+    test = SERVICES[name]["healthcheck"]["test"]
+    assert test[:3] == ["CMD", "python", "-c"], test
+    assert len(test) == 4, test
+    return str(test[3])
+
+
+def _seconds(value: str) -> float:
+    units = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}
+    return sum(float(n) * units[u] for n, u in re.findall(r"(\d+(?:\.\d+)?)(ms|s|m|h)", str(value)))
+
+
+@pytest.fixture(scope="module")
+def app_routes(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, set[str]]:
+    """The API application over a JSON file, and the paths of its routes."""
+    from fastapi.routing import APIRoute
+
+    from backends.jsonfile import JsonBackend
+    from inventory_cli.api.server import create_app
+
+    path = tmp_path_factory.mktemp("deploy-api") / "inventory.json"
+    backend = JsonBackend(path=path, actor="setup")
+    backend.init()
+    app = create_app(Settings(backend="json", file=path), backend)
+    inner = app.app  # inside the perimeter
+    paths = {route.path for route in inner.routes if isinstance(route, APIRoute)}
+    return app, paths
+
+
+def test_the_api_healthcheck_asks_readiness_of_the_app(app_routes: tuple[Any, set[str]]) -> None:
+    from fastapi.testclient import TestClient
+
+    app, paths = app_routes
+    code = _healthcheck_code("api")
+    urls = re.findall(r"""urlopen\(\s*['"]([^'"]+)['"]""", code)
+    assert len(urls) == 1, code
+    parts = urlsplit(urls[0])
+    assert parts.hostname == "127.0.0.1", "the healthcheck runs inside the container"
+    assert parts.port in _listens_on("api")
+    assert parts.path == "/readyz", "readiness (the backend answers), not liveness"
+    assert parts.path in paths, f"the app has no route {parts.path}"
+    with TestClient(app) as client:
+        answer = client.get(parts.path)
+    assert answer.status_code == 200 and answer.json()["status"] == "ready", answer.text
+    # urllib waits less than Docker does, so a hung server fails the check, not Docker's
+    timeout = re.search(r"timeout\s*=\s*(\d+(?:\.\d+)?)", code)
+    assert timeout, "urlopen without a timeout"
+    assert float(timeout[1]) < _seconds(SERVICES["api"]["healthcheck"]["timeout"])
+
+
+def test_the_api_healthcheck_code_passes_on_200_and_fails_otherwise() -> None:
+    """The snippet, run as Docker would (python -c), against a real HTTP server."""
+    import http.server
+    import sys
+    import threading
+
+    answers = {"/readyz": 200}
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(answers.get(self.path, 404))
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        port = int(next(iter(_listens_on("api"))))
+        code = _healthcheck_code("api").replace(
+            f"127.0.0.1:{port}/", f"127.0.0.1:{server.server_address[1]}/"
+        )
+
+        def check() -> int:
+            return subprocess.run([sys.executable, "-c", code], capture_output=True).returncode
+
+        assert check() == 0
+        answers["/readyz"] = 503  # a service behind the server is down
+        assert check() != 0
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_the_image_has_the_python_the_healthcheck_runs() -> None:
+    # `python` on the final stage's PATH: the virtualenv the build stage made and copied
+    made = re.search(r"python -m venv (\S+)", " ".join(a for k, a in DOCKERFILE if k == "RUN"))
+    assert made, "no virtualenv"
+    venv = made[1]
+    assert any(k == "COPY" and f"--from=build {venv} {venv}" in a for k, a in _final_stage())
+    path = " ".join(a for k, a in _final_stage() if k == "ENV")
+    assert f"PATH={venv}/bin:" in path
+
+
+def test_the_load_balancer_reaches_every_replica() -> None:
+    conf = _nginx("lb")
+    upstreams = dict(re.findall(r"upstream\s+(\S+)\s*\{(.*?)\}", conf, re.S))
+    passed = re.findall(r"proxy_pass\s+http://([^/;\s]+)", conf)
+    assert passed and set(passed) <= set(upstreams), (passed, sorted(upstreams))
+    for name in passed:
+        servers = re.findall(r"^\s*server\s+([^\s;]+)([^;]*);", upstreams[name], re.M)
+        assert servers, f"upstream {name} has no server"
+        for address, parameters in servers:
+            host, _, port = address.rpartition(":")
+            assert host in _servers(), f"upstream {name}: {host} is not an inv serve service"
+            assert int(port) in _listens_on(host), f"{host} does not listen on {port}"
+            # the service name is every replica: re-resolved as replicas come and go
+            assert "resolve" in parameters.split(), address
+        assert re.search(r"resolver\s+127\.0\.0\.11\b", upstreams[name] + conf), "Docker's DNS"
+        assert re.search(r"\bzone\s+\S+\s+\d+k;", upstreams[name]), "resolve needs a zone"
+    lb = SERVICES["lb"]
+    assert _depends_on(lb) == {"api": "service_healthy"}
+    assert [_host_and_ports(p)[0] for p in lb["ports"]] == ["127.0.0.1:8000"]
+    # The server takes bodies up to its own limit and says 413 itself.
+    from inventory_cli.api.perimeter import MAX_BODY
+
+    size = re.search(r"client_max_body_size\s+(\d+)([km]?);", conf)
+    assert size, "nginx's default body limit is 1 MiB: imports would get its 413"
+    assert int(size[1]) * {"": 1, "k": 1024, "m": 1024 * 1024}[size[2]] >= MAX_BODY
+
+
+def test_the_api_trusts_forwarded_addresses_from_the_load_balancer_only() -> None:
+    import ipaddress
+
+    conf = _nginx("lb")
+    # The client's address as the balancer saw it, replacing whatever the client sent.
+    assert re.search(r"proxy_set_header\s+X-Forwarded-For\s+\$remote_addr;", conf)
+    address = SERVICES["lb"]["networks"]["default"]["ipv4_address"]
+    subnets = [c["subnet"] for c in COMPOSE["networks"]["default"]["ipam"]["config"]]
+    assert any(ipaddress.ip_address(address) in ipaddress.ip_network(s) for s in subnets)
+    for name in _servers():
+        trusted = _option_value(_inv_words(SERVICES[name]), "--forwarded-allow-ips")
+        assert trusted == address, f"{name} trusts {trusted}, the load balancer is {address}"
+
+
+def test_exposed_ports_are_ones_the_service_listens_on() -> None:
+    exposing = [name for name, service in SERVICES.items() if service.get("expose")]
+    assert {"api", "worker-1", "worker-2"} <= set(exposing)
+    for name in exposing:
+        exposed = {int(str(port).split("/")[0]) for port in SERVICES[name]["expose"]}
+        assert exposed <= _listens_on(name), (name, exposed, _listens_on(name))
+
+
+def test_worker_metrics_listen_where_prometheus_can_scrape_them() -> None:
+    for name in BUILT:
+        words = _inv_words(SERVICES[name])
+        if words[:1] == ["worker"]:
+            assert _option_value(words, "--metrics-port"), f"{name} serves no metrics"
+            # 127.0.0.1 (the default) is the container's own loopback: nobody could scrape
+            assert _option_value(words, "--metrics-host") == "0.0.0.0", name
+
+
+# -- secrets ----------------------------------------------------------------------------
+
+
+def _secret_problems(compose: dict[str, Any], where: str, explained: str) -> list[str]:
+    """What is wrong with the `secrets:` of a compose file (or snippet): each one a service
+    uses is declared, its file is in the project or `explained` tells the operator how to
+    make it, and an `inv` container gets it in /run/secrets under the name of an `INV_*`
+    setting (what `inventory_cli.settings.secrets_dir` reads)."""
+    problems = []
+    declared = compose.get("secrets") or {}
+    fields = {name.lower() for name in Settings.model_fields}
+    for name, service in (compose.get("services") or {}).items():
+        for entry in service.get("secrets") or []:
+            source = entry["source"] if isinstance(entry, dict) else entry
+            target = entry.get("target", source) if isinstance(entry, dict) else entry
+            if source not in declared:
+                problems.append(f"{where}: {name} uses secret {source}, not declared")
+                continue
+            if str(target).startswith("/") and not str(target).startswith("/run/secrets/"):
+                problems.append(f"{where}: {name} mounts {source} at {target}, not /run/secrets")
+            variable = str(target).rsplit("/", 1)[-1]
+            if "build" in service or where == "README":
+                setting = variable.removeprefix("INV_").lower()
+                if not variable.upper().startswith("INV_") or setting not in fields:
+                    problems.append(f"{where}: {name}: {variable} is not an INV_* setting")
+            file = str(declared[source].get("file", ""))
+            in_project = file.startswith("./") and _source_path(file).exists()
+            if file and not in_project and file not in explained:
+                problems.append(f"{where}: secret file {file} is neither here nor explained")
+    return problems
+
+
+def test_secrets_are_declared_and_name_settings() -> None:
+    readme = (ROOT / "README.md").read_text()
+    assert _secret_problems(COMPOSE, "docker-compose.yml", readme) == []
+
+
+def test_the_readme_secrets_snippet_names_settings() -> None:
+    readme = (ROOT / "README.md").read_text()
+    section = re.split(r"\n#{2,3} ", readme.split("### Secrets from files", 1)[1])[0]
+    blocks = re.findall(r"```yaml\n(.*?)```", section, re.S)
+    assert blocks, "the README shows no compose snippet for secrets"
+    snippet = yaml.safe_load(blocks[0])
+    assert any(service.get("secrets") for service in snippet["services"].values())
+    assert set(snippet["services"]) <= set(SERVICES), "the snippet names services of ours"
+    # the file it names is one the text says how to make
+    prose = re.sub(r"```.*?```", "", section, flags=re.S)
+    assert _secret_problems(snippet, "README", prose) == []

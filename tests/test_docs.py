@@ -105,3 +105,34 @@ def test_the_readme_table_names_every_command_and_every_option() -> None:
     assert set(rows) == set(expected), "commands in the table and in the app differ"
     for command, options in expected.items():
         assert rows[command] == options, (command or "inv", rows[command] ^ options)
+
+
+# -- the README's settings table is the Settings model, variable for variable -----------------
+
+
+def _settings_rows() -> list[tuple[set[str], set[str]]]:
+    """(setting names, INV_* variables) of each row of the README's settings table."""
+    import re
+
+    section = README.split("## Settings", 1)[1]
+    table = section[section.index("\n| setting") + 1 :].split("\n\n", 1)[0]
+    rows = []
+    for line in table.splitlines()[2:]:
+        cells = re.split(r"(?<!\\)\|", line.strip().strip("|"))
+        names = set(re.findall(r"`([a-z][a-z0-9_]*)`", cells[0].split("(", 1)[0]))
+        rows.append((names, set(re.findall(r"`(INV_[A-Z0-9_]+)`", cells[2]))))
+    return rows
+
+
+def test_the_readme_settings_table_names_every_setting_and_its_variable() -> None:
+    from backends.settings import Settings
+
+    rows = _settings_rows()
+    named = {name for names, _ in rows for name in names}
+    assert named == set(Settings.model_fields), set(Settings.model_fields) ^ named
+    for names, variables in rows:
+        if names:  # a setting's variable is INV_ and its name
+            assert variables == {f"INV_{name.upper()}" for name in names}, (names, variables)
+        else:  # a row of where settings come from, read before the model exists
+            assert variables <= {"INV_SECRETS_DIR", "INV_CONFIG"}, variables
+    assert any("INV_SECRETS_DIR" in variables for _, variables in rows)
