@@ -125,7 +125,12 @@ class PermissionDenied(InventoryError):
 
 class Unauthenticated(PermissionDenied):
     """No credentials, or a password, token or user that is wrong, expired, revoked or
-    disabled (HTTP 401; the CLI's exit code is permission's, 77)."""
+    disabled (HTTP 401; the CLI's exit code is permission's, 77).  `presented`: whether
+    any credentials came with the request."""
+
+    def __init__(self, message: str, *, presented: bool = True) -> None:
+        super().__init__(message)
+        self.presented = presented
 
 
 class ConfigurationError(InventoryError):

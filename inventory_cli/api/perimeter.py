@@ -103,7 +103,11 @@ class Perimeter:
             await send(message)
 
         try:
-            if server.networks and not _allowed(client, server.networks):
+            if (
+                server.networks
+                and not _allowed(client, server.networks)
+                and not (path in OPEN_PATHS and _loopback(client))
+            ):
                 await respond(
                     problem(403, "Not allowed", f"the address {client} is not on the allow-list")
                 )
@@ -213,6 +217,14 @@ def _allowed(client: str, networks: list[Any]) -> bool:
     except ValueError:
         return False
     return any(address in network for network in networks)
+
+
+def _loopback(client: str) -> bool:
+    """The machine itself (a container's own healthcheck) may always ask for health."""
+    try:
+        return ipaddress.ip_address(client).is_loopback
+    except ValueError:
+        return False
 
 
 def _declared_length(scope: Scope) -> int:

@@ -90,7 +90,10 @@ def error_response(error: InventoryError, *, if_match: bool = False) -> Response
     headers: dict[str, str] = {}
     extensions: dict[str, Any] = {}
     if isinstance(error, Unauthenticated):
-        headers["WWW-Authenticate"] = 'Bearer realm="inv", error="invalid_token"'
+        # RFC 6750: no error code when no credentials came at all.
+        headers["WWW-Authenticate"] = (
+            'Bearer realm="inv", error="invalid_token"' if error.presented else 'Bearer realm="inv"'
+        )
     if isinstance(error, BackendUnavailable):
         headers["Retry-After"] = str(RETRY_AFTER)
     if isinstance(error, ValidationError) and error.field:

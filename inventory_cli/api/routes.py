@@ -125,7 +125,7 @@ async def caller(request: Request) -> Caller:
     if identity is None or identity.user is None:
         if identity is not None and identity.error is not None:
             raise identity.error
-        raise Unauthenticated("no credentials: send Authorization: Bearer <token>")
+        raise Unauthenticated("no credentials: send Authorization: Bearer <token>", presented=False)
     server = request.app.state.server
     return Caller(identity.user, server.backend.acting_as(identity.user.username, "api"))
 

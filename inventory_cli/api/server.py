@@ -92,7 +92,7 @@ def create_app(settings: Settings, backend: Backend | None = None) -> FastAPI:
             (403, "The user may not do this, or the address is not allowed"),
             (404, "No such product, store, user or token"),
             (409, "Already exists, not enough stock, or an idempotency key reused"),
-            (412, "If-Match: the stock level is not the expected one"),
+            (412, "If-Match: the stock level has changed since its ETag"),
             (413, "The body is too large"),
             (422, "A bad value, named in `field`; bad rows listed in `problems`"),
             (429, "Over the rate limit; see Retry-After"),
@@ -180,7 +180,13 @@ def create_app(settings: Settings, backend: Backend | None = None) -> FastAPI:
             report = server.backend.status()
         except InventoryError as exc:
             return error_response(exc)
-        ready = bool(report.get("ok", True))
+        # Ready when what serves requests answers: the database, and the broker that
+        # takes writes.  A replica or the cache down is slower, not unready.
+        ready = all(
+            bool(part.get("ok", True))
+            for name, part in report.items()
+            if name in ("database", "kafka") and isinstance(part, dict)
+        )
         body = json.dumps(
             {"status": "ready" if ready else "not ready", "backend": report}, default=str
         )
