@@ -256,6 +256,7 @@ SESSION: list[tuple[str, str, dict[str, Any], int]] = [
 ]
 
 
+@pytest.mark.slow
 def test_a_session_of_good_requests_fits_the_document() -> None:
     target, empty = Fuzzed(), Fuzzed(seeded=False, user="migrator")
     try:
