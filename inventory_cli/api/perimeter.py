@@ -28,7 +28,7 @@ from starlette.concurrency import run_in_threadpool
 from backends import BackendUnavailable, InventoryError, Unauthenticated
 from backends.auth import User, looks_like_token, token_digest
 
-from .problems import problem
+from .problems import error_response, problem
 
 if TYPE_CHECKING:
     from .server import Server
@@ -45,6 +45,10 @@ access_log = logging.getLogger("inv.api.access")
 
 #: Paths for infrastructure: no token, no rate limit.
 OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+#: API paths that need no token: logging in, and the API's description.
+PUBLIC_PATHS = frozenset(
+    {"/api/v1/auth/login", "/api/auth", "/api/v1/openapi.json", "/api/v1/docs"}
+)
 #: The largest request body (an import of a few hundred thousand rows).
 MAX_BODY = 64 * 1024 * 1024
 
@@ -138,6 +142,18 @@ class Perimeter:
                             )
                         )
                         return
+                if identity.user is None and _needs_token(path):
+                    # Before the body is read: no credentials is 401 whatever was sent.
+                    await respond(
+                        error_response(
+                            identity.error
+                            or Unauthenticated(
+                                "no credentials: send Authorization: Bearer <token>",
+                                presented=False,
+                            )
+                        )
+                    )
+                    return
             await self.app(scope, _limited(receive), send_wrapped)
         finally:
             route = scope.get("route") or _route(self.app, scope)
@@ -217,6 +233,10 @@ def _allowed(client: str, networks: list[Any]) -> bool:
     except ValueError:
         return False
     return any(address in network for network in networks)
+
+
+def _needs_token(path: str) -> bool:
+    return path.startswith("/api/") and path not in PUBLIC_PATHS
 
 
 def _loopback(client: str) -> bool:
