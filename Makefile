@@ -52,6 +52,7 @@ bench: $(VENV)/.installed-dev
 	$(BIN)/python bench/json_import.py
 	$(BIN)/python bench/postgres.py
 	$(BIN)/python bench/kafka.py
+	$(BIN)/python bench/api.py
 
 clean:
 	rm -rf $(VENV) demo .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -96,3 +97,25 @@ def test_kafka_bench_runs() -> None:
         "cached quantity(store, sku)",
     ):
         assert figure in result.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("tool", ["python", "wrk"])
+def test_api_bench_runs(tool: str) -> None:
+    if tool == "wrk" and shutil.which("wrk") is None:
+        pytest.skip("wrk is not installed (the bench falls back to its Python generator)")
+    result = run("api.py", "--server", SERVER, "--quick", "--tool", tool)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr
+    assert "summary:" in result.stdout
+    for figure in (
+        "bare FastAPI route, GET /c (raw limit)",
+        "GET /api/v1/stores/{store}/inventory/{sku}",
+        "in process: backend.quantity(store, sku)",
+        "GET / bare:",
+        "POST .../movements",
+        "p99 at 200/s:",
+        "closed loop: POST .../movements",
+        "whole process, median of 2",
+    ):
+        assert figure in result.stdout
+    assert "dropped inv_bench_" in result.stdout
