@@ -34,6 +34,7 @@ from ..errors import (
     InsufficientStock,
     InventoryError,
     NotFound,
+    StaleExpect,
     ValidationError,
 )
 from ..models import MovementRow, format_time
@@ -143,6 +144,8 @@ def error_from(kind: str, reason: str, detail: dict[str, Any]) -> InventoryError
         return ValidationError(f"the worker could not apply it: {reason}")
     if kind == "NotFound":
         return NotFound(reason)
+    if kind == "StaleExpect":
+        return StaleExpect(reason)
     return Conflict(reason)
 
 

@@ -28,6 +28,7 @@ Example::
 
 from __future__ import annotations
 
+import copy
 import json
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -659,7 +660,17 @@ class PostgresBackend(Backend):
         code = values.store_code(store)
         checked = values.sku(sku, existing=True)
         with self._read() as connection:
-            return reads.quantity(connection, code, checked)
+            # One statement: no BEGIN and ROLLBACK around it.
+            single = connection.execution_options(isolation_level="AUTOCOMMIT")
+            return reads.quantity(single, code, checked)
+
+    def acting_as(self, actor: str, source: str) -> Self:
+        """A view for one caller: its own `Database` object (the same pools), so that
+        one request's write sends only that request's later reads to the primary."""
+        view = super().acting_as(actor, source)
+        view.db = copy.copy(self.db)
+        view.db.wrote = False
+        return view
 
     # -- stock ------------------------------------------------------------------------
 

@@ -144,13 +144,19 @@ def where(url: str) -> str:
     return f"{parsed.host or 'localhost'}:{parsed.port or 5432}"
 
 
+#: Connections a process keeps open per database (more, up to 5, are opened for bursts).
+POOL_SIZE = 10
+
+
 def _engine(url: str) -> Engine:
     """One pool per URL per process."""
     engine = _ENGINES.get(url)
     if engine is None:
         engine = create_engine(
             check_url(url),
-            pool_size=5,
+            # Kept open: as many as a server runs requests at once (`inv serve` holds
+            # its threads to this), so no connection is opened and closed per request.
+            pool_size=POOL_SIZE,
             max_overflow=5,
             pool_pre_ping=False,
             connect_args={

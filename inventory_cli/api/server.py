@@ -43,6 +43,10 @@ LEGACY_PATHS = {
 }
 
 
+#: Requests a server process works on at once (the rest wait their turn in order).
+THREADS = 10
+
+
 class Server:
     """What the application holds for its lifetime."""
 
@@ -78,6 +82,11 @@ def create_app(settings: Settings, backend: Backend | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        import anyio.to_thread
+
+        # Requests run in threads; no more at once than the database pool keeps
+        # connections for, so none is opened and closed per request.
+        anyio.to_thread.current_default_thread_limiter().total_tokens = THREADS
         yield
         if owned:
             server.backend.close()
