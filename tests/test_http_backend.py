@@ -3,13 +3,14 @@
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Callable, Iterator
 
 import pytest
 from apiserver import slot
 from contract import BackendContract
-from statemachine import machine_for
+from hypothesis import settings
+from statemachine import MACHINE_SETTINGS, machine_for
+from strategies import examples
 
 from backends import Backend
 
@@ -34,9 +35,6 @@ class TestHttpContract(BackendContract):
         return make_backend()
 
 
-_machine_slots = itertools.count()
-
-
 def fresh_http_backend() -> Backend:
     server = slot(0)
     server.reset()
@@ -44,3 +42,6 @@ def fresh_http_backend() -> Backend:
 
 
 TestHttpMachine = machine_for(fresh_http_backend).TestCase
+# Each step is a few requests to a real server: fewer runs than in process, the same
+# machine (the conformance suite above covers every rule over HTTP one by one).
+TestHttpMachine.settings = settings(MACHINE_SETTINGS, max_examples=examples(15))
