@@ -691,16 +691,7 @@ class PostgresBackend(Backend):
         """One guarded statement: the store of record computes the new quantity; when
         the guard refuses, `rules.next_quantity` on the locked row says why."""
         if ids is None:
-            store_id = reads.store_id(connection, store)
-            product = reads.product_row(connection, sku)
-            product_id, sku = product.id, product.sku
-            connection.execute(
-                text(
-                    "INSERT INTO inventory (store_id, product_id, quantity) VALUES (:s, :p, 0) "
-                    "ON CONFLICT DO NOTHING"
-                ),
-                {"s": store_id, "p": product_id},
-            )
+            store_id, product_id, sku = reads.stock_row(connection, store, sku)
         else:
             store_id, product_id = ids
         params = {"s": store_id, "p": product_id, "d": delta, "q": quantity, "e": expect}

@@ -75,8 +75,38 @@ def store_id(connection: Connection, code: str, *, lock: str = "") -> int:
         text(f"SELECT id FROM stores WHERE code = :c {lock}"), {"c": code}
     ).scalar()
     if found is None:
-        raise NotFound(f"no store {code!r}")
+        raise no_store(code)
     return int(found)
+
+
+def no_store(code: str) -> NotFound:
+    return NotFound(f"no store {code!r}")
+
+
+def no_product(sku: str) -> NotFound:
+    return NotFound(f"no product with SKU {sku!r}")
+
+
+def stock_row(connection: Connection, store: str, sku: str) -> tuple[int, int, str]:
+    """(store id, product id, the product's SKU as stored) of a checked store code and
+    SKU, the stock row created at 0 if it was not there: one round trip.  `NotFound`
+    for the store (first) or the product."""
+    row = connection.execute(
+        text(
+            "WITH s AS (SELECT id FROM stores WHERE code = :c), "
+            "p AS (SELECT id, sku FROM products WHERE sku_key = :k), "
+            "created AS (INSERT INTO inventory (store_id, product_id, quantity) "
+            "SELECT s.id, p.id, 0 FROM s, p ON CONFLICT DO NOTHING) "
+            "SELECT (SELECT id FROM s) AS store, (SELECT id FROM p) AS product, "
+            "(SELECT sku FROM p) AS sku"
+        ),
+        {"c": store, "k": values.sku_key(sku)},
+    ).one()
+    if row.store is None:
+        raise no_store(store)
+    if row.product is None:
+        raise no_product(sku)
+    return int(row.store), int(row.product), str(row.sku)
 
 
 def product_row(connection: Connection, sku: str, *, lock: bool = False) -> Any:
@@ -89,7 +119,7 @@ def product_row(connection: Connection, sku: str, *, lock: bool = False) -> Any:
         {"k": values.sku_key(sku)},
     ).first()
     if row is None:
-        raise NotFound(f"no product with SKU {sku!r}")
+        raise no_product(sku)
     return row
 
 
@@ -106,9 +136,9 @@ def quantity(connection: Connection, store: str, sku: str) -> int:
         {"k": values.sku_key(sku), "c": store},
     ).one()
     if row.product is None:
-        raise NotFound(f"no product with SKU {sku!r}")
+        raise no_product(sku)
     if row.store is None:
-        raise NotFound(f"no store {store!r}")
+        raise no_store(store)
     return int(row.quantity or 0)
 
 
