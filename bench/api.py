@@ -981,7 +981,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate-seconds", type=float, default=10.0, help="at that rate (10)")
     parser.add_argument("--runs", type=int, default=20, help="inv update processes each (20)")
     parser.add_argument("--calls", type=int, default=200, help="in-process adjust each (200)")
-    parser.add_argument("--workers", type=int, default=1, help="server processes (1)")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=2,
+        help="server processes, for inv serve and the bare app alike (2: one per core here)",
+    )
     parser.add_argument("--stores", type=int, default=200, help="seeded stores (200)")
     parser.add_argument("--products", type=int, default=500, help="seeded products (500)")
     parser.add_argument(
