@@ -20,6 +20,10 @@ from .errors import ValidationError
 
 __all__ = ["DEFAULTS", "Settings", "secret"]
 
+#: The rate limits' defaults: the original design's per address, a busy till's per token.
+RATE_ANONYMOUS = "100/hour"
+RATE_TOKEN = "1200/minute"
+_DEFAULT_RATES = (RATE_ANONYMOUS, RATE_TOKEN)
 _TOPIC = re.compile(r"[a-zA-Z0-9._-]{1,245}", re.ASCII)
 
 
@@ -49,8 +53,8 @@ class Settings(BaseSettings):
     url: str | None = None
     token: SecretStr | None = None
     http_timeout: float = 30.0
-    rate_limit_anonymous: str = "100/hour"
-    rate_limit_token: str = "1200/minute"
+    rate_limit_anonymous: str = RATE_ANONYMOUS
+    rate_limit_token: str = RATE_TOKEN
     allowed_networks: str | None = None
 
     @field_validator("file", mode="before")
@@ -74,6 +78,8 @@ class Settings(BaseSettings):
     @field_validator("rate_limit_anonymous", "rate_limit_token")
     @classmethod
     def _rate(cls, value: str) -> str:
+        if value in _DEFAULT_RATES:
+            return value  # every command validates its defaults: no import for them
         try:
             from limits import parse_many
         except ImportError:  # the api extra is not installed: inv serve will say so
@@ -88,9 +94,11 @@ class Settings(BaseSettings):
     @field_validator("allowed_networks")
     @classmethod
     def _networks(cls, value: str | None) -> str | None:
+        if not value:
+            return value
         import ipaddress
 
-        for part in (value or "").split(","):
+        for part in value.split(","):
             if part.strip():
                 try:
                     ipaddress.ip_network(part.strip(), strict=False)
