@@ -21,10 +21,7 @@ compared in constant time.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import re
-import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -340,17 +337,23 @@ def needs_rehash(password_hash: str) -> bool:
 
 def new_token() -> tuple[str, str]:
     """A fresh token: (the secret, shown once; its digest, stored)."""
+    import secrets
+
     secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
     return secret, token_digest(secret)
 
 
 def token_digest(secret: str) -> str:
     """The stored form of a token: hex SHA-256 of its text."""
+    import hashlib  # here: OpenSSL's load costs every command a few milliseconds
+
     return hashlib.sha256(secret.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def same_digest(stored: str, secret: str) -> bool:
     """Constant-time comparison of a stored digest with a presented token's."""
+    import hmac
+
     return hmac.compare_digest(stored, token_digest(secret))
 
 
