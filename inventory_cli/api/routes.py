@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal, cast
 
 from fastapi import APIRouter, Depends, Header, Request
-from pydantic import BaseModel, ConfigDict, StrictBool, StrictInt, StrictStr
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
 from starlette.convertors import Convertor, register_url_convertor
 from starlette.responses import Response, StreamingResponse
 
@@ -26,7 +26,6 @@ from backends import (
     BatchRejected,
     Item,
     NotFound,
-    PermissionDenied,
     Product,
     Unauthenticated,
     ValidationError,
@@ -217,21 +216,15 @@ class StockMovement(Body):
 
 
 class Transfer(Body):
+    """`from` and `to` on the wire (Python keeps `from` for itself)."""
+
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
     sku: StrictStr
-    from_store: StrictStr = ""
-    to_store: StrictStr = ""
+    from_store: StrictStr = Field(alias="from")
+    to_store: StrictStr = Field(alias="to")
     quantity: Number
     reason: StrictStr | None = None
-
-    def __init__(self, **data: Any) -> None:
-        # `from` and `to` on the wire (Python keeps `from` for itself).
-        if "from" in data:
-            data["from_store"] = data.pop("from")
-        if "to" in data:
-            data["to_store"] = data.pop("to")
-        super().__init__(**data)
 
 
 class Batch(Body):
@@ -1034,10 +1027,6 @@ def load_snapshot(body: dict[str, Any], call: Call) -> Response:
         raise ValidationError(f"snapshot: malformed ({exc!r})", field="snapshot") from None
     call.backend.import_state(state)
     return ok({"stores": len(state.stores), "products": len(state.products)})
-
-
-def forbid(message: str) -> PermissionDenied:
-    return PermissionDenied(message)
 
 
 #: The busiest resources (a till's sales and look-ups), matched first: a request is
