@@ -14,7 +14,7 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
+import threading
 from pathlib import Path
 
 import httpx
@@ -57,37 +57,37 @@ class ApiServer:
         self.start()
 
     def start(self) -> None:
-        with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "inventory_cli",
-                    "serve",
-                    "--port",
-                    str(self.port),
-                    *self.args,
-                ],
-                env=self.env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                cwd=self.cwd,
-            )
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "inventory_cli", "serve", "--port", str(self.port), *self.args],
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            cwd=self.cwd,
+        )
         atexit.register(self.stop)
-        deadline = time.monotonic() + 60
-        # One client for every poll: a new one per poll (`httpx.get`) costs ~50 ms of CPU
-        # (its TLS context), as much as the sleep, taken from the server starting up.
-        with httpx.Client(timeout=1) as client:
-            while time.monotonic() < deadline:
-                if self.process.poll() is not None:
-                    raise RuntimeError(f"inv serve exited {self.process.returncode}:\n{self.log()}")
-                try:
-                    if client.get(self.url + "/healthz").status_code == self.ready_status:
-                        return
-                except httpx.TransportError:
-                    pass
-                time.sleep(0.05)  # polling a process that is starting up
-        raise RuntimeError(f"inv serve did not answer within 60 s:\n{self.log()}")
+        listening = threading.Event()
+        threading.Thread(target=self._copy_log, args=(listening,), daemon=True).start()
+        # Uvicorn says so once its socket listens (with several workers, the parent's
+        # socket: a request waits there until a worker takes it).  The thread also sets
+        # the event when the process ends, so a failed start is seen at once.
+        if not listening.wait(60):
+            raise RuntimeError(f"inv serve did not listen within 60 s:\n{self.log()}")
+        if self.process.poll() is not None:
+            self.process.wait()
+            raise RuntimeError(f"inv serve exited {self.process.returncode}:\n{self.log()}")
+        answer = httpx.get(self.url + "/healthz", timeout=30)
+        assert answer.status_code == self.ready_status, (answer.status_code, self.log())
+
+    def _copy_log(self, listening: threading.Event) -> None:
+        """The server's output into its log file, line by line, for its whole life."""
+        assert self.process is not None and self.process.stdout is not None
+        with self.log_path.open("ab") as log:
+            for line in self.process.stdout:
+                log.write(line)
+                log.flush()
+                if b"Uvicorn running on" in line:
+                    listening.set()
+        listening.set()
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")

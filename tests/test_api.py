@@ -19,7 +19,6 @@ import json
 import random
 import re
 import threading
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -962,20 +961,23 @@ def test_a_kafka_server_accepts_then_the_worker_applies(kafka_broker: Any) -> No
             }
         )
         auth = {"Authorization": f"Bearer {token}"}
+        key = str(uuid.uuid4())
         with httpx.Client(base_url=server.url, headers=auth, timeout=30) as client:
             accepted = client.post(
-                "/api/v1/stores/main/inventory/K1/movements", json={"change": -2, "reason": "sale"}
+                "/api/v1/stores/main/inventory/K1/movements",
+                json={"change": -2, "reason": "sale"},
+                headers={"Idempotency-Key": key},
             )
             assert accepted.status_code == 201, accepted.text
             pending = accepted.json()
             assert (pending["id"], pending["quantity_after"], pending["delta"]) == (0, None, -2)
-            deadline = time.monotonic() + 20
-            quantity = None
-            while time.monotonic() < deadline:
-                quantity = client.get("/api/v1/stores/main/inventory/K1").json()["quantity"]
-                if quantity == 3:
-                    break
-                time.sleep(0.05)  # bounded polling for the worker
+            assert pending["event_id"] == key
+            # The README's recipe for waiting on a published change: the same request
+            # with its key and --wait blocks until a worker has applied it, once.
+            with pool.kafka_backend(stack.url, stack.topic, wait=True) as waiting:
+                applied_now = waiting.adjust("main", "K1", -2, "sale", event_id=key)
+            assert applied_now.quantity_after == 3
+            quantity = client.get("/api/v1/stores/main/inventory/K1").json()["quantity"]
             assert quantity == 3
             entries = client.get("/api/v1/history", params={"sku": "K1"}).json()
         applied = [e for e in entries if e["event_id"] == pending["event_id"]]
@@ -997,15 +999,24 @@ def threaded_server(app: Any) -> Iterator[str]:
     """Uvicorn serving `app` on a free port from a thread of this process; its URL."""
     import uvicorn
 
+    class Signalling(uvicorn.Server):
+        """Sets `ready` once started (or once starting failed)."""
+
+        ready = threading.Event()
+
+        async def startup(self, sockets: Any = None) -> None:
+            try:
+                await super().startup(sockets=sockets)
+            finally:
+                self.ready.set()
+
     port = free_port()
-    server = uvicorn.Server(
+    server = Signalling(
         uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
     )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started and thread.is_alive() and time.monotonic() < deadline:
-        time.sleep(0.01)  # bounded wait for the socket to listen
+    server.ready.wait(20)
     assert server.started, "uvicorn did not start"
     try:
         yield f"http://127.0.0.1:{port}"
