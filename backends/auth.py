@@ -27,10 +27,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from functools import cache
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from . import values
-from .errors import PermissionDenied, Unauthenticated, ValidationError
+from .errors import NotFound, PermissionDenied, Unauthenticated, ValidationError
 
 if TYPE_CHECKING:
     from argon2 import PasswordHasher
@@ -175,6 +175,10 @@ def role(value: object, *, field: str = "role") -> str:
     return value.strip().lower()
 
 
+#: `role`, for the functions whose parameter is called `role`.
+_role = role
+
+
 def user_stores(given: Iterable[str] | None) -> tuple[str, ...] | None:
     """The stores a user is limited to, checked and sorted; None or empty: every store."""
     if not given:
@@ -244,6 +248,32 @@ def stored_token(given: StoredToken) -> StoredToken:
             else None
         ),
     )
+
+
+def user_changes(
+    *,
+    password: str | None = None,
+    role: str | None = None,
+    stores: Iterable[str] | None = None,
+    disabled: bool | None = None,
+) -> dict[str, Any]:
+    """What `Backend.update_user` stores, by column, checked (the password hashed);
+    None leaves a field out (`stores=[]`: every store, stored as None)."""
+    changes: dict[str, Any] = {}
+    if role is not None:
+        changes["role"] = _role(role)
+    if stores is not None:
+        limited = user_stores(stores)
+        changes["stores"] = list(limited) if limited is not None else None
+    if disabled is not None:
+        changes["disabled"] = bool(disabled)
+    if password is not None:
+        changes["password_hash"] = hash_password(password)
+    return changes
+
+
+def no_user(name: str) -> NotFound:
+    return NotFound(f"no user {name!r}")
 
 
 # -- what a role may do ---------------------------------------------------------------

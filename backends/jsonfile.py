@@ -390,7 +390,7 @@ class _FileState(State):
         try:
             return self.users[name]
         except KeyError:
-            raise NotFound(f"no user {name!r}") from None
+            raise auth.no_user(name) from None
 
 
 def _is_int(value: Any) -> bool:
@@ -1128,16 +1128,7 @@ class JsonBackend(Backend):
         disabled: bool | None = None,
     ) -> User:
         name = values.username(username)
-        changes: dict[str, Any] = {}
-        if role is not None:
-            changes["role"] = auth.role(role)
-        if stores is not None:
-            limited = auth.user_stores(stores)
-            changes["stores"] = list(limited) if limited is not None else None
-        if disabled is not None:
-            changes["disabled"] = bool(disabled)
-        if password is not None:
-            changes["password_hash"] = auth.hash_password(password)
+        changes = auth.user_changes(password=password, role=role, stores=stores, disabled=disabled)
         with self._writing() as state:
             entry = state.user(name)
             for code in changes.get("stores") or ():

@@ -39,6 +39,7 @@ __all__ = [
     "item_json",
     "movement_from_json",
     "movement_json",
+    "plain",
     "product_from_json",
     "product_json",
     "snapshot_from_json",
@@ -52,8 +53,10 @@ __all__ = [
     "summary_from_json",
     "summary_json",
     "time_from_json",
+    "token_fields",
     "token_from_json",
     "token_json",
+    "user_fields",
     "user_from_json",
     "user_json",
     "value_from_json",
@@ -61,6 +64,19 @@ __all__ = [
 ]
 
 Json = dict[str, Any]
+
+
+def plain(value: Any) -> Any:
+    """JSON-ready: Decimal as its string ("4.50"), times ISO 8601 UTC with a `Z`."""
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, datetime):
+        return format_time(value)
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [plain(v) for v in value]
+    return value
 
 
 def time_json(at: datetime | None) -> str | None:
@@ -184,14 +200,20 @@ def batch_result_from_json(data: Json, *, replayed: bool = False) -> BatchResult
     )
 
 
-def user_json(u: User) -> Json:
+def user_fields(u: User) -> dict[str, Any]:
+    """A user with its time as a `datetime` (a CLI table shows it for people); `stores` a
+    list, or None for every store.  Never the password hash."""
     return {
         "username": u.username,
         "role": u.role,
         "stores": list(u.stores) if u.stores is not None else None,
         "disabled": u.disabled,
-        "created_at": time_json(u.created_at),
+        "created_at": u.created_at,
     }
+
+
+def user_json(u: User) -> Json:
+    return plain(user_fields(u))  # type: ignore[no-any-return]
 
 
 def user_from_json(data: Json) -> User:
@@ -205,15 +227,21 @@ def user_from_json(data: Json) -> User:
     )
 
 
-def token_json(t: Token) -> Json:
+def token_fields(t: Token) -> dict[str, Any]:
+    """A token as stored, times as `datetime`s: never its secret (not stored) nor its
+    digest."""
     return {
         "id": t.id,
         "username": t.username,
         "name": t.name,
-        "created_at": time_json(t.created_at),
-        "expires_at": time_json(t.expires_at),
-        "last_used_at": time_json(t.last_used_at),
+        "created_at": t.created_at,
+        "expires_at": t.expires_at,
+        "last_used_at": t.last_used_at,
     }
+
+
+def token_json(t: Token) -> Json:
+    return plain(token_fields(t))  # type: ignore[no-any-return]
 
 
 def token_from_json(data: Json) -> Token:

@@ -14,15 +14,14 @@ import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
-from decimal import Decimal
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, TextIO
 
-from backends import Item, Movement, MovementSummary, Product, Store, StoreValue
+from backends import Movement, wire
 from backends.models import MOVEMENT_FIELDS, format_time
 
 if TYPE_CHECKING:
-    from backends.auth import Token, User
+    pass
 
 __all__ = [
     "FileFormat",
@@ -58,97 +57,25 @@ class ShowFormat(StrEnum):
     json = "json"
 
 
-def item_record(item: Item) -> Record:
-    return {
-        "sku": item.sku,
-        "name": item.name,
-        "price": item.price,
-        "unit": item.unit,
-        "category": item.category,
-        "reorder_level": item.reorder_level,
-        "store": item.store,
-        "quantity": item.quantity,
-        "value": item.value,
-    }
+# The records of results that read the same in a table as in JSON are their JSON forms
+# (`backends.wire`, what the HTTP API answers too): one field list per type.
+item_record = wire.item_json
+product_record = wire.product_json
+store_record = wire.store_json
+value_record = wire.value_json
+summary_record = wire.summary_json
+# Those with times keep them as `datetime`s, which a table shows for people.
+user_record = wire.user_fields
+token_record = wire.token_fields
+_plain = wire.plain
 
-
-def product_record(product: Product) -> Record:
-    return {
-        "sku": product.sku,
-        "name": product.name,
-        "price": product.price,
-        "unit": product.unit,
-        "category": product.category,
-        "reorder_level": product.reorder_level,
-        "stock": dict(product.stock),
-    }
-
-
-def movement_record(movement: Movement) -> Record:
-    return dict(zip(MOVEMENT_FIELDS, movement.row(), strict=True))
-
-
-def store_record(store: Store) -> Record:
-    return {"code": store.code, "name": store.name}
-
-
+SUMMARY_COLUMNS = ("store", "sku", "movements", "units_in", "units_out", "net")
 USER_COLUMNS = ("username", "role", "stores", "disabled", "created_at")
 TOKEN_COLUMNS = ("id", "username", "name", "created_at", "expires_at", "last_used_at")
 
 
-def user_record(user: User) -> Record:
-    """A user; `stores` is a list, or None for every store.  Never the password hash.
-    (Times are `datetime`s: JSON and CSV write them with `format_time`.)"""
-    return {
-        "username": user.username,
-        "role": user.role,
-        "stores": list(user.stores) if user.stores is not None else None,
-        "disabled": user.disabled,
-        "created_at": user.created_at,
-    }
-
-
-def token_record(token: Token) -> Record:
-    """A token as stored: never its secret (which is not stored) nor its digest."""
-    return {
-        "id": token.id,
-        "username": token.username,
-        "name": token.name,
-        "created_at": token.created_at,
-        "expires_at": token.expires_at,
-        "last_used_at": token.last_used_at,
-    }
-
-
-def value_record(row: StoreValue) -> Record:
-    return {"store": row.store, "products": row.products, "units": row.units, "value": row.value}
-
-
-SUMMARY_COLUMNS = ("store", "sku", "movements", "units_in", "units_out", "net")
-
-
-def summary_record(row: MovementSummary) -> Record:
-    return {
-        "store": row.store,
-        "sku": row.sku,
-        "movements": row.movements,
-        "units_in": row.units_in,
-        "units_out": row.units_out,
-        "net": row.net,
-    }
-
-
-def _plain(value: Any) -> Any:
-    """JSON-ready: Decimal as its string ("4.50"), times in ISO 8601 UTC."""
-    if isinstance(value, Decimal):
-        return str(value)
-    if isinstance(value, datetime):
-        return format_time(value)
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    return value
+def movement_record(movement: Movement) -> Record:
+    return dict(zip(MOVEMENT_FIELDS, movement.row(), strict=True))
 
 
 def _cell(value: Any, *, human: bool = False) -> str:

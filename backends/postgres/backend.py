@@ -957,7 +957,7 @@ class PostgresBackend(Backend):
                 text(f"SELECT {USER_COLUMNS} FROM users WHERE username = :u"), {"u": name}
             ).first()
         if row is None:
-            raise NotFound(f"no user {name!r}")
+            raise auth.no_user(name)
         return _user(row)
 
     def update_user(
@@ -970,16 +970,7 @@ class PostgresBackend(Backend):
         disabled: bool | None = None,
     ) -> User:
         name = values.username(username)
-        changes: dict[str, Any] = {}
-        if role is not None:
-            changes["role"] = auth.role(role)
-        if stores is not None:
-            limited = auth.user_stores(stores)
-            changes["stores"] = list(limited) if limited is not None else None
-        if disabled is not None:
-            changes["disabled"] = bool(disabled)
-        if password is not None:
-            changes["password_hash"] = auth.hash_password(password)
+        changes = auth.user_changes(password=password, role=role, stores=stores, disabled=disabled)
 
         def work(connection: Connection) -> User:
             row = connection.execute(
@@ -987,7 +978,7 @@ class PostgresBackend(Backend):
                 {"u": name},
             ).first()
             if row is None:
-                raise NotFound(f"no user {name!r}")
+                raise auth.no_user(name)
             self._check_stores(connection, changes.get("stores"))
             if changes:
                 row = connection.execute(
@@ -1011,7 +1002,7 @@ class PostgresBackend(Backend):
                 text("DELETE FROM users WHERE username = :u RETURNING id"), {"u": name}
             ).first()
             if gone is None:
-                raise NotFound(f"no user {name!r}")
+                raise auth.no_user(name)
 
         self._write(work)
 
@@ -1065,7 +1056,7 @@ class PostgresBackend(Backend):
                 {"h": digest, "n": label, "e": expires_at, "u": owner},
             ).first()
             if row is None:
-                raise NotFound(f"no user {owner!r}")
+                raise auth.no_user(owner)
             return _token(row)
 
         return IssuedToken(self._write(work), secret)
@@ -1078,7 +1069,7 @@ class PostgresBackend(Backend):
                     text("SELECT 1 FROM users WHERE username = :u"), {"u": owner}
                 ).first()
                 if known is None:
-                    raise NotFound(f"no user {owner!r}")
+                    raise auth.no_user(owner)
             rows = connection.execute(
                 text(
                     "SELECT t.id, t.name, t.created_at, t.expires_at, t.last_used_at, "

@@ -152,6 +152,11 @@ def code(store: str, field: str = "store") -> str:
     return values.store_code(store, field=field)
 
 
+def code_or_none(store: str | None) -> str | None:
+    """A store a request names, checked; None when it names none (every store)."""
+    return None if store is None else code(store)
+
+
 def etag(quantity: int) -> str:
     """A stock level's ETag: its representation is its quantity, so equal quantities
     are the same representation (a strong validator in RFC 9110's sense)."""
@@ -467,10 +472,7 @@ def _items(
     the catalog rows of products stocked nowhere)."""
     count = None if limit is None else values.limit(limit)
     skip = values.offset(offset)
-    if store is not None:
-        call.may(Permission.READ, code(store))
-    else:
-        call.may(Permission.READ)
+    call.may(Permission.READ, code_or_none(store))
     if store is not None or call.user.stores is None:
         return call.backend.list_items(
             store=store,
@@ -787,10 +789,7 @@ def history(
     since: str | None = None,
     limit: str | None = None,
 ) -> Response:
-    if store is not None:
-        call.may(Permission.READ, code(store))
-    else:
-        call.may(Permission.READ)
+    call.may(Permission.READ, code_or_none(store))
     when = values.moment(since) if since is not None else None
     count = values.limit(limit) if limit is not None else None
     limited = store is None and call.user.stores is not None
@@ -801,10 +800,7 @@ def history(
 
 
 def _report_store(call: Caller, store: str | None) -> str | None:
-    if store is not None:
-        call.may(Permission.REPORT, code(store))
-    else:
-        call.may(Permission.REPORT)
+    call.may(Permission.REPORT, code_or_none(store))
     return store
 
 
