@@ -47,7 +47,6 @@ from .models import (
     Snapshot,
     Store,
     StoreValue,
-    format_time,
 )
 from .problems import error_from_problem
 from .requests import StockChange
@@ -64,14 +63,6 @@ def _segment(value: Any) -> str:
     """A path segment: every character but letters, digits, `-_~` escaped (a SKU may
     hold `/`, `?`, `%`, `..`)."""
     return quote(str(value), safe="-_~").replace(".", "%2E") or "%20"
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, Decimal):
-        return str(value)
-    if isinstance(value, datetime):
-        return format_time(value)
-    return value
 
 
 class HttpBackend(Backend):
@@ -174,11 +165,11 @@ class HttpBackend(Backend):
         if key is not None:
             sent_headers["Idempotency-Key"] = key
         if body is not None:
-            content = json.dumps(body, default=_plain, ensure_ascii=False).encode(
+            content = json.dumps(body, default=wire.plain, ensure_ascii=False).encode(
                 "utf-8", "surrogatepass"
             )
             sent_headers["Content-Type"] = "application/json"
-        query = {k: _plain(v) for k, v in (params or {}).items() if v is not None}
+        query = {k: wire.plain(v) for k, v in (params or {}).items() if v is not None}
         for attempt in range(1, ATTEMPTS + 1):
             try:
                 response = self._client.request(

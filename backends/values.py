@@ -19,6 +19,7 @@ import re
 import unicodedata
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
+from typing import Any
 
 from .errors import ValidationError
 
@@ -36,6 +37,7 @@ __all__ = [
     "limit",
     "moment",
     "name",
+    "networks",
     "offset",
     "password",
     "price",
@@ -228,6 +230,28 @@ def username(value: object, *, field: str = "username") -> str:
             field=field,
         )
     return name
+
+
+def networks(value: object, *, field: str = "allowed_networks") -> list[Any]:
+    """IP networks, comma-separated: CIDRs or single addresses (`10.0.0.0/8,
+    192.168.1.7`); none for None or blank."""
+    import ipaddress
+
+    if value is None:
+        return []
+    if not isinstance(value, str):
+        raise ValidationError(f"{field}: {value!r} is not text", field=field)
+    found = []
+    for part in (p.strip() for p in value.split(",")):
+        if part:
+            try:
+                found.append(ipaddress.ip_network(part, strict=False))
+            except ValueError:
+                raise ValidationError(
+                    f"{field}: {_shown(part)} is not a network (10.0.0.0/8, 192.168.1.7)",
+                    field=field,
+                ) from None
+    return found
 
 
 def password(value: object, *, field: str = "password") -> str:

@@ -12,27 +12,16 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from backends import ConfigurationError
-
 __all__ = ["Decision", "RateLimits", "parse_limit"]
 
 log = logging.getLogger("inv.api")
 
 
-def parse_limit(text: str, *, setting: str) -> Any:
-    """A `limits` string (`100/hour`, `20 per second`, `1000/day;50/minute` takes the
-    first), or `ConfigurationError` naming the setting."""
+def parse_limit(text: str) -> Any:
+    """A `limits` string the settings have checked (`Settings._rate`): its first limit."""
     from limits import parse_many
 
-    try:
-        parsed = parse_many(text)
-    except ValueError:
-        parsed = []
-    if not parsed:
-        raise ConfigurationError(
-            f"{setting}: {text!r} is not a rate limit (for example 100/hour, 20/second)"
-        )
-    return parsed[0]
+    return parse_many(text)[0]
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,8 +45,8 @@ class RateLimits:
     def __init__(self, anonymous: str, token: str, redis_url: str | None) -> None:
         from limits import storage, strategies
 
-        self.anonymous = parse_limit(anonymous, setting="rate_limit_anonymous")
-        self.token = parse_limit(token, setting="rate_limit_token")
+        self.anonymous = parse_limit(anonymous)
+        self.token = parse_limit(token)
         if redis_url:
             self.storage: Any = storage.storage_from_string(
                 redis_url,

@@ -33,7 +33,7 @@ from .problems import error_response, problem
 if TYPE_CHECKING:
     from .server import Server
 
-__all__ = ["Identity", "Perimeter", "parse_networks"]
+__all__ = ["Identity", "Perimeter"]
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -51,25 +51,6 @@ PUBLIC_PATHS = frozenset(
 )
 #: The largest request body (an import of a few hundred thousand rows).
 MAX_BODY = 64 * 1024 * 1024
-
-
-def parse_networks(text: str | None) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
-    """`INV_ALLOWED_NETWORKS`: comma-separated CIDRs (`10.0.0.0/8, 192.168.1.7`)."""
-    from backends import ConfigurationError
-
-    if not text or not text.strip():
-        return []
-    networks = []
-    for part in text.split(","):
-        if not part.strip():
-            continue
-        try:
-            networks.append(ipaddress.ip_network(part.strip(), strict=False))
-        except ValueError:
-            raise ConfigurationError(
-                f"allowed_networks: {part.strip()!r} is not a network (10.0.0.0/8, 192.168.1.7)"
-            ) from None
-    return networks
 
 
 @dataclass(slots=True)

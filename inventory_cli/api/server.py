@@ -20,12 +20,12 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import RedirectResponse, Response
 from starlette.types import Scope
 
-from backends import Backend, InventoryError, get_backend_class
+from backends import Backend, InventoryError, get_backend_class, values
 from backends.settings import Settings, secret
 
 from .limits import RateLimits
 from .metrics import Metrics
-from .perimeter import BodyTooLarge, Perimeter, parse_networks
+from .perimeter import BodyTooLarge, Perimeter
 from .problems import MEDIA_TYPE, PROBLEM_SCHEMA, error_response, problem
 from .routes import router
 from .schemas import Health, Ready
@@ -58,7 +58,7 @@ class Server:
             settings.rate_limit_token,
             secret(settings.redis_url),
         )
-        self.networks = parse_networks(settings.allowed_networks)
+        self.networks = values.networks(settings.allowed_networks)
         self.metrics = Metrics()
         self.access_log = access_log
 
