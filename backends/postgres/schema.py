@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 
 __all__ = ["HEAD", "REVISIONS", "TABLES", "current_revision", "is_older", "upgrade"]
 
-REVISIONS = ("0001", "0002", "0003")
+REVISIONS = ("0001", "0002", "0003", "0004")
 HEAD = REVISIONS[-1]
 #: The tables inv creates: a database that has one of them without inv's schema is
 #: someone else's.

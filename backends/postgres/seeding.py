@@ -63,7 +63,6 @@ def _array(values: list[str]) -> str:
 # Their definitions are read from the catalog, so the migrations stay their one source.
 DEFERRED_INDEXES = (
     "inventory_product_idx",
-    "inventory_store_quantity_idx",
     "audit_log_sku_idx",
     "audit_log_store_idx",
     "audit_log_at_idx",
