@@ -14,10 +14,13 @@ from typing import Any
 import psycopg
 import pytest
 from broker import free_port
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from pg import drop_database, fresh_database
 from services import redis_or_skip
+from strategies import examples
 
-from backends import BatchRejected, BatchRow
+from backends import BatchRejected, BatchRow, InventoryError, rules
 from backends.kafka import KafkaBackend
 from backends.kafka.apply import Message, apply_batch
 from backends.kafka.cache import Cache
@@ -248,6 +251,122 @@ def test_a_batch_applies_in_order_and_rejects_what_cannot_apply(database: str) -
         database, _messages(take, too_many, restock, again, clash, unknown, b"junk", move)
     )
     assert (replay.applied, replay.duplicates, replay.rejected) == (0, 8, [])
+
+
+_STORES = ("main", "north", "south")
+
+
+def _event(kind: str, store: str, amount: int, key: str | None, expect: int | None) -> Any:
+    if kind == "transfer":
+        target = _STORES[(_STORES.index(store) + 1) % len(_STORES)]
+        move = transfer("MUG", store, target, abs(amount) or 1, None)
+        return from_transfer(move, event_id=key, actor="a", source="cli")
+    change = stock_change(
+        store,
+        "mug",
+        delta=amount if kind == "adjust" else None,
+        quantity=abs(amount) if kind == "set" else None,
+        expect=expect,
+        reason=None,
+    )
+    return from_change(change, event_id=key, actor="a", source="cli")
+
+
+_batch_events = st.lists(
+    st.tuples(
+        st.sampled_from(["adjust"] * 6 + ["set", "transfer"]),
+        st.sampled_from(_STORES),
+        st.integers(-6, 6),
+        st.sampled_from([None, None, None, "k1", "k2"]),
+        st.sampled_from([None, None, None, 0, 3]),
+        st.booleans(),  # sent twice (the same message again)
+    ),
+    min_size=1,
+    max_size=12,
+)
+
+
+@settings(
+    max_examples=examples(40),
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(batches=st.lists(_batch_events, min_size=1, max_size=3))
+def test_a_batch_does_what_its_events_do_one_by_one(
+    database: str, batches: list[list[tuple[Any, ...]]]
+) -> None:
+    """Rows whose events are all plain adjustments take one guarded UPDATE of their net
+    delta, the others are locked and run event by event: either way a batch must do what
+    the rules do applied to its events one at a time, in order (refusals, keys used twice,
+    messages delivered twice, stock never below zero on the way)."""
+    with psycopg.connect(database, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO stores (code, name) VALUES ('south', 'South') ON CONFLICT DO NOTHING"
+        )
+        on_hand = dict(
+            conn.execute(
+                "SELECT s.code, i.quantity FROM inventory i JOIN stores s ON s.id = i.store_id"
+            ).fetchall()
+        )
+    stock = {code: on_hand.get(code, 0) for code in _STORES}
+    applied: dict[str, str] = {}  # event id -> fingerprint
+    refused: set[str] = set()  # message ids
+    for spec in batches:
+        suffix = uuid.uuid4().hex[:8]
+        events = []
+        for kind, store, amount, key, expect, twice in spec:
+            event = _event(kind, store, amount, key and f"{key}-{suffix}", expect)
+            events += [event, event] if twice else [event]
+        expected_errors: list[str] = []
+        for event in events:  # the model: the rules, one event at a time
+            if event.message_id in refused:
+                continue
+            if event.event_id in applied:
+                if applied[event.event_id] != event.fingerprint:
+                    expected_errors.append("Conflict")
+                    refused.add(event.message_id)
+                continue
+            try:
+                if event.type == "stock.transfer":
+                    stock[event.store], stock[event.to_store] = rules.transfer_quantities(
+                        stock[event.store],
+                        stock[event.to_store],
+                        sku="MUG",
+                        source=event.store,
+                        target=event.to_store,
+                        quantity=event.quantity,
+                    )
+                else:
+                    stock[event.store] = rules.next_quantity(
+                        stock[event.store],
+                        sku="MUG",
+                        store=event.store,
+                        delta=event.delta,
+                        quantity=event.quantity,
+                        expect=event.expect,
+                    )
+            except InventoryError as error:
+                expected_errors.append(type(error).__name__)
+                refused.add(event.message_id)
+                continue
+            applied[event.event_id] = event.fingerprint
+        outcome = _apply(database, _messages(*events))
+        assert [r.error for r in outcome.rejected] == expected_errors
+        with psycopg.connect(database, autocommit=True) as conn:
+            got = dict(
+                conn.execute(
+                    "SELECT s.code, i.quantity FROM inventory i JOIN stores s ON s.id = i.store_id"
+                ).fetchall()
+            )
+            last = dict(
+                conn.execute(
+                    "SELECT DISTINCT ON (store) store, quantity_after FROM audit_log "
+                    "WHERE action LIKE 'stock.%%' ORDER BY store, id DESC"
+                ).fetchall()
+            )
+        assert {code: got.get(code, 0) for code in _STORES} == stock
+        assert {code: q for code, q in last.items()} == {code: got[code] for code in last}
+        assert {(v.store, v.quantity) for v in outcome.stock} <= set(got.items())
 
 
 def test_a_rejected_event_leaves_no_empty_stock_row(database: str) -> None:

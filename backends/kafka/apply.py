@@ -20,11 +20,13 @@ caller commits, then writes `Outcome.stock` through to the cache, sends
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+import msgspec
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
@@ -38,9 +40,9 @@ from ..errors import (
     ValidationError,
 )
 from ..models import MovementRow, format_time
-from ..postgres.bulk import audit_ids, copy_audit_rows, copy_rows
+from ..postgres.bulk import AUDIT_COPY_COLUMNS
 from ..requests import reused_key, row_json
-from ..values import sku_key
+from ..values import MAX_QUANTITY, sku_key
 from .events import Event, MalformedEvent, decode
 
 __all__ = [
@@ -160,98 +162,149 @@ class _Item:
         self.changed = False
 
 
+class _Guarded(_Item):
+    """A row the guarded UPDATE changed: `quantity` is where it started, `final` and
+    `version` what the UPDATE left."""
+
+    __slots__ = ("final",)
+
+    def __init__(self, quantity: int, version: int, final: int) -> None:
+        super().__init__(quantity, version)
+        self.final = final
+
+
+#: Audit months known to have their partition, in this process (a partition is only ever
+#: dropped by `inv audit prune`, years later; a missing one fails the COPY, and
+#: `Database.write` creates it and runs the batch again).
+_MONTHS: set[datetime] = set()
+
+
+def _json(value: Any) -> str:
+    return msgspec.json.encode(value).decode()
+
+
+def _ints(values: Iterable[int]) -> str:
+    """An integer array literal: psycopg would dump a list item by item in Python."""
+    return "{" + ",".join(map(str, values)) + "}"
+
+
+def _texts(values: Iterable[str]) -> str:
+    """A text array literal (values are checked text: no NUL)."""
+    return (
+        "{"
+        + ",".join('"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"' for v in values)
+        + "}"
+    )
+
+
 def apply_batch(connection: Connection, messages: Sequence[Message]) -> Outcome:
-    """Apply `messages` (in topic order per partition) inside the caller's transaction."""
+    """Apply `messages` (in topic order per partition) inside the caller's transaction.
+
+    Stock rows whose events in this batch are all plain adjustments (no `expect`, no
+    count, no transfer) are changed by one guarded UPDATE of their net deltas: it locks,
+    checks and writes them in one statement, and `rules.next_quantity` then replays each
+    event on the result for its audit entry.  A row the guard refuses (it would go below
+    zero or above the maximum on the way) or that does not exist yet, and every row a
+    count, a compare-and-set or a transfer touches, is locked and run event by event
+    through the rules, as before.  The audit entries are numbered in message order.
+    """
     outcome = Outcome()
     if not messages:
         return outcome
+    raw = connection.connection.driver_connection
+    assert raw is not None
+    cursor = raw.cursor()
     # One batch per partition at a time: a worker that lost its partitions in a rebalance
     # and the one that got them wait for each other here, and the second finds the first's
-    # results (applied or rejected) below.
-    for topic, partition in sorted({(m.topic, m.partition) for m in messages}):
-        connection.execute(
-            text("SELECT pg_advisory_xact_lock(hashtext(:t), :p)"),
-            {"t": topic, "p": partition},
-        )
-    seen_messages = set(
-        connection.execute(
-            text("SELECT message_id FROM rejected_events WHERE message_id = ANY(:m)"),
-            {"m": [m.message_id for m in messages]},
-        ).scalars()
+    # results (applied or rejected) below (the next statement sees what it committed).
+    topics, partitions = zip(*sorted({(m.topic, m.partition) for m in messages}), strict=True)
+    cursor.execute(
+        "SELECT now(), (SELECT count(pg_advisory_xact_lock(hashtext(t), p)) FROM "
+        "(SELECT * FROM unnest(%s::text[], %s::integer[]) AS u(t, p) ORDER BY t, p) AS l)",
+        (_texts(topics), _ints(partitions)),
     )
+    at: datetime = cursor.fetchone()[0]
     events = [m.event for m in messages if m.event is not None]
-    applied: dict[str, str] = dict(
-        connection.execute(
-            text("SELECT event_id, fingerprint FROM applied_events WHERE event_id = ANY(:e)"),
-            {"e": list({ev.event_id for ev in events})},
-        ).all()
+    seen_messages: set[str] = set()
+    applied: dict[str, str] = {}
+    cursor.execute(
+        "SELECT message_id, NULL FROM rejected_events WHERE message_id = ANY(%s::text[]) "
+        "UNION ALL SELECT event_id, fingerprint FROM applied_events "
+        "WHERE event_id = ANY(%s::text[])",
+        (_texts(m.message_id for m in messages), _texts({ev.event_id for ev in events})),
     )
+    for key, fingerprint in cursor:
+        if fingerprint is None:
+            seen_messages.add(key)
+        else:
+            applied[key] = fingerprint
     # Stores and products are locked against deletion (KEY SHARE, in id order) for the
     # batch; SKUs are matched by their key (`values.sku_key`), as every other command does.
-    codes = {ev.store for ev in events} | {ev.to_store for ev in events if ev.to_store}
-    store_ids: dict[str, int] = dict(
-        connection.execute(
-            text("SELECT code, id FROM stores WHERE code = ANY(:c) ORDER BY id FOR KEY SHARE"),
-            {"c": list(codes)},
-        ).all()
-    )
-    products: dict[str, tuple[int, str]] = {
-        row.sku_key: (row.id, row.sku)
-        for row in connection.execute(
-            text(
-                "SELECT p.sku_key, p.id, p.sku FROM products p "
-                "WHERE p.sku_key = ANY(CAST(:k AS text[])) ORDER BY p.id FOR KEY SHARE"
-            ),
-            {"k": list({sku_key(ev.sku) for ev in events})},
-        )
-    }
-
-    # Create the rows the events may touch, then lock them all, in one order.
-    pairs: set[tuple[int, int]] = set()
+    keys: dict[str, str] = {}  # SKU as sent -> its key
     for ev in events:
-        product = products.get(sku_key(ev.sku))
-        if product is None:
-            continue
-        for code in (ev.store, ev.to_store):
-            if code is not None and code in store_ids:
-                pairs.add((store_ids[code], product[0]))
-    created: set[tuple[int, int]] = set()
-    items: dict[tuple[int, int], _Item] = {}
-    missing = sorted(pairs)
-    for _ in range(5):  # a row deleted between the INSERT and the lock is made again
-        if not missing:
-            break
-        stores_col, products_col = [p[0] for p in missing], [p[1] for p in missing]
-        created |= {
-            (r.store_id, r.product_id)
-            for r in connection.execute(
-                text(
-                    "INSERT INTO inventory (store_id, product_id, quantity) "
-                    "SELECT s, p, 0 FROM unnest(CAST(:s AS integer[]), CAST(:p AS bigint[])) "
-                    "AS v(s, p) ORDER BY s, p ON CONFLICT DO NOTHING "
-                    "RETURNING store_id, product_id"
-                ),
-                {"s": stores_col, "p": products_col},
-            )
-        }
-        for row in connection.execute(
-            text(
-                "SELECT i.store_id, i.product_id, i.quantity, i.version FROM inventory i "
-                "JOIN unnest(CAST(:s AS integer[]), CAST(:p AS bigint[])) AS v(s, p) "
-                "ON i.store_id = v.s AND i.product_id = v.p "
-                "ORDER BY i.store_id, i.product_id FOR UPDATE OF i"
-            ),
-            {"s": stores_col, "p": products_col},
+        if ev.sku not in keys:
+            keys[ev.sku] = sku_key(ev.sku)
+    codes = {ev.store for ev in events} | {ev.to_store for ev in events if ev.to_store}
+    cursor.execute(
+        "SELECT code, id FROM stores WHERE code = ANY(%s::text[]) ORDER BY id FOR KEY SHARE",
+        (_texts(codes),),
+    )
+    store_ids: dict[str, int] = dict(cursor.fetchall())
+    cursor.execute(
+        "SELECT sku_key, id, sku FROM products WHERE sku_key = ANY(%s::text[]) "
+        "ORDER BY id FOR KEY SHARE",
+        (_texts(set(keys.values())),),
+    )
+    products: dict[str, tuple[int, str]] = {key: (pid, sku) for key, pid, sku in cursor}
+
+    # Which rows take the guarded UPDATE: those whose events here are all plain
+    # adjustments, each sent once (a key or message seen twice in one batch is decided
+    # event by event below, as is every event of a row a count, transfer or compare-and-set
+    # touches).
+    fresh = [
+        m.event
+        for m in messages
+        if m.event is not None
+        and m.message_id not in seen_messages
+        and m.event.event_id not in applied
+    ]
+    twice = {
+        key
+        for key, n in Counter(
+            [ev.event_id for ev in fresh] + [ev.message_id for ev in fresh]
+        ).items()
+        if n > 1
+    }
+    simple: dict[tuple[int, int], list[int]] = {}  # row -> its deltas, in order
+    complex_rows: set[tuple[int, int]] = set()
+    for e in fresh:
+        product = products.get(keys[e.sku])
+        if product is None or e.store not in store_ids:
+            continue  # refused below
+        row = (store_ids[e.store], product[0])
+        if (
+            e.type == "stock.adjust"
+            and e.expect is None
+            and e.event_id not in twice
+            and e.message_id not in twice
         ):
-            items[(row.store_id, row.product_id)] = _Item(row.quantity, row.version)
-        missing = [pair for pair in missing if pair not in items]
-    if missing:
-        raise RuntimeError(f"stock rows {missing} keep disappearing; retrying the batch")
+            simple.setdefault(row, []).append(e.delta)  # type: ignore[arg-type]
+        else:
+            complex_rows.add(row)
+            if e.to_store is not None and e.to_store in store_ids:
+                complex_rows.add((store_ids[e.to_store], product[0]))
+    for row in complex_rows:
+        simple.pop(row, None)
+
+    items: dict[tuple[int, int], _Item] = {}
+    if simple:
+        _guarded_update(cursor, simple, items)
+        complex_rows.update(row for row in simple if row not in items)
+    created = _lock_rows(cursor, sorted(complex_rows), items)
 
     # The rules, in order.
-    at: datetime = connection.execute(text("SELECT now()")).scalar_one()
     movements: list[tuple[Event, str, str, str, int, int]] = []
-    results: dict[str, tuple[str, list[int]]] = {}  # event_id -> (fingerprint, movement idx)
+    results: dict[str, tuple[str, int, int]] = {}  # event_id -> (fingerprint, movement idx)
     rejected_ids: set[str] = set()
     for message in messages:
         if message.message_id in seen_messages or message.message_id in rejected_ids:
@@ -273,91 +326,174 @@ def apply_batch(connection: Connection, messages: Sequence[Message]) -> Outcome:
                 outcome.rejected.append(_reject(message, reused_key(e.event_id)))
             continue
         try:
-            done = _rule(e, store_ids, products, items)
+            done = _rule(e, keys[e.sku], store_ids, products, items)
         except InventoryError as error:
             rejected_ids.add(message.message_id)
             outcome.rejected.append(_reject(message, error))
             continue
         applied[e.event_id] = e.fingerprint
-        results[e.event_id] = (
-            e.fingerprint,
-            list(range(len(movements), len(movements) + len(done))),
-        )
+        results[e.event_id] = (e.fingerprint, len(movements), len(movements) + len(done))
         movements.extend((e, *m) for m in done)
         outcome.applied += 1
 
     # Rows made for events that were all rejected go again: nothing was stocked there.
-    unused = [pair for pair in created if not items[pair].changed]
+    unused = [row for row in created if not items[row].changed]
     if unused:
-        connection.execute(
-            text(
-                "DELETE FROM inventory i USING unnest(CAST(:s AS integer[]), "
-                "CAST(:p AS bigint[])) AS v(s, p) WHERE i.store_id = v.s AND i.product_id = v.p"
-            ),
-            {"s": [p[0] for p in unused], "p": [p[1] for p in unused]},
+        cursor.execute(
+            "DELETE FROM inventory i USING unnest(%s::integer[], %s::bigint[]) AS v(s, p) "
+            "WHERE i.store_id = v.s AND i.product_id = v.p",
+            (_ints(r[0] for r in unused), _ints(r[1] for r in unused)),
         )
     codes_by_id = {v: k for k, v in store_ids.items()}
     skus_by_id = {v[0]: v[1] for v in products.values()}
-    # Rows this batch leaves as they were go to the cache too: after a crash between the
-    # commit and the write-through, the redelivered batch is all duplicates.
-    outcome.stock.extend(
-        StockValue(skus_by_id[pair[1]], codes_by_id[pair[0]], item.quantity, item.version)
-        for pair, item in items.items()
-        if not item.changed and pair not in created
-    )
-    changed = [(pair, item) for pair, item in items.items() if item.changed]
-    if changed:
-        for row in connection.execute(
-            text(
-                "UPDATE inventory i SET quantity = v.q, "
-                "version = nextval('stock_version_seq'), updated_at = now() "
-                "FROM unnest(CAST(:s AS integer[]), CAST(:p AS bigint[]), "
-                "CAST(:q AS integer[])) AS v(s, p, q) "
-                "WHERE i.store_id = v.s AND i.product_id = v.p "
-                "RETURNING i.store_id, i.product_id, i.quantity, i.version"
-            ),
-            {
-                "s": [pair[0] for pair, _ in changed],
-                "p": [pair[1] for pair, _ in changed],
-                "q": [item.quantity for _, item in changed],
-            },
-        ):
+    changed = []
+    for row, item in items.items():
+        if isinstance(item, _Guarded):
+            if item.quantity != item.final:  # the guard and the rules disagree: a bug
+                raise RuntimeError(f"stock row {row}: rules give {item.quantity}, SQL {item.final}")
             outcome.stock.append(
-                StockValue(
-                    skus_by_id[row.product_id], codes_by_id[row.store_id], row.quantity, row.version
-                )
+                StockValue(skus_by_id[row[1]], codes_by_id[row[0]], item.final, item.version)
             )
-    if movements:
-        # Rows, not Movement objects: this runs for every event of every batch.
-        rows: list[MovementRow] = [
-            (i, at, e.actor, e.source, e.event_id, store, sku, action, delta, after, e.reason)
-            for i, (e, action, store, sku, delta, after) in zip(
-                audit_ids(connection, len(movements)), movements, strict=True
+        elif item.changed:
+            changed.append((row, item))
+        elif row not in created:
+            # Rows this batch leaves as they were go to the cache too: after a crash between
+            # the commit and the write-through, the redelivered batch is all duplicates.
+            outcome.stock.append(
+                StockValue(skus_by_id[row[1]], codes_by_id[row[0]], item.quantity, item.version)
             )
-        ]
-        copy_audit_rows(connection, rows)
-        at_text = format_time(at)
-        copy_rows(
-            connection,
-            "applied_events",
-            ("event_id", "fingerprint", "result", "at"),
+    if changed:
+        cursor.execute(
+            "UPDATE inventory i SET quantity = v.q, "
+            "version = nextval('stock_version_seq'), updated_at = now() "
+            "FROM unnest(%s::integer[], %s::bigint[], %s::integer[]) AS v(s, p, q) "
+            "WHERE i.store_id = v.s AND i.product_id = v.p "
+            "RETURNING i.store_id, i.product_id, i.quantity, i.version",
             (
-                (
-                    event_id,
-                    fingerprint,
-                    json.dumps({"movements": [row_json(rows[i], at_text) for i in idx]}),
-                    at,
-                )
-                for event_id, (fingerprint, idx) in results.items()
+                _ints(row[0] for row, _ in changed),
+                _ints(row[1] for row, _ in changed),
+                _ints(item.quantity for _, item in changed),
             ),
         )
+        outcome.stock.extend(
+            StockValue(skus_by_id[p], codes_by_id[s], q, v) for s, p, q, v in cursor
+        )
+    if movements:
+        month = at.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+        if month not in _MONTHS:
+            cursor.execute("SELECT audit_log_partition(%s)", (month,))
+            _MONTHS.add(month)
+        cursor.execute(
+            "SELECT nextval('audit_log_id_seq') FROM generate_series(1, %s)", (len(movements),)
+        )
+        ids = sorted(i for (i,) in cursor)
+        sku_keys = {sku: key for key, (_, sku) in products.items()}
+        rows: list[MovementRow] = [
+            (i, at, e.actor, e.source, e.event_id, store, sku, action, delta, after, e.reason)
+            for i, (e, action, store, sku, delta, after) in zip(ids, movements, strict=True)
+        ]
+        with cursor.copy(f"COPY audit_log ({', '.join(AUDIT_COPY_COLUMNS)}) FROM STDIN") as copy:
+            for entry in rows:
+                copy.write_row((*entry, sku_keys[entry[6]]))  # type: ignore[index]
+        at_text = format_time(at)
+        with cursor.copy(
+            "COPY applied_events (event_id, fingerprint, result, at) FROM STDIN"
+        ) as copy:
+            for event_id, (fingerprint, start, stop) in results.items():
+                copy.write_row(
+                    (
+                        event_id,
+                        fingerprint,
+                        _json(
+                            {"movements": [row_json(rows[i], at_text) for i in range(start, stop)]}
+                        ),
+                        at,
+                    )
+                )
         outcome.movements = len(rows)
     record_rejections(connection, outcome.rejected)
     return outcome
 
 
+def _guarded_update(
+    cursor: Any, simple: dict[tuple[int, int], list[int]], items: dict[tuple[int, int], _Item]
+) -> None:
+    """Add each row's net delta where no step of its running sum leaves 0..MAX_QUANTITY.
+
+    The updated rows go into `items` as they were before (their quantity less the net
+    delta), marked unchanged, so the rules replay each event on them; a row missing from
+    the result (not stocked yet, or refused by the guard) is left to the locking path.
+    """
+    rows = sorted(simple)
+    lows, highs, nets = [], [], []
+    for row in rows:
+        low = high = total = 0
+        for delta in simple[row]:
+            total += delta
+            low = min(low, total)
+            high = max(high, total)
+        lows.append(low)
+        highs.append(high)
+        nets.append(total)
+    cursor.execute(
+        "UPDATE inventory i SET quantity = i.quantity + v.d, "
+        "version = nextval('stock_version_seq'), updated_at = now() "
+        "FROM (SELECT * FROM unnest(%s::integer[], %s::bigint[], %s::integer[], "
+        "%s::integer[], %s::integer[]) AS u(s, p, d, lo, hi) ORDER BY s, p) AS v "
+        "WHERE i.store_id = v.s AND i.product_id = v.p "
+        "AND i.quantity + v.lo >= 0 AND i.quantity::bigint + v.hi <= %s "
+        "RETURNING i.store_id, i.product_id, i.quantity, i.version",
+        (
+            _ints(r[0] for r in rows),
+            _ints(r[1] for r in rows),
+            _ints(nets),
+            _ints(lows),
+            _ints(highs),
+            MAX_QUANTITY,
+        ),
+    )
+    net = dict(zip(rows, nets, strict=True))
+    for store_id, product_id, quantity, version in cursor:
+        row = (store_id, product_id)
+        items[row] = _Guarded(quantity - net[row], version, quantity)
+
+
+def _lock_rows(
+    cursor: Any, rows: list[tuple[int, int]], items: dict[tuple[int, int], _Item]
+) -> set[tuple[int, int]]:
+    """Create the stock rows in `rows` that do not exist, lock them all in (store,
+    product) order, so workers never deadlock each other, and load them into `items`;
+    returns the rows it created."""
+    created: set[tuple[int, int]] = set()
+    missing = rows
+    for attempt in range(6):  # a row deleted between the INSERT and the lock is made again
+        if not missing:
+            return created
+        stores_col, products_col = _ints(r[0] for r in missing), _ints(r[1] for r in missing)
+        if attempt:
+            cursor.execute(
+                "INSERT INTO inventory (store_id, product_id, quantity) "
+                "SELECT s, p, 0 FROM unnest(%s::integer[], %s::bigint[]) AS v(s, p) "
+                "ORDER BY s, p ON CONFLICT DO NOTHING RETURNING store_id, product_id",
+                (stores_col, products_col),
+            )
+            created.update((s, p) for s, p in cursor)
+        cursor.execute(
+            "SELECT i.store_id, i.product_id, i.quantity, i.version FROM inventory i "
+            "JOIN unnest(%s::integer[], %s::bigint[]) AS v(s, p) "
+            "ON i.store_id = v.s AND i.product_id = v.p "
+            "ORDER BY i.store_id, i.product_id FOR UPDATE OF i",
+            (stores_col, products_col),
+        )
+        for store_id, product_id, quantity, version in cursor:
+            items[(store_id, product_id)] = _Item(quantity, version)
+        missing = [row for row in missing if row not in items]
+    raise RuntimeError(f"stock rows {missing} keep disappearing; retrying the batch")
+
+
 def _rule(
     e: Event,
+    key: str,
     store_ids: dict[str, int],
     products: dict[str, tuple[int, str]],
     items: dict[tuple[int, int], _Item],
@@ -367,7 +503,7 @@ def _rule(
     for code in (e.store, e.to_store):
         if code is not None and code not in store_ids:
             raise NotFound(f"no store {code!r}")
-    product = products.get(sku_key(e.sku))
+    product = products.get(key)
     if product is None:
         raise NotFound(f"no product with SKU {e.sku!r}")
     product_id, sku = product
