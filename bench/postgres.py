@@ -6,19 +6,27 @@ Ctrl-C.  Runs `inv --backend postgres ...` as real subprocesses with INV_DATABAS
 pointing at them, and measures:
 
 1. import: `inv import` of a 100,000-row CSV (20,000 products x 5 stores, the same file
-   as json_import.py) on a fresh `inv init`-ed database, rows/s; the raw limits are a
-   plain `COPY ... FROM STDIN (FORMAT csv, HEADER)` of that file into an unindexed table
-   and a plain batched UPDATE of 100,000 rows by primary key (psycopg `executemany`,
-   1,000 rows a call, pipelined).
-   Then the same rows in this process on another fresh database: parse (`read_rows`)
-   and `PostgresBackend.apply`, split into load, rules, write-back statements and the
-   rest, to show where the time goes.
+   as json_import.py) on a fresh `inv init`-ed database, rows/s, against
+   - the hand-written set-based floor of the import, on another fresh `inv init`-ed
+     database, through psycopg in one transaction: COPY the raw file into a temporary
+     table of text columns, INSERT the missing stores, the products (with their keys),
+     the stock rows (joined to the new ids) and the audit rows inv import writes (one
+     per row and one per store created), COMMIT; checked to write what inv wrote;
+   - a plain batched UPDATE of the imported rows by primary key in the real `inventory`
+     table (psycopg `executemany`, 1,000 rows a call, pipelined, after a VACUUM);
+   - as information, a plain `COPY ... FROM STDIN (FORMAT csv, HEADER)` of the file into
+     an unindexed table, and the batched UPDATE on a bare table with a primary key only.
+   Then the same file in this process on another fresh database, to show where the time
+   goes: `PostgresBackend.import_file` and its statements when the backend has one (and
+   it takes the file), else parse (`read_rows`) and `PostgresBackend.apply`, split into
+   load, rules, write-back statements and the rest.
 2. seeding: `inv seed` (10,000 stores x 500 products = 5,000,000 stock rows) on a fresh
    database, wall seconds.
 3. `report value` over those rows: `PostgresBackend.report_value()` in process against
    the same aggregate written by hand through psycopg (median of 5 each, after a warm-up).
 4. `list` of one store (500 rows) in process: median of 50 `list_items(store=...)` calls,
-   against the same query by hand through psycopg.
+   against the same query by hand through psycopg (the backend's join and order, the
+   store by its code, fetched as tuples; checked to return the same rows).
 5. one `inv update P000001 --store store-00042 --change 1` process: median of 10, against
    `python -c pass` and a bare psycopg process doing one UPDATE; with the cold in-process
    `adjust` and the top modules of `python -X importtime`.
@@ -40,6 +48,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import inspect
 import os
 import re
 import secrets
@@ -50,6 +59,7 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
 from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -59,7 +69,7 @@ from typing import Any
 from unittest import mock
 
 import psycopg
-from common import INV, PYTHON, UNUSUAL_ENV, write_csv
+from common import HEADER, INV, PYTHON, UNUSUAL_ENV, write_csv
 from psycopg import sql
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
@@ -69,10 +79,12 @@ from backends.postgres import bulk, database
 from backends.postgres.backend import PostgresBackend
 from inventory_cli.files import FileFormat, read_rows
 
-TARGET_IMPORT_RATE = 60_000  # rows/s, at least
+TARGET_IMPORT_FLOOR_RATIO = 0.7  # x the hand-written set-based floor's rows/s, at least
+TARGET_IMPORT_UPDATE_RATIO = 0.3  # x a raw batched UPDATE of the imported rows, at least
+OLD_IMPORT_RATE = 60_000  # rows/s: the old absolute target, printed as information
 TARGET_SEED_SECONDS = 60.0  # at most
 TARGET_REPORT_RATIO = 1.5  # x the raw SQL, at most
-TARGET_LIST_MS = 5.0  # at most
+TARGET_LIST_RATIO = 2.5  # x the same query by hand, at most
 TARGET_UPDATE_MS = 400.0  # at most
 
 DEFAULT_SERVER = "postgresql://postgres@127.0.0.1:5432"
@@ -88,19 +100,24 @@ FROM (SELECT i.store_id, count(*) AS products, sum(i.quantity) AS units,
 JOIN stores s ON s.id = v.store_id
 """
 
+# `list --store S` as the backend writes it (backends/postgres/reads.py: products joined
+# to the store's stock and the store, in the same order), in one statement.
 RAW_LIST = """
-SELECT p.sku, p.name, p.price, p.unit, p.category, p.reorder_level, %(code)s AS store,
+SELECT p.sku, p.name, p.price, p.unit, p.category, p.reorder_level, s.code AS store,
        i.quantity
-FROM inventory i JOIN products p ON p.id = i.product_id
-WHERE i.store_id = (SELECT id FROM stores WHERE code = %(code)s)
-ORDER BY p.sku
+FROM products p JOIN inventory i ON i.product_id = p.id JOIN stores s ON s.id = i.store_id
+WHERE s.code = %(code)s
+ORDER BY p.sku_key, p.sku COLLATE "C", s.code COLLATE "C"
 """
 
 
 # -- small helpers ---------------------------------------------------------------------
 
 
-def verdict(ok: bool) -> str:
+def verdict(ok: bool | None) -> str:
+    """pass or MISS; None: a figure without a target (information)."""
+    if ok is None:
+        return "info"
     return "pass" if ok else "MISS"
 
 
@@ -110,7 +127,8 @@ def print_summary(figures: list[Figure], removed: list[str]) -> None:
         print("summary:")
         for f in figures:
             raw = f"   ({f.raw})" if f.raw else ""
-            print(f"  {f.what:36} {f.value:>12}  target {f.target:16} {verdict(f.ok)}{raw}")
+            target = f"target {f.target:16}" if f.target else f"{'':23}"
+            print(f"  {f.what:36} {f.value:>12}  {target} {verdict(f.ok)}{raw}")
     if removed:
         print(f"environment: the children ran without {', '.join(removed)} (see --keep-env)")
 
@@ -148,6 +166,19 @@ class Databases:
         name = f"inv_bench_{secrets.token_hex(5)}"
         with self.admin() as admin:
             admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        self.created.append(name)
+        return name
+
+    def copy(self, source: str) -> str:
+        """A new database made from `source` as a template: the same rows, indexes,
+        statistics and visibility map (nobody may be connected to `source`)."""
+        name = f"inv_bench_{secrets.token_hex(5)}"
+        with self.admin() as admin:
+            admin.execute(
+                sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
+                    sql.Identifier(name), sql.Identifier(source)
+                )
+            )
         self.created.append(name)
         return name
 
@@ -448,25 +479,354 @@ def bench_import(args: argparse.Namespace, children: Children, folder: Path) -> 
     write_csv(source, args.rows, args.import_stores)
     generate = time.perf_counter() - start
     products = -(-args.rows // args.import_stores)
+    data = source.read_bytes()
 
     name = databases.create()
     children.check(name, "init")
     done, wall, sampler = timed_child(children, name, "import", str(source))
     if done.returncode != 0:
         raise BenchFailed(f"inv import exited {done.returncode}: {done.stderr.strip()[-2000:]}")
-    with psycopg.connect(databases.url(name)) as connection:
-        counts = connection.execute(
-            "SELECT (SELECT count(*) FROM inventory), (SELECT count(*) FROM products), "
-            "(SELECT count(*) FROM stores), (SELECT count(*) FROM audit_log)"
-        ).fetchone()
-    assert counts is not None
-    if counts[0] != args.rows:
-        raise BenchFailed(f"after inv import: {counts[0]} stock rows, expected {args.rows}")
+    written = import_counts(databases.url(name))
+    if written["inventory"] != args.rows:
+        raise BenchFailed(
+            f"after inv import: {written['inventory']} stock rows, expected {args.rows}"
+        )
     rate = args.rows / wall
 
-    copy_rate, update_rate = raw_limits(databases.url(name), source, args.rows, args.import_stores)
+    copy_rate, bare_rate = raw_limits(databases.url(name), source, args.rows, args.import_stores)
+    update_rate = raw_update_imported(databases.url(name), args.rows)
 
-    # The same rows in this process, on another fresh database.
+    # The floor, on a fresh `inv init`-ed database of its own.
+    floor: ImportFloor | None = None
+    floor_problem = ""
+    floor_db = databases.create()
+    children.check(floor_db, "init")
+    try:
+        floor = import_floor(databases.url(floor_db), data)
+        mismatch = {
+            k: (v, written.get(k))
+            for k, v in import_counts(floor.url).items()
+            if written.get(k) != v
+        }
+        if mismatch:
+            raise FloorFailed(
+                "it wrote other rows than inv import: "
+                + ", ".join(f"{k} {a:,} (inv {b:,})" for k, (a, b) in mismatch.items())
+            )
+    except (psycopg.Error, FloorFailed) as exc:
+        floor, floor_problem = None, f"{type(exc).__name__}: {str(exc).strip()[:500]}"
+
+    print(f"1. import: {args.rows:,} rows ({products:,} products x {args.import_stores} stores)")
+    print(f"  CSV generated in {generate:.2f} s ({len(data) / 1e6:.1f} MB)")
+    print(f"  summary: {done.stdout.strip()}")
+    audit = ", ".join(
+        f"{written[k]:,} {k[len('audit ') :]}" for k in sorted(written) if k.startswith("audit ")
+    )
+    print(
+        f"  check  : {written['inventory']:,} stock rows, {written['products']:,} products, "
+        f"{written['stores']} stores, audit entries: {audit}"
+    )
+    print(f"  inv import, wall           : {wall:6.2f} s  {rate:9,.0f} rows/s  (subprocess)")
+    print(
+        f"  raw: COPY FROM STDIN (csv) : {args.rows / copy_rate:6.2f} s  {copy_rate:9,.0f} rows/s"
+        f"  -> inv is {copy_rate / rate:.1f}x slower  (into an unindexed table)"
+    )
+    print(
+        f"  raw: batched UPDATE, bare  : {args.rows / bare_rate:6.2f} s  {bare_rate:9,.0f} rows/s"
+        f"  (a table with a primary key only; information)"
+    )
+    print(
+        f"  raw: batched UPDATE        : {args.rows / update_rate:6.2f} s  "
+        f"{update_rate:9,.0f} rows/s  (the imported rows in inventory, by primary key, "
+        f"executemany {UPDATE_BATCH:,} a call, one transaction, after a VACUUM)"
+    )
+    figures = [
+        Figure(
+            "import",
+            f"inv import, {args.rows:,} rows",
+            f"{rate:,.0f} rows/s",
+            f"COPY {copy_rate:,.0f} rows/s ({copy_rate / rate:.1f}x); "
+            f"bare-table UPDATE {bare_rate:,.0f} rows/s",
+            "",
+            None,
+        )
+    ]
+    if floor is None:
+        print(f"  set-based floor of the import: FAILED, no figure ({floor_problem})")
+    else:
+        ok_floor = rate / floor.rate >= TARGET_IMPORT_FLOOR_RATIO
+        print(
+            f"  set-based floor            : {floor.seconds:6.2f} s  {floor.rate:9,.0f} rows/s  "
+            "(psycopg, one transaction, on a fresh inv init-ed database; same rows written)"
+        )
+        for label, seconds in floor.split.items():
+            print(f"      {seconds:6.2f} s  {label}")
+        print(
+            f"  import / set-based floor   : {rate / floor.rate:6.3f}x  "
+            f"(target: at least {TARGET_IMPORT_FLOOR_RATIO}x) -> {verdict(ok_floor)}"
+        )
+        figures.append(
+            Figure(
+                "import",
+                "import / set-based floor",
+                f"{rate / floor.rate:.3f}x",
+                f"floor {floor.rate:,.0f} rows/s",
+                f">= {TARGET_IMPORT_FLOOR_RATIO}x floor",
+                ok_floor,
+            )
+        )
+    ok_update = rate / update_rate >= TARGET_IMPORT_UPDATE_RATIO
+    print(
+        f"  import / raw UPDATE        : {rate / update_rate:6.3f}x  "
+        f"(target: at least {TARGET_IMPORT_UPDATE_RATIO}x) -> {verdict(ok_update)}"
+    )
+    figures.append(
+        Figure(
+            "import",
+            "import / raw batched UPDATE",
+            f"{rate / update_rate:.3f}x",
+            f"UPDATE {update_rate:,.0f} rows/s (the imported rows)",
+            f">= {TARGET_IMPORT_UPDATE_RATIO}x raw",
+            ok_update,
+        )
+    )
+    if floor is not None:
+        print(
+            f"  floor / raw UPDATE         : {floor.rate / update_rate:6.3f}x  (information: what "
+            "the import's inserts and audit rows cost against updating the same rows)"
+        )
+    print(
+        f"  information: the old target, {OLD_IMPORT_RATE:,} rows/s "
+        f"({args.rows / OLD_IMPORT_RATE:.2f} s) -> {verdict(rate >= OLD_IMPORT_RATE)}"
+    )
+    for line in sampler.report(wall):
+        print(line)
+
+    try:
+        in_total = breakdown(args, databases, source, data)
+    except BenchFailed:
+        raise
+    except Exception as exc:  # a wrapped function moved or changed: say so, go on
+        print(f"  in process: the breakdown failed ({type(exc).__name__}: {exc}); skipped")
+    else:
+        print(
+            f"    rest of the subprocess                 : {wall - in_total:6.2f} s  "
+            "(start-up, imports, exit)"
+        )
+    return figures
+
+
+def import_counts(url: str) -> dict[str, int]:
+    """What an import wrote: stock rows, products, stores, the stock total, and the
+    audit entries of source `import` by action."""
+    with psycopg.connect(url) as connection:
+        counts = connection.execute(
+            "SELECT (SELECT count(*) FROM inventory), (SELECT count(*) FROM products), "
+            "(SELECT count(*) FROM stores), (SELECT coalesce(sum(quantity), 0) FROM inventory)"
+        ).fetchone()
+        actions = connection.execute(
+            "SELECT action, count(*) FROM audit_log WHERE source = 'import' GROUP BY action"
+        ).fetchall()
+    assert counts is not None
+    found = dict(zip(("inventory", "products", "stores", "units"), counts, strict=True))
+    found.update({f"audit {action}": n for action, n in actions})
+    return found
+
+
+class FloorFailed(Exception):
+    """A floor did not write what the product writes: its figure means nothing (the
+    bench's own mistake, not the product's: reported, and the exit status unchanged)."""
+
+
+@dataclass
+class ImportFloor:
+    url: str
+    rows: int
+    seconds: float
+    split: dict[str, float]
+
+    @property
+    def rate(self) -> float:
+        return self.rows / self.seconds
+
+
+# The import's floor, statement by statement.  The keys are computed as `lower()`: for
+# the ASCII values of the bench's file that is what `values.sku_key` and `text_key`
+# (casefold, NFC) give; inv computes them in Python because other text needs more.
+# Nothing is validated, nothing is looked up row by row: only the writes the schema
+# needs for a file of new products on a fresh database.
+FLOOR_TABLE = (
+    "CREATE TEMP TABLE floor_rows (n bigint GENERATED ALWAYS AS IDENTITY, "
+    + ", ".join(f"{column} text" for column in HEADER)
+    + ") ON COMMIT DROP"
+)
+FLOOR_COPY = f"COPY floor_rows ({', '.join(HEADER)}) FROM STDIN (FORMAT csv, HEADER true)"
+# A store's and a product's fields come from its first row.  The first rows are found by
+# hash aggregates (`min(n) ... GROUP BY`): DISTINCT ON sorted 100,000 rows, and that sort
+# spilled to disk with the default work_mem (0.2 s against 0.06 s for the stores here).
+FLOOR_STORES = """
+INSERT INTO stores (code, name)
+SELECT r.store, r.store_name FROM floor_rows r
+WHERE r.n IN (SELECT min(n) FROM floor_rows GROUP BY store)
+  AND NOT EXISTS (SELECT FROM stores s WHERE s.code = r.store)
+ORDER BY r.n
+RETURNING code
+"""
+FLOOR_PRODUCTS = """
+INSERT INTO products (sku, name, price, unit, category, reorder_level,
+                      sku_key, name_key, category_key)
+SELECT sku, name, price::numeric(12, 2), coalesce(unit, 'each'), category,
+       coalesce(reorder_level::integer, 0), lower(sku), lower(name), lower(category)
+FROM floor_rows WHERE n IN (SELECT min(n) FROM floor_rows GROUP BY lower(sku))
+ORDER BY n
+"""
+FLOOR_STOCK = """
+INSERT INTO inventory (store_id, product_id, quantity)
+SELECT s.id, p.id, r.quantity::integer
+FROM floor_rows r JOIN stores s ON s.code = r.store JOIN products p ON p.sku_key = lower(r.sku)
+"""
+# As inv import writes them: a store.create for each store the file creates (at its first
+# row), then for each row a product.create (the row that creates the product) or a
+# stock.set, with the quantity as delta and quantity_after; event ids `<batch>:<line>`,
+# ids from audit_log_id_seq in row order.
+FLOOR_AUDIT = """
+INSERT INTO audit_log (at, actor, source, event_id, store, sku, action, delta,
+                       quantity_after, reason, sku_key)
+SELECT now(), %(actor)s, 'import', %(batch)s || ':' || (a.n + 1), a.store, a.sku, a.action,
+       a.delta, a.delta, a.reason, lower(a.sku)
+FROM (
+    SELECT f.n, 0 AS k, f.store, NULL::text AS sku, 'store.create' AS action,
+           NULL::integer AS delta, f.store_name AS reason
+    FROM floor_rows f
+    WHERE f.n IN (SELECT min(n) FROM floor_rows GROUP BY store)
+      AND f.store = ANY(%(created)s)
+    UNION ALL
+    SELECT r.n, 1, r.store, r.sku,
+           CASE WHEN r.n IN (SELECT min(n) FROM floor_rows GROUP BY lower(sku))
+                THEN 'product.create' ELSE 'stock.set' END,
+           r.quantity::integer, NULL
+    FROM floor_rows r
+) a
+ORDER BY a.n, a.k
+"""
+
+
+def import_floor(url: str, data: bytes) -> ImportFloor:
+    """The hand-written set-based floor of the import, in one transaction: COPY the raw
+    file into a temporary table of text columns, insert the missing stores, the
+    products (with their keys), the stock rows (joined to the new ids) and the audit
+    rows inv import writes, COMMIT."""
+    split: dict[str, float] = {}
+    with psycopg.connect(url) as connection:
+        connection.execute("SELECT 1").fetchone()  # connected, outside the clock
+        connection.commit()
+        start = last = time.perf_counter()
+
+        def step(label: str) -> None:
+            nonlocal last
+            now = time.perf_counter()
+            split[label] = split.get(label, 0.0) + now - last
+            last = now
+
+        connection.execute(FLOOR_TABLE)
+        with connection.cursor() as cursor, cursor.copy(FLOOR_COPY) as copy:
+            for offset in range(0, len(data), 1 << 20):
+                copy.write(data[offset : offset + (1 << 20)])
+        step("COPY the raw file into a temporary table")
+        connection.execute("SELECT audit_log_partition(now())")
+        created = [code for (code,) in connection.execute(FLOOR_STORES)]
+        step("INSERT the missing stores")
+        connection.execute(FLOOR_PRODUCTS)
+        step("INSERT the products (each from its first row)")
+        connection.execute(FLOOR_STOCK)
+        step("INSERT the stock rows (joined to the new ids)")
+        connection.execute(
+            FLOOR_AUDIT, {"actor": "bench", "batch": str(uuid.uuid4()), "created": created}
+        )
+        step("INSERT ... SELECT the audit rows")
+        connection.commit()
+        step("COMMIT")
+        seconds = time.perf_counter() - start
+    rows = data.count(b"\n") - 1
+    return ImportFloor(url, rows, seconds, split)
+
+
+def raw_update_imported(url: str, rows: int) -> float:
+    """rows/s of a plain batched UPDATE of the imported stock rows by primary key
+    (`executemany`, UPDATE_BATCH rows a call, one transaction) on the real `inventory`
+    table, after a VACUUM (ANALYZE): the same rows the import wrote, in file order."""
+    with psycopg.connect(url, autocommit=True) as connection:
+        connection.execute("VACUUM (ANALYZE) inventory")
+    with psycopg.connect(url) as connection:
+        stock = connection.execute(
+            "SELECT quantity + 1, store_id, product_id FROM inventory ORDER BY product_id, store_id"
+        ).fetchall()
+        before = connection.execute("SELECT sum(quantity) FROM inventory").fetchone()
+        connection.commit()
+        statement = "UPDATE inventory SET quantity = %s WHERE store_id = %s AND product_id = %s"
+        start = time.perf_counter()
+        with connection.cursor() as cursor:
+            for first in range(0, len(stock), UPDATE_BATCH):
+                cursor.executemany(statement, stock[first : first + UPDATE_BATCH])
+        connection.commit()
+        seconds = time.perf_counter() - start
+        after = connection.execute("SELECT sum(quantity) FROM inventory").fetchone()
+    if len(stock) != rows or before is None or after is None or after[0] - before[0] != rows:
+        raise BenchFailed(f"raw UPDATE of the imported rows: {before} -> {after}, {len(stock)}")
+    return rows / seconds
+
+
+def breakdown(args: argparse.Namespace, databases: Databases, source: Path, data: bytes) -> float:
+    """The same file imported in this process on a fresh database, to show where the
+    time goes: through `PostgresBackend.import_file` when there is one (and it takes
+    the file), else parse (`read_rows`) and `PostgresBackend.apply` split into phases.
+    Returns the seconds of the whole."""
+    import_file: Any = getattr(PostgresBackend, "import_file", None)
+    if callable(import_file):
+        name = databases.create()
+        backend = databases.backend(name, source="import")
+        backend.init()
+        engine = database._engine(backend.url)
+        wanted = {"on_error": "reject-all", "default_store": "main"}
+        try:
+            accepted = set(inspect.signature(import_file).parameters)
+        except (TypeError, ValueError):
+            accepted = set()
+        kwargs = {k: v for k, v in wanted.items() if k in accepted}
+        with Statements(engine) as statements:
+            start = time.perf_counter()
+            result = import_file(backend, data, FileFormat.csv, **kwargs)
+            seconds = time.perf_counter() - start
+        if result is not None:
+            with psycopg.connect(databases.url(name)) as connection:
+                stock = connection.execute("SELECT count(*) FROM inventory").fetchone()
+            if stock is None or stock[0] != args.rows:
+                raise BenchFailed(
+                    f"in-process import_file wrote {stock} stock rows, not {args.rows}"
+                )
+            sql_total = statements.total("other")
+            print("  in process (same file, fresh database): PostgresBackend.import_file")
+            print(f"    import_file (parse, check, write, commit): {seconds:6.2f} s")
+            print(f"      statements through SQLAlchemy        : {sql_total:6.2f} s")
+            for label, took, calls in statements.in_phase("other", 8):
+                print(f"        {took:6.2f} s  {calls:>6,}x  {label}")
+            print(
+                f"      the rest (Python; COPY through the driver, unseen by SQLAlchemy): "
+                f"{seconds - sql_total:6.2f} s"
+            )
+            print(
+                f"    total                                  : {seconds:6.2f} s  "
+                f"({args.rows / seconds:,.0f} rows/s)"
+            )
+            return seconds
+        print("  in process: import_file returned None (this file takes the Python path)")
+    return python_breakdown(args, databases, source)
+
+
+def python_breakdown(args: argparse.Namespace, databases: Databases, source: Path) -> float:
+    """Parse (`read_rows`) and `PostgresBackend.apply` on a fresh database, split into
+    load, rules, each write-back statement and COPY, and the Python in between.  Only the
+    functions that are still there are wrapped."""
     inproc = databases.create()
     backend = databases.backend(inproc, source="import")
     backend.init()
@@ -481,57 +841,27 @@ def bench_import(args: argparse.Namespace, children: Children, folder: Path) -> 
         Statements(database._engine(backend.url)) as statements,
         contextlib.ExitStack() as patches,
     ):
-        patches.enter_context(
-            mock.patch.object(bulk, "load_state", statements.wrap("load", bulk.load_state, totals))
-        )
-        patches.enter_context(
-            mock.patch.object(bulk, "write_back", statements.wrap("write", bulk.write_back, totals))
-        )
-        patches.enter_context(
-            mock.patch.object(
-                backend_module,
-                "run_batch",
-                statements.wrap("rules", backend_module.run_batch, totals),
+        for module, attribute, phase in (
+            (bulk, "load_state", "load"),
+            (bulk, "write_back", "write"),
+            (backend_module, "run_batch", "rules"),
+            (bulk, "_renumber", "renumber"),
+        ):
+            function = getattr(module, attribute, None)
+            if callable(function):
+                patches.enter_context(
+                    mock.patch.object(module, attribute, statements.wrap(phase, function, totals))
+                )
+        copy_rows = getattr(bulk, "copy_rows", None)
+        if callable(copy_rows):
+            patches.enter_context(
+                mock.patch.object(bulk, "copy_rows", statements.wrap_copy(copy_rows))
             )
-        )
-        patches.enter_context(
-            mock.patch.object(bulk, "copy_rows", statements.wrap_copy(bulk.copy_rows))
-        )
-        patches.enter_context(
-            mock.patch.object(
-                bulk, "_renumber", statements.wrap("renumber", bulk._renumber, totals)
-            )
-        )
         start = time.perf_counter()
         result = backend.apply(rows, on_error="reject-all")
         apply_total = time.perf_counter() - start
     if result.applied != args.rows:
         raise BenchFailed(f"in-process apply applied {result.applied} rows, not {args.rows}")
-
-    print(f"1. import: {args.rows:,} rows ({products:,} products x {args.import_stores} stores)")
-    print(f"  CSV generated in {generate:.2f} s ({source.stat().st_size / 1e6:.1f} MB)")
-    print(f"  summary: {done.stdout.strip()}")
-    print(
-        f"  check  : {counts[0]:,} stock rows, {counts[1]:,} products, {counts[2]} stores, "
-        f"{counts[3]:,} audit entries"
-    )
-    print(f"  inv import, wall           : {wall:6.2f} s  {rate:9,.0f} rows/s  (subprocess)")
-    print(
-        f"  raw: COPY FROM STDIN (csv) : {args.rows / copy_rate:6.2f} s  {copy_rate:9,.0f} rows/s"
-        f"  -> inv is {copy_rate / rate:.1f}x slower"
-    )
-    print(
-        f"  raw: batched UPDATE        : {args.rows / update_rate:6.2f} s  "
-        f"{update_rate:9,.0f} rows/s"
-        f"  -> inv is {update_rate / rate:.1f}x slower  "
-        f"(executemany by primary key, {UPDATE_BATCH:,} rows a call)"
-    )
-    print(
-        f"  target: at least {TARGET_IMPORT_RATE:,} rows/s "
-        f"({args.rows / TARGET_IMPORT_RATE:.2f} s)  -> {verdict(rate >= TARGET_IMPORT_RATE)}"
-    )
-    for line in sampler.report(wall):
-        print(line)
 
     load, rules, write = totals.get("load", 0.0), totals.get("rules", 0.0), totals.get("write", 0.0)
     rest = apply_total - load - rules - write
@@ -560,24 +890,10 @@ def bench_import(args: argparse.Namespace, children: Children, folder: Path) -> 
         f"    total                                  : {in_total:6.2f} s  "
         f"({args.rows / in_total:,.0f} rows/s)"
     )
-    print(
-        f"    rest of the subprocess                 : {wall - in_total:6.2f} s  "
-        "(start-up, imports, exit)"
-    )
-    if args.explain or rate < TARGET_IMPORT_RATE:
+    if args.explain:
         for title, plan in explain_write_back(databases, rows):
             print_plan(f"EXPLAIN ANALYZE, {title} (same rows, another fresh database)", plan)
-    return [
-        Figure(
-            "import",
-            f"inv import, {args.rows:,} rows",
-            f"{rate:,.0f} rows/s",
-            f"COPY {copy_rate:,.0f} rows/s ({copy_rate / rate:.1f}x); "
-            f"UPDATE {update_rate:,.0f} rows/s ({update_rate / rate:.1f}x)",
-            f">= {TARGET_IMPORT_RATE:,} rows/s",
-            rate >= TARGET_IMPORT_RATE,
-        )
-    ]
+    return in_total
 
 
 def explain_write_back(databases: Databases, rows: Sequence[Any]) -> list[tuple[str, list[str]]]:
@@ -811,30 +1127,46 @@ def bench_reads(args: argparse.Namespace, databases: Databases, name: str) -> li
     for statement, _, seconds in statements.last:
         per_statement[short_sql(statement, 56)] += seconds
     with psycopg.connect(url) as connection:
-        connection.execute(RAW_LIST, {"code": store}).fetchall()
+        hand = connection.execute(RAW_LIST, {"code": store}).fetchall()  # warm-up
         raw = median_of(
             args.list_runs, lambda: connection.execute(RAW_LIST, {"code": store}).fetchall()
         )
-    ok = ours * 1000 <= TARGET_LIST_MS
+    ours_rows = [(i.sku, i.store, i.quantity) for i in items]
+    same = ours_rows == [(r[0], r[6], r[7]) for r in hand]
+    ratio = ours / raw
+    ok = ratio <= TARGET_LIST_RATIO
     print(f"4. list --store {store}: {len(items):,} rows, in process")
     print(f"  PostgresBackend.list_items     : {ours * 1000:8.2f} ms  (median of {args.list_runs})")
     print(f"    of which SQL statements      : {sql_per_call * 1000:8.2f} ms a call (mean):")
     for label, seconds in per_statement.most_common(4):
         print(f"      {seconds / args.list_runs * 1000:6.2f} ms  {label}")
-    print(f"  raw SQL through psycopg        : {raw * 1000:8.2f} ms  -> ratio {ours / raw:.1f}x")
-    print(f"  target: at most {TARGET_LIST_MS:g} ms -> {verdict(ok)}")
+    print(
+        f"  the same query by hand         : {raw * 1000:8.2f} ms  (psycopg, tuples: products "
+        "JOIN inventory JOIN stores WHERE code = S, the backend's order)"
+    )
+    if not same:
+        print(
+            f"    NOTE: its rows differ from list_items' ({len(hand)} against {len(items)}, or "
+            "in another order): the backend's query has changed, RAW_LIST should follow it"
+        )
+    print(
+        f"  ratio                          : {ratio:8.2f}x  "
+        f"(target: at most {TARGET_LIST_RATIO}x) -> {verdict(ok)}"
+    )
+    print(f"  information: at most 5 ms (the old target) -> {verdict(ours * 1000 <= 5.0)}")
     if args.explain or not ok:
         query = max(statements.last, key=lambda s: s[2])
         print_plan(
             "EXPLAIN ANALYZE, the backend's slowest statement", explain(engine, query[0], query[1])
         )
+        print_plan("EXPLAIN ANALYZE, by hand", explain_raw(url, RAW_LIST, {"code": store}))
     figures.append(
         Figure(
             "list",
-            f"list --store ({len(items)} rows, in process)",
-            f"{ours * 1000:.2f} ms",
-            f"raw SQL {raw * 1000:.2f} ms ({ours / raw:.1f}x)",
-            f"<= {TARGET_LIST_MS:g} ms",
+            f"list --store ({len(items)} rows) / by hand",
+            f"{ratio:.2f}x",
+            f"list_items {ours * 1000:.2f} ms, by hand {raw * 1000:.2f} ms",
+            f"<= {TARGET_LIST_RATIO}x",
             ok,
         )
     )
@@ -945,8 +1277,8 @@ class Figure:
     what: str
     value: str
     raw: str
-    target: str
-    ok: bool
+    target: str  # empty: information, no target
+    ok: bool | None
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:
@@ -977,7 +1309,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-reads", action="store_true", help="skip parts 3 and 4")
     parser.add_argument("--skip-update", action="store_true", help="skip part 5")
     parser.add_argument("--no-vacuum", action="store_true", help="no VACUUM ANALYZE after seeding")
-    parser.add_argument("--explain", action="store_true", help="EXPLAIN ANALYZE the reads always")
+    parser.add_argument(
+        "--explain",
+        action="store_true",
+        help="EXPLAIN ANALYZE the reads always, and the import's write-back (Python path)",
+    )
     parser.add_argument(
         "--keep-env",
         action="store_true",
