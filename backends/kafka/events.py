@@ -32,6 +32,8 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
 
+import msgspec
+
 from .. import values
 from ..errors import ValidationError
 from ..jsontext import JsonError, loads
@@ -149,6 +151,51 @@ _NUMBER_FIELDS = (
     ("quantity", values.quantity),
     ("expect", values.quantity),
 )
+_FIELDS = ("v", "type", *(f[0] for f in _TEXT_FIELDS), *(f[0] for f in _NUMBER_FIELDS))
+
+
+class _Wire(msgspec.Struct, frozen=True):
+    """An event's JSON as typed fields: `msgspec` reads it in one pass, without a dict of
+    Python objects first.  Anything it refuses is read again by the plain path, which says
+    what is wrong in the words `decode` always used."""
+
+    v: int
+    type: str
+    message_id: str | None = None
+    event_id: str | None = None
+    store: str | None = None
+    sku: str | None = None
+    delta: int | None = None
+    quantity: int | None = None
+    to_store: str | None = None
+    expect: int | None = None
+    reason: str | None = None
+    actor: str | None = None
+    source: str | None = None
+    at: str | None = None
+    fingerprint: str | None = None
+
+
+_WIRE = msgspec.json.Decoder(_Wire)
+#: Fields whose values repeat from event to event (a few stores, SKUs, actors): their
+#: checked form is kept, so each distinct value is checked once per worker process.
+_REPEATING = frozenset({"store", "to_store", "sku", "reason", "actor", "source"})
+_checked: dict[tuple[str, str], Any] = {}
+
+
+def _check(name: str, check: Callable[..., Any], value: str) -> Any:
+    if name not in _REPEATING:
+        return check(value, field=name)
+    key = (name, value)
+    try:
+        return _checked[key]
+    except KeyError:
+        pass
+    result = check(value, field=name)  # a ValidationError is not kept: it is raised again
+    if len(_checked) >= 100_000:
+        _checked.clear()
+    _checked[key] = result
+    return result
 
 
 def decode(raw: bytes | None) -> Event:
@@ -159,12 +206,18 @@ def decode(raw: bytes | None) -> Event:
     """
     if not raw:
         raise MalformedEvent("the message is empty")
+    data: Any
     try:
-        data = loads(raw)
-    except (UnicodeDecodeError, JsonError) as exc:
-        raise MalformedEvent(f"not JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise MalformedEvent(f"not a JSON object but {type(data).__name__}")
+        data = _WIRE.decode(raw)
+    except (msgspec.MsgspecError, RecursionError):  # the plain path says why
+        try:
+            data = loads(raw)
+        except (UnicodeDecodeError, JsonError) as exc:
+            raise MalformedEvent(f"not JSON: {exc}") from None
+        if not isinstance(data, dict):
+            raise MalformedEvent(f"not a JSON object but {type(data).__name__}") from None
+    else:
+        data = {name: getattr(data, name) for name in _FIELDS}
     version = data.get("v")
     if version != SCHEMA_VERSION or type(version) is not int:
         raise MalformedEvent(f"schema version {version!r}, this worker reads {SCHEMA_VERSION}")
@@ -183,7 +236,7 @@ def decode(raw: bytes | None) -> Event:
                 continue
             if type(value) is not str:
                 raise MalformedEvent(f"{name} is not text: {value!r}")
-            texts[name] = check(value, field=name)
+            texts[name] = _check(name, check, value)
         for name, number in _NUMBER_FIELDS:
             value = data.get(name)
             if value is not None and type(value) is not int:

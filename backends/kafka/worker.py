@@ -8,14 +8,17 @@ Any number of workers share the topic's partitions in one consumer group.  The l
    recorded as rejected; commit;
 3. write the new quantities through to Redis (version-guarded), send rejected events to
    the dead-letter topic (`<topic>.dlq`);
-4. commit the batch's offsets (synchronously).
+4. commit the batch's offsets (asynchronously; synchronously when partitions are revoked
+   and when the worker stops).
 
-A crash anywhere loses nothing and applies nothing twice: before 2's commit nothing
-happened; after it, the events are in `applied_events` and the redelivered batch finds
-them there.  While PostgreSQL is unreachable the batch is retried with backoff (up to 5 s
-between tries) and no offset is committed.  SIGTERM (`stop()`) finishes the batch in
-hand, commits it and leaves the group; a rebalance finds nothing uncommitted, because
-offsets are committed after every batch.
+A reader thread owns the consumer (steps 1 and 4, and decoding the next batch while this
+one applies); the worker's thread does 2 and 3.  A crash anywhere loses nothing and
+applies nothing twice: before 2's commit nothing happened; after it, the events are in
+`applied_events` and the redelivered batch finds them there (an offset commit lost in a
+crash or a rebalance only means such duplicates).  While PostgreSQL is unreachable the
+batch is retried with backoff (up to 5 s between tries) and no offset is committed.
+SIGTERM (`stop()`) finishes the batch in hand, commits it and leaves the group; a batch
+read ahead but not applied is not committed, so the partition's next owner reads it.
 
 The counters (`Worker.counters`) are logged every `report_every` seconds: events applied,
 rejected, duplicates skipped, batches, and the group's lag on this worker's partitions.
@@ -28,6 +31,7 @@ from __future__ import annotations
 
 import json
 import logging
+import queue
 import threading
 import time
 from collections.abc import Callable
@@ -139,11 +143,18 @@ class Worker:
     # -- the loop ------------------------------------------------------------------
 
     def run(self) -> Counters:
-        from confluent_kafka import Consumer
+        """Apply batches until `stop()`.
 
+        Two threads share the work so that each core has some: a reader owns the Kafka
+        consumer (consume, decode the next batch, commit offsets, measure lag) while this
+        thread applies the batch before it and writes it through to the cache.  At most
+        one decoded batch waits between them.  Offsets are committed after the batch's
+        transaction, by the reader, asynchronously (the last ones synchronously when the
+        worker stops): a commit that is lost only means events delivered again, which
+        `applied_events` turns into duplicates.
+        """
         backend = self.backend
-        consumer = Consumer(self.consumer_config())
-        consumer.subscribe([backend.topic], on_assign=self._on_assign, on_revoke=self._on_revoke)
+        reader = _Reader(self)
         log.info(
             "worker started: group %s, topic %s at %s, database %s, batches of up to %d "
             "events or %d ms",
@@ -156,46 +167,27 @@ class Worker:
         )
         if self.metrics is not None and self.metrics.address is not None:
             log.info("metrics on http://%s:%d/metrics", *self.metrics.address)
-        last_report = last_lag = time.monotonic()
+        reader.start()
         try:
             while not self.stopping:
-                records = consumer.consume(self.batch_size, self.batch_ms / 1000)
-                self._beat()
-                messages = []
-                for record in records:
-                    error = record.error()
-                    if error is not None:
-                        if error.fatal():
-                            raise BackendUnavailable(f"Kafka: {error.str()}")
-                        self._warn_once(f"Kafka: {error.str()}")
-                        continue
-                    messages.append(
-                        Message.from_record(
-                            str(record.topic()),
-                            int(record.partition() or 0),
-                            int(record.offset() or 0),
-                            record.value(),
-                        )
-                    )
-                if messages:
-                    started = time.monotonic()
-                    outcome = self._apply(messages)
-                    if outcome is None:  # stopped while the database was away
-                        break
-                    self._after_commit(outcome)
-                    self._commit(consumer, messages)
-                    self._count(outcome, time.monotonic() - started)
-                elif self._stale and self.backend.cache and self.backend.cache.forget(self._stale):
-                    self._stale.clear()
-                if self.metrics is not None and time.monotonic() - last_lag >= LAG_EVERY:
-                    last_lag = time.monotonic()
-                    self.metrics.set_lag(self.backend.topic, self._lag(consumer))
-                if time.monotonic() - last_report >= self.report_every:
-                    last_report = time.monotonic()
-                    self._report(consumer)
+                messages = reader.next_batch()
+                if messages is None:
+                    if (
+                        self._stale
+                        and self.backend.cache
+                        and self.backend.cache.forget(self._stale)
+                    ):
+                        self._stale.clear()
+                    continue
+                started = time.monotonic()
+                outcome = self._apply(messages)
+                if outcome is None:  # stopped while the database was away
+                    break
+                self._after_commit(outcome)
+                reader.commit(messages)  # after the write-through: see _after_commit
+                self._count(outcome, time.monotonic() - started)
         finally:
-            self._report(consumer)
-            consumer.close()
+            reader.finish()
             if self._dead_letters is not None:
                 self._dead_letters.flush(self.backend.timeout)
             log.info("worker stopped")
@@ -222,7 +214,7 @@ class Worker:
         log.info("assigned partitions %s", sorted(p.partition for p in partitions) or "none")
 
     def _on_revoke(self, consumer: Any, partitions: list[Any]) -> None:
-        # Offsets are committed after every batch, so nothing applied is uncommitted here.
+        # The reader committed what was handed back before calling this (`_Reader._on_revoke`).
         log.info("partitions %s revoked", sorted(p.partition for p in partitions))
         self._assigned = []
 
@@ -349,23 +341,6 @@ class Worker:
                 exc,
             )
 
-    def _commit(self, consumer: Any, messages: list[Message]) -> None:
-        from confluent_kafka import KafkaException, TopicPartition
-
-        last: dict[tuple[str, int], int] = {}
-        for m in messages:
-            last[(m.topic, m.partition)] = max(last.get((m.topic, m.partition), -1), m.offset)
-        offsets = [TopicPartition(t, p, o + 1) for (t, p), o in sorted(last.items())]
-        try:
-            consumer.commit(offsets=offsets, asynchronous=False)
-        except KafkaException as exc:
-            # Lost the partitions in a rebalance: their new owner gets these events again
-            # and skips them, since they are in applied_events.
-            log.warning(
-                "offset commit failed (%s); the events will be skipped when redelivered",
-                exc.args[0],
-            )
-
     def _count(self, outcome: Outcome, seconds: float = 0.0) -> None:
         c = self.counters
         c.applied += outcome.applied
@@ -407,3 +382,148 @@ class Worker:
         if self.metrics is not None:
             self.metrics.set_lag(self.backend.topic, lags)
         log.info("counters: %s", " ".join(f"{k}={v}" for k, v in asdict(self.counters).items()))
+
+
+def _offsets(messages: list[Message]) -> dict[tuple[str, int], int]:
+    """The next offset to read on each partition once `messages` are applied."""
+    last: dict[tuple[str, int], int] = {}
+    for m in messages:
+        last[(m.topic, m.partition)] = max(last.get((m.topic, m.partition), -1), m.offset + 1)
+    return last
+
+
+class _Reader(threading.Thread):
+    """The thread that owns the worker's Kafka consumer: it consumes and decodes the next
+    batch while the worker applies the last, and commits the offsets the worker hands
+    back.  Only this thread calls the consumer (librdkafka's rebalance callbacks run here
+    too)."""
+
+    def __init__(self, worker: Worker) -> None:
+        super().__init__(name="inv-worker-reader", daemon=True)
+        self.worker = worker
+        self.ready: queue.Queue[list[Message] | BaseException] = queue.Queue(maxsize=1)
+        self.commits: queue.Queue[dict[tuple[str, int], int]] = queue.Queue()
+        self.done = threading.Event()
+
+    # -- the worker's side -------------------------------------------------------------
+
+    def next_batch(self) -> list[Message] | None:
+        """The next decoded batch, or None when none came within a batch window."""
+        try:
+            got = self.ready.get(timeout=self.worker.batch_ms / 1000 + 0.05)
+        except queue.Empty:
+            if not self.is_alive() and not self.worker.stopping:
+                raise RuntimeError("the worker's Kafka reader stopped") from None
+            return None
+        if isinstance(got, BaseException):
+            raise got
+        return got
+
+    def commit(self, messages: list[Message]) -> None:
+        self.commits.put(_offsets(messages))
+
+    def finish(self) -> None:
+        """Stop reading, commit what was handed back, leave the group."""
+        self.worker.stop()
+        self.done.set()
+        self.join(max(10.0, self.worker.session_timeout_ms / 1000 * 2))
+
+    # -- the reader's side -------------------------------------------------------------
+
+    def run(self) -> None:
+        worker = self.worker
+        try:
+            from confluent_kafka import Consumer
+
+            consumer = Consumer(worker.consumer_config())
+            consumer.subscribe(
+                [worker.backend.topic], on_assign=worker._on_assign, on_revoke=self._on_revoke
+            )
+        except BaseException as exc:
+            self._hand_over(exc)
+            return
+        last_report = last_lag = time.monotonic()
+        try:
+            batch: list[Message] = []
+            while not worker.stopping:
+                self._commit(consumer, asynchronous=True)
+                if not batch:
+                    batch = self._consume(consumer)
+                    worker._beat()
+                if batch:
+                    try:
+                        self.ready.put(batch, timeout=0.05)
+                        batch = []
+                    except queue.Full:
+                        pass
+                now = time.monotonic()
+                if worker.metrics is not None and now - last_lag >= LAG_EVERY:
+                    last_lag = now
+                    worker.metrics.set_lag(worker.backend.topic, worker._lag(consumer))
+                if now - last_report >= worker.report_every:
+                    last_report = now
+                    worker._report(consumer)
+        except BaseException as exc:
+            self._hand_over(exc)
+        finally:
+            self.done.wait(30)  # the worker's last batch, and its offsets
+            self._commit(consumer, asynchronous=False)
+            worker._report(consumer)
+            consumer.close()
+
+    def _on_revoke(self, consumer: Any, partitions: list[Any]) -> None:
+        self._commit(consumer, asynchronous=False)  # what was applied, before the owner moves
+        self.worker._on_revoke(consumer, partitions)
+
+    def _hand_over(self, exc: BaseException) -> None:
+        while not self.done.is_set():
+            try:
+                self.ready.put(exc, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def _consume(self, consumer: Any) -> list[Message]:
+        worker = self.worker
+        records = consumer.consume(worker.batch_size, worker.batch_ms / 1000)
+        messages = []
+        for record in records:
+            error = record.error()
+            if error is not None:
+                if error.fatal():
+                    raise BackendUnavailable(f"Kafka: {error.str()}")
+                worker._warn_once(f"Kafka: {error.str()}")
+                continue
+            messages.append(
+                Message.from_record(
+                    str(record.topic()),
+                    int(record.partition() or 0),
+                    int(record.offset() or 0),
+                    record.value(),
+                )
+            )
+        return messages
+
+    def _commit(self, consumer: Any, *, asynchronous: bool) -> None:
+        from confluent_kafka import KafkaException, TopicPartition
+
+        merged: dict[tuple[str, int], int] = {}
+        while True:
+            try:
+                handed = self.commits.get_nowait()
+            except queue.Empty:
+                break
+            for key, offset in handed.items():
+                merged[key] = max(merged.get(key, -1), offset)
+        if not merged:
+            return
+        offsets = [TopicPartition(t, p, o) for (t, p), o in sorted(merged.items())]
+        try:
+            consumer.commit(offsets=offsets, asynchronous=asynchronous)
+        except KafkaException as exc:
+            # Lost the partitions in a rebalance: their new owner gets these events again
+            # and skips them, since they are in applied_events.
+            log.warning(
+                "offset commit failed (%s); the events will be skipped when redelivered",
+                exc.args[0],
+            )
