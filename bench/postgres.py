@@ -649,9 +649,15 @@ def bench_import(args: argparse.Namespace, children: Children, folder: Path) -> 
     except Exception as exc:  # a wrapped function moved or changed: say so, go on
         print(f"  in process: the breakdown failed ({type(exc).__name__}: {exc}); skipped")
     else:
+        rest = wall - in_total
         print(
-            f"    rest of the subprocess                 : {wall - in_total:6.2f} s  "
-            "(start-up, imports, exit)"
+            f"    rest of the subprocess                 : {rest:6.2f} s  "
+            + (
+                "(start-up, imports, exit)"
+                if rest >= 0
+                else "(negative: the same work ran slower here than in the child: other "
+                "load on the machine)"
+            )
         )
     return figures
 
