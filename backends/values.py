@@ -420,17 +420,12 @@ def moment(value: object, *, field: str = "since", now: datetime | None = None) 
     match = _AGE.fullmatch(given)
     if match:
         return _before(now or datetime.now(UTC), match.group(1), match.group(2), field=field)
-    bad = ValidationError(
-        f"{field}: {_shown(value)} is not an ISO date or time (2026-11-01, "
-        "2026-11-01T09:30Z) or an age (90s, 15m, 24h, 7d, 2w, 18mo, 7y)",
-        field=field,
-    )
     if not given.isascii() or len(given) > 40:
-        raise bad
+        raise _not_a_moment(value, field)
     try:
         at = datetime.fromisoformat(given)
     except ValueError:
-        raise bad from None
+        raise _not_a_moment(value, field) from None
     if at.tzinfo is None:
         return at.replace(tzinfo=UTC)
     try:
@@ -439,6 +434,14 @@ def moment(value: object, *, field: str = "since", now: datetime | None = None) 
         raise ValidationError(
             f"{field}: {given} is outside the years 1 to 9999 in UTC", field=field
         ) from None
+
+
+def _not_a_moment(value: object, field: str) -> ValidationError:
+    return ValidationError(
+        f"{field}: {_shown(value)} is not an ISO date or time (2026-11-01, "
+        "2026-11-01T09:30Z) or an age (90s, 15m, 24h, 7d, 2w, 18mo, 7y)",
+        field=field,
+    )
 
 
 def _shown(value: object) -> str:

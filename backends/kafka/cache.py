@@ -112,19 +112,22 @@ redis.call('EXPIRE', key, tonumber(ARGV[4]))
 return 1
 """
 
-# ARGV: prefix, ttl, then (sku, store, version, quantity) quadruples.
+# ARGV: prefix, ttl, then one line per value: sku TAB store TAB version TAB quantity LF
+# (one argument, not four a value: packing thousands of arguments costs the worker more
+# than the script costs Redis; SKUs and store codes hold no control characters).
 _WRITE = """
 local p = ARGV[1]
 local g = redis.call('GET', p .. ':gen') or '0'
 local ttl = tonumber(ARGV[2])
 local n = 0
-for i = 3, #ARGV, 4 do
-  local key = p .. ':' .. g .. ':item:' .. ARGV[i]
-  local field = 's:' .. ARGV[i + 1]
+local line = '([^\\t]*)\\t([^\\t]*)\\t([^\\t]*)\\t([^\\n]*)\\n'
+for sku, store, v, q in string.gmatch(ARGV[3], line) do
+  local key = p .. ':' .. g .. ':item:' .. sku
+  local field = 's:' .. store
   local old = redis.call('HGET', key, field)
-  local version = tonumber(ARGV[i + 2])
+  local version = tonumber(v)
   if not old or tonumber(string.match(old, '^(%d+):')) < version then
-    redis.call('HSET', key, field, ARGV[i + 2] .. ':' .. ARGV[i + 3])
+    redis.call('HSET', key, field, v .. ':' .. q)
     if redis.call('TTL', key) < 0 then redis.call('EXPIRE', key, ttl) end
     n = n + 1
   end
@@ -288,12 +291,13 @@ class Cache:
 
     def write_through(self, values: Iterable[tuple[str, str, int, int]]) -> bool:
         """Committed (sku, store, quantity, version) values; False if Redis was down."""
-        args: list[Any] = [self.prefix, self.ttl]
-        for sku, store, quantity, version in values:
-            args += [sku_key(sku), store, version, quantity]
-        if len(args) == 2:
+        lines = "".join(
+            f"{sku_key(sku)}\t{store}\t{version}\t{quantity}\n"
+            for sku, store, quantity, version in values
+        )
+        if not lines:
             return True
-        return self._run("write", [], args) is not None
+        return self._run("write", [], [self.prefix, self.ttl, lines]) is not None
 
     def forget(self, skus: Iterable[str]) -> bool:
         """Drop the entries of these SKUs (after a change made straight to the database)."""

@@ -25,10 +25,8 @@ what is wrong; the worker rejects such a message instead of stopping its partiti
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
 
@@ -59,8 +57,9 @@ class MalformedEvent(ValueError):
     """Bytes on the topic that are not an event this code can apply."""
 
 
-@dataclass(frozen=True, slots=True)
-class Event:
+class Event(msgspec.Struct, frozen=True):
+    """One event; its JSON is its fields (msgspec encodes and decodes it in one pass)."""
+
     message_id: str
     event_id: str
     type: str
@@ -83,7 +82,7 @@ class Event:
         return f"{self.store}:{sku_key(self.sku)}".encode()
 
     def encode(self) -> bytes:
-        return json.dumps(asdict(self), separators=(",", ":")).encode()
+        return _ENCODER.encode(self)
 
     @property
     def time(self) -> datetime:
@@ -151,32 +150,13 @@ _NUMBER_FIELDS = (
     ("quantity", values.quantity),
     ("expect", values.quantity),
 )
-_FIELDS = ("v", "type", *(f[0] for f in _TEXT_FIELDS), *(f[0] for f in _NUMBER_FIELDS))
 
 
-class _Wire(msgspec.Struct, frozen=True):
-    """An event's JSON as typed fields: `msgspec` reads it in one pass, without a dict of
-    Python objects first.  Anything it refuses is read again by the plain path, which says
-    what is wrong in the words `decode` always used."""
-
-    v: int
-    type: str
-    message_id: str | None = None
-    event_id: str | None = None
-    store: str | None = None
-    sku: str | None = None
-    delta: int | None = None
-    quantity: int | None = None
-    to_store: str | None = None
-    expect: int | None = None
-    reason: str | None = None
-    actor: str | None = None
-    source: str | None = None
-    at: str | None = None
-    fingerprint: str | None = None
-
-
-_WIRE = msgspec.json.Decoder(_Wire)
+#: Reads an event's JSON straight into an `Event` when its fields have the right types;
+#: anything it refuses is read again by the plain path, which says what is wrong in the
+#: words `decode` always used.
+_WIRE = msgspec.json.Decoder(Event)
+_ENCODER = msgspec.json.Encoder()
 #: Fields whose values repeat from event to event (a few stores, SKUs, actors): their
 #: checked form is kept, so each distinct value is checked once per worker process.
 _REPEATING = frozenset({"store", "to_store", "sku", "reason", "actor", "source"})
@@ -206,9 +186,10 @@ def decode(raw: bytes | None) -> Event:
     """
     if not raw:
         raise MalformedEvent("the message is empty")
+    wire: Event | None = None
     data: Any
     try:
-        data = _WIRE.decode(raw)
+        wire = _WIRE.decode(raw)
     except (msgspec.MsgspecError, RecursionError):  # the plain path says why
         try:
             data = loads(raw)
@@ -217,7 +198,7 @@ def decode(raw: bytes | None) -> Event:
         if not isinstance(data, dict):
             raise MalformedEvent(f"not a JSON object but {type(data).__name__}") from None
     else:
-        data = {name: getattr(data, name) for name in _FIELDS}
+        data = msgspec.structs.asdict(wire)
     version = data.get("v")
     if version != SCHEMA_VERSION or type(version) is not int:
         raise MalformedEvent(f"schema version {version!r}, this worker reads {SCHEMA_VERSION}")
@@ -264,22 +245,29 @@ def decode(raw: bytes | None) -> Event:
             raise MalformedEvent("a transfer has no expect")
     elif texts["to_store"] is not None:
         raise MalformedEvent(f"{kind} has no to_store")
-    event = Event(
-        message_id=texts["message_id"],
-        event_id=texts["event_id"],
-        type=kind,
-        store=texts["store"],
-        sku=texts["sku"],
-        delta=delta,
-        quantity=quantity,
-        to_store=texts["to_store"],
-        expect=expect,
-        reason=texts["reason"],
-        actor=texts["actor"],
-        source=texts["source"],
-        at=texts["at"],
-        fingerprint=texts["fingerprint"],
-    )
+    if (
+        wire is not None
+        and all(texts[name] == data[name] for name in texts)
+        and (delta, quantity, expect) == (wire.delta, wire.quantity, wire.expect)
+    ):
+        event = wire  # already in its checked form: the usual case
+    else:
+        event = Event(
+            message_id=texts["message_id"],
+            event_id=texts["event_id"],
+            type=kind,
+            store=texts["store"],
+            sku=texts["sku"],
+            delta=delta,
+            quantity=quantity,
+            to_store=texts["to_store"],
+            expect=expect,
+            reason=texts["reason"],
+            actor=texts["actor"],
+            source=texts["source"],
+            at=texts["at"],
+            fingerprint=texts["fingerprint"],
+        )
     try:
         values.moment(event.at, field="at")
         event.time  # noqa: B018 - parse it now, so a bad time is malformed, not a crash later
