@@ -24,7 +24,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 from sqlalchemy import text
@@ -103,8 +103,7 @@ class Rejection:
         }
 
 
-@dataclass(frozen=True, slots=True)
-class StockValue:
+class StockValue(NamedTuple):
     """A stock row as committed, for the cache's write-through."""
 
     sku: str
@@ -368,8 +367,10 @@ def apply_batch(connection: Connection, messages: Sequence[Message]) -> Outcome:
             outcome.rejected.append(_reject(message, error))
             continue
         applied[e.event_id] = e.fingerprint
-        results[e.event_id] = (e.fingerprint, len(movements), len(movements) + len(done))
-        movements.extend((e, *m) for m in done)
+        start = len(movements)
+        for action, store, sku, delta, after in done:
+            movements.append((e, action, store, sku, delta, after))
+        results[e.event_id] = (e.fingerprint, start, len(movements))
         outcome.applied += 1
 
     # Rows made for events that were all rejected go again: nothing was stocked there.

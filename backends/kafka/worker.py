@@ -150,13 +150,14 @@ class Worker:
     def run(self) -> Counters:
         """Apply batches until `stop()`.
 
-        Two threads share the work so that each core has some: a reader owns the Kafka
-        consumer (consume, decode the next batch, commit offsets, measure lag) while this
-        thread applies the batch before it and writes it through to the cache.  At most
-        one decoded batch waits between them.  Offsets are committed after the batch's
-        transaction, by the reader, asynchronously (the last ones synchronously when the
-        worker stops): a commit that is lost only means events delivered again, which
-        `applied_events` turns into duplicates.
+        Three threads share the work so that each core has some: a reader owns the
+        Kafka consumer (consume, decode the next batch, commit offsets, measure lag), this
+        thread applies a batch, and a finisher writes each committed batch through to the
+        cache, sends its rejections to the dead-letter topic, then hands its offsets to
+        the reader, in batch order, while this thread applies the next one.  At most one
+        decoded batch waits to be applied.  Offsets are committed asynchronously (the
+        last ones synchronously when the worker stops): a commit that is lost only means
+        events delivered again, which `applied_events` turns into duplicates.
         """
         backend = self.backend
         reader = _Reader(self)
@@ -178,29 +179,26 @@ class Worker:
         # switch interval hands it back within a fraction of a millisecond.
         sys.setswitchinterval(SWITCH_INTERVAL)
         reader.start()
+        finisher = _Finisher(self, reader)
+        finisher.start()
         try:
             while not self.stopping:
+                finisher.check()
                 messages = reader.next_batch()
                 if messages is None:
-                    if (
-                        self._stale
-                        and self.backend.cache
-                        and self.backend.cache.forget(self._stale)
-                    ):
-                        self._stale.clear()
                     continue
                 started = time.monotonic()
                 outcome = self._apply(messages)
                 if outcome is None:  # stopped while the database was away
                     break
-                self._after_commit(outcome)
-                reader.commit(messages)  # after the write-through: see _after_commit
-                self._count(outcome, time.monotonic() - started)
+                finisher.hand(messages, outcome, started)
         finally:
+            finisher.finish()
             reader.finish()
             if self._dead_letters is not None:
                 self._dead_letters.flush(self.backend.timeout)
             log.info("worker stopped")
+        finisher.check()
         return self.counters
 
     def _warn_once(self, text: str, every: float = 30.0) -> None:
@@ -301,12 +299,17 @@ class Worker:
                 if self._stop.wait(1.0):
                     return None
 
+    def _forget_stale(self) -> None:
+        """Drop the entries whose write-through failed, once Redis answers again."""
+        cache = self.backend.cache
+        if self._stale and cache is not None and cache.forget(self._stale):
+            self._stale.clear()
+
     def _after_commit(self, outcome: Outcome) -> None:
         cache = self.backend.cache
         if cache is not None:
-            if self._stale and cache.forget(self._stale):
-                self._stale.clear()
-            values = [(v.sku, v.store, v.quantity, v.version) for v in outcome.stock]
+            self._forget_stale()
+            values = outcome.stock  # (sku, store, quantity, version) tuples
             if values and not cache.write_through(values):
                 self._stale.update(v.sku for v in outcome.stock)
         if outcome.rejected:
@@ -537,3 +540,48 @@ class _Reader(threading.Thread):
                 "offset commit failed (%s); the events will be skipped when redelivered",
                 exc.args[0],
             )
+
+
+class _Finisher(threading.Thread):
+    """What follows a batch's commit, in batch order: the write-through to the cache, the
+    dead letters, then its offsets to the reader and the counters (`Worker._finish`)."""
+
+    def __init__(self, worker: Worker, reader: _Reader) -> None:
+        super().__init__(name="inv-worker-finisher", daemon=True)
+        self.worker = worker
+        self.reader = reader
+        # A few batches at most: if the cache is slow, the applying thread waits for it.
+        self.batches: queue.Queue[tuple[list[Message], Outcome, float] | None] = queue.Queue(4)
+        self.failure: BaseException | None = None
+
+    def hand(self, messages: list[Message], outcome: Outcome, started: float) -> None:
+        self.batches.put((messages, outcome, started))
+
+    def check(self) -> None:
+        """Raise what went wrong in this thread (its batch's offsets were not committed)."""
+        if self.failure is not None:
+            raise self.failure
+
+    def finish(self) -> None:
+        self.batches.put(None)
+        self.join()
+
+    def run(self) -> None:
+        worker = self.worker
+        while True:
+            try:
+                item = self.batches.get(timeout=worker.batch_ms / 1000 + 0.05)
+            except queue.Empty:
+                worker._forget_stale()
+                continue
+            if item is None:
+                return
+            if self.failure is not None:
+                continue  # the worker stops; later batches are delivered again
+            messages, outcome, started = item
+            try:
+                worker._after_commit(outcome)
+                self.reader.commit(messages)  # after the write-through: see _after_commit
+                worker._count(outcome, time.monotonic() - started)
+            except BaseException as exc:
+                self.failure = exc
