@@ -64,6 +64,7 @@ MAX_LIMIT = MAX_QUANTITY
 MAX_SECONDS = 86400.0
 
 _CENT = Decimal("0.01")
+_INT_OR_TEXT = (int, str)
 _STORE_CODE = re.compile(r"[a-z0-9_-]{1,64}", re.ASCII)
 _INTEGER = re.compile(r"[+-]?[0-9]+", re.ASCII)
 _DECIMAL = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)", re.ASCII)
@@ -275,7 +276,7 @@ def password(value: object, *, field: str = "password") -> str:
 def integer(value: object, *, field: str, minimum: int, maximum: int = MAX_QUANTITY) -> int:
     """A whole number within bounds, given as an int or as ASCII digits with an optional
     sign; never a float, `1.5`, `1_000` or digits of another script."""
-    if isinstance(value, bool) or not isinstance(value, int | str):
+    if isinstance(value, bool) or not isinstance(value, _INT_OR_TEXT):
         raise ValidationError(f"{field}: {value!r} is not a whole number", field=field)
     if isinstance(value, int):
         number = value

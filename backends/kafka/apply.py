@@ -471,11 +471,16 @@ def _guarded_update(
     rows = sorted(simple)
     lows, highs, nets = [], [], []
     for row in rows:
-        low = high = total = 0
-        for delta in simple[row]:
-            total += delta
-            low = min(low, total)
-            high = max(high, total)
+        deltas = simple[row]
+        if len(deltas) == 1:  # most rows: one event a batch
+            total = deltas[0]
+            low, high = min(total, 0), max(total, 0)
+        else:
+            low = high = total = 0
+            for delta in deltas:
+                total += delta
+                low = min(low, total)
+                high = max(high, total)
         lows.append(low)
         highs.append(high)
         nets.append(total)
