@@ -186,19 +186,86 @@ def decode(raw: bytes | None) -> Event:
     """
     if not raw:
         raise MalformedEvent("the message is empty")
-    wire: Event | None = None
-    data: Any
     try:
         wire = _WIRE.decode(raw)
     except (msgspec.MsgspecError, RecursionError):  # the plain path says why
-        try:
-            data = loads(raw)
-        except (UnicodeDecodeError, JsonError) as exc:
-            raise MalformedEvent(f"not JSON: {exc}") from None
-        if not isinstance(data, dict):
-            raise MalformedEvent(f"not a JSON object but {type(data).__name__}") from None
+        pass
     else:
-        data = msgspec.structs.asdict(wire)
+        event = _as_sent(wire)
+        if event is not None:
+            return event
+    try:
+        data = loads(raw)
+    except (UnicodeDecodeError, JsonError) as exc:
+        raise MalformedEvent(f"not JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise MalformedEvent(f"not a JSON object but {type(data).__name__}") from None
+    return _checked_event(data)
+
+
+def _as_sent(wire: Event) -> Event | None:
+    """`wire` itself when every field is already in its checked form (what `inv` sends):
+    the same checks as `_checked_event` without building anything; None when any value
+    is not, so that the plain path says what is wrong or builds the checked event."""
+    if wire.v != SCHEMA_VERSION or wire.type not in EVENT_TYPES:
+        return None
+    try:
+        for name, check, _ in _TEXT_FIELDS:
+            value = getattr(wire, name)
+            if value is not None and _check(name, check, value) != value:
+                return None
+        for name, number in _NUMBER_FIELDS:
+            value = getattr(wire, name)
+            if value is not None:
+                number(value, field=name)
+        _check_shape(wire.type, wire.delta, wire.quantity, wire.expect, wire.store, wire.to_store)
+        _check_time(wire.at)
+    except (ValidationError, MalformedEvent):
+        return None
+    return wire
+
+
+def _check_shape(
+    kind: str,
+    delta: int | None,
+    quantity: int | None,
+    expect: int | None,
+    store: str,
+    to_store: str | None,
+) -> None:
+    """Which numbers and stores each type of event has."""
+    if kind == "stock.adjust":
+        if delta is None:
+            raise MalformedEvent("delta is missing")
+        if quantity is not None:
+            raise MalformedEvent("an adjustment has a delta, not a quantity")
+    else:
+        if quantity is None:
+            raise MalformedEvent("quantity is missing")
+        if delta is not None:
+            raise MalformedEvent(f"{kind} has a quantity, not a delta")
+    if kind == "stock.transfer":
+        if to_store is None:
+            raise MalformedEvent("to_store is missing")
+        if (quantity or 0) <= 0:
+            raise MalformedEvent("a transfer moves a positive quantity")
+        if to_store == store:
+            raise MalformedEvent("a transfer goes to another store")
+        if expect is not None:
+            raise MalformedEvent("a transfer has no expect")
+    elif to_store is not None:
+        raise MalformedEvent(f"{kind} has no to_store")
+
+
+def _check_time(at: str) -> None:
+    try:
+        values.moment(at, field="at")
+        datetime.fromisoformat(at.replace("Z", "+00:00"))  # as `Event.time` reads it
+    except (ValueError, ValidationError):
+        raise MalformedEvent(f"at is not an ISO time: {at!r}") from None
+
+
+def _checked_event(data: dict[str, Any]) -> Event:
     version = data.get("v")
     if version != SCHEMA_VERSION or type(version) is not int:
         raise MalformedEvent(f"schema version {version!r}, this worker reads {SCHEMA_VERSION}")
@@ -226,51 +293,22 @@ def decode(raw: bytes | None) -> Event:
     except ValidationError as exc:
         raise MalformedEvent(str(exc)) from None
     delta, quantity, expect = numbers["delta"], numbers["quantity"], numbers["expect"]
-    if kind == "stock.adjust":
-        if delta is None:
-            raise MalformedEvent("delta is missing")
-        if quantity is not None:
-            raise MalformedEvent("an adjustment has a delta, not a quantity")
-    else:
-        if quantity is None:
-            raise MalformedEvent("quantity is missing")
-        if delta is not None:
-            raise MalformedEvent(f"{kind} has a quantity, not a delta")
-    if kind == "stock.transfer":
-        if (quantity or 0) <= 0:
-            raise MalformedEvent("a transfer moves a positive quantity")
-        if texts["to_store"] == texts["store"]:
-            raise MalformedEvent("a transfer goes to another store")
-        if expect is not None:
-            raise MalformedEvent("a transfer has no expect")
-    elif texts["to_store"] is not None:
-        raise MalformedEvent(f"{kind} has no to_store")
-    if (
-        wire is not None
-        and all(texts[name] == data[name] for name in texts)
-        and (delta, quantity, expect) == (wire.delta, wire.quantity, wire.expect)
-    ):
-        event = wire  # already in its checked form: the usual case
-    else:
-        event = Event(
-            message_id=texts["message_id"],
-            event_id=texts["event_id"],
-            type=kind,
-            store=texts["store"],
-            sku=texts["sku"],
-            delta=delta,
-            quantity=quantity,
-            to_store=texts["to_store"],
-            expect=expect,
-            reason=texts["reason"],
-            actor=texts["actor"],
-            source=texts["source"],
-            at=texts["at"],
-            fingerprint=texts["fingerprint"],
-        )
-    try:
-        values.moment(event.at, field="at")
-        event.time  # noqa: B018 - parse it now, so a bad time is malformed, not a crash later
-    except (ValueError, ValidationError):
-        raise MalformedEvent(f"at is not an ISO time: {event.at!r}") from None
+    _check_shape(kind, delta, quantity, expect, texts["store"], texts["to_store"])
+    event = Event(
+        message_id=texts["message_id"],
+        event_id=texts["event_id"],
+        type=kind,
+        store=texts["store"],
+        sku=texts["sku"],
+        delta=delta,
+        quantity=quantity,
+        to_store=texts["to_store"],
+        expect=expect,
+        reason=texts["reason"],
+        actor=texts["actor"],
+        source=texts["source"],
+        at=texts["at"],
+        fingerprint=texts["fingerprint"],
+    )
+    _check_time(event.at)
     return event
