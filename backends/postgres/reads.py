@@ -126,20 +126,20 @@ def product_row(connection: Connection, sku: str, *, lock: bool = False) -> Any:
 def quantity(connection: Connection, store: str, sku: str) -> int:
     """One stock level in one round trip: 0 where the product is not stocked at the
     store; `NotFound` for an unknown product (first) or store."""
-    row = connection.execute(
-        text(
-            "SELECT p.id AS product, s.id AS store, i.quantity FROM (SELECT 1) AS one "
-            "LEFT JOIN products p ON p.sku_key = :k "
-            "LEFT JOIN stores s ON s.code = :c "
-            "LEFT JOIN inventory i ON i.store_id = s.id AND i.product_id = p.id"
-        ),
-        {"k": values.sku_key(sku), "c": store},
-    ).one()
-    if row.product is None:
+    cursor = driver_cursor(connection)
+    cursor.execute(
+        "SELECT p.id, s.id, i.quantity FROM (SELECT 1) AS one "
+        "LEFT JOIN products p ON p.sku_key = %s "
+        "LEFT JOIN stores s ON s.code = %s "
+        "LEFT JOIN inventory i ON i.store_id = s.id AND i.product_id = p.id",
+        (values.sku_key(sku), store),
+    )
+    product, store_found, on_hand = cursor.fetchone()
+    if product is None:
         raise no_product(sku)
-    if row.store is None:
+    if store_found is None:
         raise no_store(store)
-    return int(row.quantity or 0)
+    return int(on_hand or 0)
 
 
 def stock_levels(connection: Connection, product_id: int) -> list[tuple[str, int, int]]:
