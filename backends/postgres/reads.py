@@ -175,13 +175,14 @@ def stores(connection: Connection) -> list[Store]:
     return [Store(code, name) for code, name in rows]
 
 
-def driver_cursor(connection: Connection) -> Any:
+def driver_cursor(connection: Connection, **options: Any) -> Any:
     """A psycopg cursor on the connection: for the hot reads, whose rows go straight into
     the result objects (SQLAlchemy's `text()` costs more per statement and per row than
-    the query itself on a small result).  Parameters are psycopg's (`%(name)s`)."""
+    the query itself on a small result).  Parameters are psycopg's (`%(name)s`);
+    `options` go to `cursor()` (a `row_factory`)."""
     raw = connection.connection.driver_connection
     assert raw is not None
-    return raw.cursor()
+    return raw.cursor(**options)
 
 
 def list_items(
