@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from inprocess import run_cli
@@ -327,10 +328,10 @@ def pg_url() -> Iterator[str]:
     drop_database(url)
 
 
-def test_postgres_authenticate_is_one_statement_and_reads_stay_on_replicas(pg_url: str) -> None:
-    from sqlalchemy import event
-
-    from backends.postgres import database
+def test_postgres_authenticate_is_one_statement_and_reads_stay_on_replicas(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import psycopg
 
     with PostgresBackend(pg_url, actor="tester") as setup:
         setup.add_user("ana", PASSWORD, "clerk")
@@ -338,12 +339,13 @@ def test_postgres_authenticate_is_one_statement_and_reads_stay_on_replicas(pg_ur
     # The primary named as a replica too: whether reads stay on "replicas" shows in `wrote`.
     backend = PostgresBackend(pg_url, read_urls=[pg_url], actor="tester")
     statements: list[str] = []
+    execute = psycopg.Cursor.execute
 
-    def seen(conn: object, cursor: object, statement: str, *args: object) -> None:
-        statements.append(statement)
+    def seen(cursor: psycopg.Cursor[Any], query: Any, *args: Any, **kwargs: Any) -> Any:
+        statements.append(str(query))  # every statement, through SQLAlchemy or not
+        return execute(cursor, query, *args, **kwargs)
 
-    engine = database._engine(pg_url)
-    event.listen(engine, "before_cursor_execute", seen)
+    monkeypatch.setattr(psycopg.Cursor, "execute", seen)
     try:
         backend.authenticate(secret)  # the first use is written down: two statements
         assert [s.split()[0] for s in statements[-2:]] == ["SELECT", "UPDATE"]
@@ -353,5 +355,4 @@ def test_postgres_authenticate_is_one_statement_and_reads_stay_on_replicas(pg_ur
             assert len(statements) == 1 and statements[0].startswith("SELECT")
         assert backend.db.wrote is False
     finally:
-        event.remove(engine, "before_cursor_execute", seen)
         backend.close()
