@@ -40,12 +40,12 @@ from ..errors import (
     ValidationError,
 )
 from ..models import format_time
-from ..postgres.bulk import AUDIT_COPY_COLUMNS
 from ..requests import reused_key
 from ..values import MAX_QUANTITY, sku_key
 from .events import Event, MalformedEvent, decode
 
 __all__ = [
+    "Batch",
     "Message",
     "Outcome",
     "Rejection",
@@ -179,29 +179,34 @@ class _Guarded(_Item):
 _MONTHS: set[datetime] = set()
 
 
-class _Entry(msgspec.Struct):
-    """An audit entry as `applied_events.result` keeps it (`requests.row_json`'s fields)."""
+class _Fixed(msgspec.Struct):
+    """An event's own fields in the audit entries `applied_events.result` keeps (the
+    rest of `requests.row_json`'s fields are the batch's: id, at, store, sku, action,
+    delta, quantity_after)."""
 
-    id: int
-    at: str
     actor: str
     source: str
     event_id: str
-    store: str | None
-    sku: str | None
-    action: str
-    delta: int | None
-    quantity_after: int | None
     reason: str | None
 
 
-class _Result(msgspec.Struct):
-    """What `--wait` and a replayed key print: the event's audit entries."""
-
-    movements: list[_Entry]
-
-
-_RESULT = msgspec.json.Encoder()
+_JSON = msgspec.json.Encoder()
+#: The audit columns in the order the worker's COPY writes them (an event's own fields
+#: together).
+_AUDIT_COLUMNS = (
+    "id",
+    "at",
+    "actor",
+    "source",
+    "event_id",
+    "reason",
+    "store",
+    "sku",
+    "action",
+    "delta",
+    "quantity_after",
+    "sku_key",
+)
 _NULL = "\\N"
 _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
 
@@ -228,7 +233,61 @@ def _texts(values: Iterable[str]) -> str:
     )
 
 
-def apply_batch(connection: Connection, messages: Sequence[Message]) -> Outcome:
+class Batch:
+    """A batch of messages with what applying it needs that no database state decides,
+    worked out ahead: the worker's reader does it for the next batch while
+    the last one is applied, so the applying transaction holds Python work to a minimum.
+    """
+
+    __slots__ = (
+        "applied",
+        "audit",
+        "codes",
+        "event_ids",
+        "keys",
+        "message_ids",
+        "messages",
+        "partitions",
+        "results",
+        "sku_keys",
+        "twice",
+    )
+
+    def __init__(self, messages: Sequence[Message]) -> None:
+        self.messages = list(messages)
+        events = [m.event for m in messages if m.event is not None]
+        pairs = sorted({(m.topic, m.partition) for m in messages})
+        self.partitions = (_texts(t for t, _ in pairs), _ints(p for _, p in pairs))
+        self.message_ids = _texts(m.message_id for m in messages)
+        self.event_ids = _texts({ev.event_id for ev in events})
+        self.keys: dict[str, str] = {}  # SKU as sent -> its key
+        for ev in events:
+            if ev.sku not in self.keys:
+                self.keys[ev.sku] = sku_key(ev.sku)
+        self.sku_keys = _texts(set(self.keys.values()))
+        self.codes = _texts(
+            {ev.store for ev in events} | {ev.to_store for ev in events if ev.to_store}
+        )
+        counts = Counter([ev.event_id for ev in events] + [ev.message_id for ev in events])
+        self.twice = {key for key, n in counts.items() if n > 1}
+        # Each event's own fields as its audit row (COPY text) and its result (JSON) hold
+        # them, by message id.
+        # (`_AUDIT_COLUMNS` order, COPY text), its result's fields (JSON, escaped for COPY)
+        # and its key and fingerprint (COPY text), by message id.
+        self.audit: dict[str, str] = {}
+        self.results: dict[str, str] = {}
+        self.applied: dict[str, str] = {}
+        for ev in events:
+            reason = _NULL if ev.reason is None else _esc(ev.reason)
+            self.audit[ev.message_id] = (
+                f"{_esc(ev.actor)}\t{_esc(ev.source)}\t{_esc(ev.event_id)}\t{reason}"
+            )
+            fixed = _JSON.encode(_Fixed(ev.actor, ev.source, ev.event_id, ev.reason))
+            self.results[ev.message_id] = _esc(fixed.decode()[1:-1])
+            self.applied[ev.message_id] = f"{_esc(ev.event_id)}\t{_esc(ev.fingerprint)}"
+
+
+def apply_batch(connection: Connection, batch: Batch | Sequence[Message]) -> Outcome:
     """Apply `messages` (in topic order per partition) inside the caller's transaction.
 
     Stock rows whose events in this batch are all plain adjustments (no `expect`, no
@@ -239,6 +298,9 @@ def apply_batch(connection: Connection, messages: Sequence[Message]) -> Outcome:
     count, a compare-and-set or a transfer touches, is locked and run event by event
     through the rules, as before.  The audit entries are numbered in message order.
     """
+    if not isinstance(batch, Batch):
+        batch = Batch(batch)
+    messages = batch.messages
     outcome = Outcome()
     if not messages:
         return outcome
@@ -248,7 +310,6 @@ def apply_batch(connection: Connection, messages: Sequence[Message]) -> Outcome:
     # One batch per partition at a time: a worker that lost its partitions in a rebalance
     # and the one that got them wait for each other here, and the second finds the first's
     # results (applied or rejected) below (the next statement sees what it committed).
-    topics, partitions = zip(*sorted({(m.topic, m.partition) for m in messages}), strict=True)
     # The batch's rows are found by their primary key: a hash join would read the whole
     # stock table for a thousand rows (the planner prices index probes as if from disk).
     cursor.execute(
@@ -256,17 +317,16 @@ def apply_batch(connection: Connection, messages: Sequence[Message]) -> Outcome:
         "set_config('enable_mergejoin', 'off', true), "
         "(SELECT count(pg_advisory_xact_lock(hashtext(t), p)) FROM "
         "(SELECT * FROM unnest(%s::text[], %s::integer[]) AS u(t, p) ORDER BY t, p) AS l)",
-        (_texts(topics), _ints(partitions)),
+        batch.partitions,
     )
     at: datetime = cursor.fetchone()[0]
-    events = [m.event for m in messages if m.event is not None]
     seen_messages: set[str] = set()
     applied: dict[str, str] = {}
     cursor.execute(
         "SELECT message_id, NULL FROM rejected_events WHERE message_id = ANY(%s::text[]) "
         "UNION ALL SELECT event_id, fingerprint FROM applied_events "
         "WHERE event_id = ANY(%s::text[])",
-        (_texts(m.message_id for m in messages), _texts({ev.event_id for ev in events})),
+        (batch.message_ids, batch.event_ids),
     )
     for key, fingerprint in cursor.fetchall():
         if fingerprint is None:
@@ -275,20 +335,16 @@ def apply_batch(connection: Connection, messages: Sequence[Message]) -> Outcome:
             applied[key] = fingerprint
     # Stores and products are locked against deletion (KEY SHARE, in id order) for the
     # batch; SKUs are matched by their key (`values.sku_key`), as every other command does.
-    keys: dict[str, str] = {}  # SKU as sent -> its key
-    for ev in events:
-        if ev.sku not in keys:
-            keys[ev.sku] = sku_key(ev.sku)
-    codes = {ev.store for ev in events} | {ev.to_store for ev in events if ev.to_store}
+    keys = batch.keys
     cursor.execute(
         "SELECT code, id FROM stores WHERE code = ANY(%s::text[]) ORDER BY id FOR KEY SHARE",
-        (_texts(codes),),
+        (batch.codes,),
     )
     store_ids: dict[str, int] = dict(cursor.fetchall())
     cursor.execute(
         "SELECT sku_key, id, sku FROM products WHERE sku_key = ANY(%s::text[]) "
         "ORDER BY id FOR KEY SHARE",
-        (_texts(set(keys.values())),),
+        (batch.sku_keys,),
     )
     products: dict[str, tuple[int, str]] = {key: (pid, sku) for key, pid, sku in cursor.fetchall()}
 
@@ -303,13 +359,7 @@ def apply_batch(connection: Connection, messages: Sequence[Message]) -> Outcome:
         and m.message_id not in seen_messages
         and m.event.event_id not in applied
     ]
-    twice = {
-        key
-        for key, n in Counter(
-            [ev.event_id for ev in fresh] + [ev.message_id for ev in fresh]
-        ).items()
-        if n > 1
-    }
+    twice = batch.twice
     simple: dict[tuple[int, int], list[int]] = {}  # row -> its deltas, in order
     complex_rows: set[tuple[int, int]] = set()
     for e in fresh:
@@ -338,8 +388,8 @@ def apply_batch(connection: Connection, messages: Sequence[Message]) -> Outcome:
     created = _lock_rows(cursor, sorted(complex_rows), items)
 
     # The rules, in order.
-    movements: list[tuple[Event, str, str, str, int, int]] = []
-    results: dict[str, tuple[str, int, int]] = {}  # event_id -> (fingerprint, movement idx)
+    movements: list[tuple[str, str, str, str, int, int]] = []  # message id, action, ...
+    results: list[tuple[str, int, int]] = []  # message id, its movements' start and stop
     rejected_ids: set[str] = set()
     for message in messages:
         if message.message_id in seen_messages or message.message_id in rejected_ids:
@@ -369,8 +419,8 @@ def apply_batch(connection: Connection, messages: Sequence[Message]) -> Outcome:
         applied[e.event_id] = e.fingerprint
         start = len(movements)
         for action, store, sku, delta, after in done:
-            movements.append((e, action, store, sku, delta, after))
-        results[e.event_id] = (e.fingerprint, start, len(movements))
+            movements.append((message.message_id, action, store, sku, delta, after))
+        results.append((message.message_id, start, len(movements)))
         outcome.applied += 1
 
     # Rows made for events that were all rejected go again: nothing was stocked there.
@@ -424,34 +474,37 @@ def apply_batch(connection: Connection, messages: Sequence[Message]) -> Outcome:
             "SELECT nextval('audit_log_id_seq') FROM generate_series(1, %s)", (len(movements),)
         )
         ids = sorted(i for (i,) in cursor.fetchall())
-        sku_keys = {sku: key for key, (_, sku) in products.items()}
+        # COPY's text format written here in one piece, mostly from what `Batch` made
+        # ahead: psycopg's `write_row` costs more a row than building the line.
+        texts = {  # a product's SKU as COPY text, its key, and its SKU as JSON for COPY
+            sku: (_esc(sku), _esc(key), _esc(_JSON.encode(sku).decode()))
+            for key, (_, sku) in products.items()
+        }
         at_text = format_time(at)
-        # COPY's text format written here in one piece: psycopg's `write_row` costs more
-        # a row than building the line.
+        audit, fixed = batch.audit, batch.results
         lines = []
         entries = []
-        for i, (e, action, store, sku, delta, after) in zip(ids, movements, strict=True):
-            actor, source, event_id, reason = e.actor, e.source, e.event_id, e.reason
+        for i, (m, action, store, sku, delta, after) in zip(ids, movements, strict=True):
+            copy_sku, copy_key, json_sku = texts[sku]
             lines.append(
-                f"{i}\t{at_text}\t{_esc(actor)}\t{_esc(source)}\t{_esc(event_id)}\t"
-                f"{_esc(store)}\t{_esc(sku)}\t{action}\t{delta}\t{after}\t"
-                f"{_NULL if reason is None else _esc(reason)}\t{_esc(sku_keys[sku])}\n"
+                f"{i}\t{at_text}\t{audit[m]}\t{store}\t{copy_sku}\t{action}\t{delta}\t"
+                f"{after}\t{copy_key}\n"
             )
             entries.append(
-                _Entry(
-                    i, at_text, actor, source, event_id, store, sku, action, delta, after, reason
-                )
+                f'{{"id":{i},"at":"{at_text}",{fixed[m]},"store":"{store}","sku":{json_sku},'
+                f'"action":"{action}","delta":{delta},"quantity_after":{after}}}'
             )
-        with cursor.copy(f"COPY audit_log ({', '.join(AUDIT_COPY_COLUMNS)}) FROM STDIN") as copy:
+        with cursor.copy(f"COPY audit_log ({', '.join(_AUDIT_COLUMNS)}) FROM STDIN") as copy:
             copy.write("".join(lines))
+        applied_text = batch.applied
         with cursor.copy(
             "COPY applied_events (event_id, fingerprint, result, at) FROM STDIN"
         ) as copy:
             copy.write(
                 "".join(
-                    f"{_esc(event_id)}\t{_esc(fingerprint)}\t"
-                    f"{_esc(_RESULT.encode(_Result(entries[start:stop])).decode())}\t{at_text}\n"
-                    for event_id, (fingerprint, start, stop) in results.items()
+                    f"{applied_text[m]}\t"
+                    f'{{"movements":[{",".join(entries[start:stop])}]}}\t{at_text}\n'
+                    for m, start, stop in results
                 )
             )
         outcome.movements = len(movements)

@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import BackendUnavailable, ConfigurationError, InventoryError, PermissionDenied
 from ..settings import DEFAULTS
-from .apply import Message, Outcome, apply_batch, record_rejections, unprocessable
+from .apply import Batch, Message, Outcome, apply_batch, record_rejections, unprocessable
 
 if TYPE_CHECKING:
     from .backend import KafkaBackend
@@ -184,14 +184,14 @@ class Worker:
         try:
             while not self.stopping:
                 finisher.check()
-                messages = reader.next_batch()
-                if messages is None:
+                batch = reader.next_batch()
+                if batch is None:
                     continue
                 started = time.monotonic()
-                outcome = self._apply(messages)
+                outcome = self._apply(batch.messages, batch)
                 if outcome is None:  # stopped while the database was away
                     break
-                finisher.hand(messages, outcome, started)
+                finisher.hand(batch.messages, outcome, started)
         finally:
             finisher.finish()
             reader.finish()
@@ -226,7 +226,7 @@ class Worker:
         log.info("partitions %s revoked", sorted(p.partition for p in partitions))
         self._assigned = []
 
-    def _apply(self, messages: list[Message]) -> Outcome | None:
+    def _apply(self, messages: list[Message], batch: Batch | None = None) -> Outcome | None:
         """Apply in one transaction.  While PostgreSQL is unreachable (or writers collide:
         any error that says it is `retryable`), retry with backoff (no offsets are
         committed meanwhile); None if stopped before it could.  A configuration error
@@ -238,9 +238,10 @@ class Worker:
         """
         pause = 0.1
         failures = 0
+        work: Batch | list[Message] = batch if batch is not None else messages
         while True:
             try:
-                return self.backend.db.write(lambda connection: apply_batch(connection, messages))
+                return self.backend.db.write(lambda connection: apply_batch(connection, work))
             except (ConfigurationError, PermissionDenied):
                 raise  # the setup is wrong, not a message: stop rather than reject them all
             except InventoryError as exc:
@@ -414,13 +415,13 @@ class _Reader(threading.Thread):
     def __init__(self, worker: Worker) -> None:
         super().__init__(name="inv-worker-reader", daemon=True)
         self.worker = worker
-        self.ready: queue.Queue[list[Message] | BaseException] = queue.Queue(maxsize=1)
+        self.ready: queue.Queue[Batch | BaseException] = queue.Queue(maxsize=1)
         self.commits: queue.Queue[dict[tuple[str, int], int]] = queue.Queue()
         self.done = threading.Event()
 
     # -- the worker's side -------------------------------------------------------------
 
-    def next_batch(self) -> list[Message] | None:
+    def next_batch(self) -> Batch | None:
         """The next decoded batch, or None when none came within a batch window."""
         try:
             got = self.ready.get(timeout=self.worker.batch_ms / 1000 + 0.05)
@@ -457,16 +458,16 @@ class _Reader(threading.Thread):
             return
         last_report = last_lag = time.monotonic()
         try:
-            batch: list[Message] = []
+            batch: Batch | None = None
             while not worker.stopping:
                 self._commit(consumer, asynchronous=True)
-                if not batch:
+                if batch is None:
                     batch = self._consume(consumer)
                     worker._beat()
-                if batch:
+                if batch is not None:
                     try:
                         self.ready.put(batch, timeout=0.05)
-                        batch = []
+                        batch = None
                     except queue.Full:
                         pass
                 now = time.monotonic()
@@ -496,7 +497,8 @@ class _Reader(threading.Thread):
             except queue.Full:
                 continue
 
-    def _consume(self, consumer: Any) -> list[Message]:
+    def _consume(self, consumer: Any) -> Batch | None:
+        """The next batch, decoded and prepared (`apply.Batch`); None if nothing came."""
         worker = self.worker
         records = consumer.consume(worker.batch_size, worker.batch_ms / 1000)
         messages = []
@@ -515,7 +517,7 @@ class _Reader(threading.Thread):
                     record.value(),
                 )
             )
-        return messages
+        return Batch(messages) if messages else None
 
     def _commit(self, consumer: Any, *, asynchronous: bool) -> None:
         from confluent_kafka import KafkaException, TopicPartition
