@@ -66,19 +66,18 @@ class Message(msgspec.Struct, frozen=True):
     value: bytes | None
     event: Event | None
     problem: str | None  # why it could not be decoded
+    #: The event's `message_id`; for what could not be decoded, where it is on the topic.
+    message_id: str
 
     @classmethod
     def from_record(cls, topic: str, partition: int, offset: int, value: bytes | None) -> Message:
         try:
-            return cls(topic, partition, offset, value, decode(value), None)
+            event = decode(value)
         except MalformedEvent as exc:
-            return cls(topic, partition, offset, value, None, str(exc))
-
-    @property
-    def message_id(self) -> str:
-        if self.event is not None:
-            return self.event.message_id
-        return f"{self.topic}:{self.partition}:{self.offset}"
+            return cls(
+                topic, partition, offset, value, None, str(exc), f"{topic}:{partition}:{offset}"
+            )
+        return cls(topic, partition, offset, value, event, None, event.message_id)
 
 
 @dataclass(frozen=True, slots=True)
