@@ -319,33 +319,37 @@ def apply_batch(connection: Connection, batch: Batch | Sequence[Message]) -> Out
         batch.partitions,
     )
     at: datetime = cursor.fetchone()[0]
+    # In one round trip: messages rejected and events applied before, and the batch's
+    # stores and products, locked against deletion (KEY SHARE, in id order) until the
+    # batch commits; SKUs are matched by their key (`values.sku_key`), as every other
+    # command does.
+    cursor.execute(
+        "WITH s AS (SELECT code, id FROM stores WHERE code = ANY(%s::text[]) "
+        "ORDER BY id FOR KEY SHARE), "
+        "p AS (SELECT sku_key, id, sku FROM products WHERE sku_key = ANY(%s::text[]) "
+        "ORDER BY id FOR KEY SHARE) "
+        "SELECT 'r', message_id, NULL::text, NULL::bigint FROM rejected_events "
+        "WHERE message_id = ANY(%s::text[]) "
+        "UNION ALL SELECT 'a', event_id, fingerprint, NULL::bigint FROM applied_events "
+        "WHERE event_id = ANY(%s::text[]) "
+        "UNION ALL SELECT 's', code, NULL::text, id FROM s "
+        "UNION ALL SELECT 'p', sku_key, sku, id FROM p",
+        (batch.codes, batch.sku_keys, batch.message_ids, batch.event_ids),
+    )
     seen_messages: set[str] = set()
     applied: dict[str, str] = {}
-    cursor.execute(
-        "SELECT message_id, NULL FROM rejected_events WHERE message_id = ANY(%s::text[]) "
-        "UNION ALL SELECT event_id, fingerprint FROM applied_events "
-        "WHERE event_id = ANY(%s::text[])",
-        (batch.message_ids, batch.event_ids),
-    )
-    for key, fingerprint in cursor.fetchall():
-        if fingerprint is None:
-            seen_messages.add(key)
+    store_ids: dict[str, int] = {}
+    products: dict[str, tuple[int, str]] = {}
+    for kind, key, text_value, number in cursor.fetchall():
+        if kind == "a":
+            applied[key] = text_value
+        elif kind == "p":
+            products[key] = (number, text_value)
+        elif kind == "s":
+            store_ids[key] = number
         else:
-            applied[key] = fingerprint
-    # Stores and products are locked against deletion (KEY SHARE, in id order) for the
-    # batch; SKUs are matched by their key (`values.sku_key`), as every other command does.
+            seen_messages.add(key)
     keys = batch.keys
-    cursor.execute(
-        "SELECT code, id FROM stores WHERE code = ANY(%s::text[]) ORDER BY id FOR KEY SHARE",
-        (batch.codes,),
-    )
-    store_ids: dict[str, int] = dict(cursor.fetchall())
-    cursor.execute(
-        "SELECT sku_key, id, sku FROM products WHERE sku_key = ANY(%s::text[]) "
-        "ORDER BY id FOR KEY SHARE",
-        (batch.sku_keys,),
-    )
-    products: dict[str, tuple[int, str]] = {key: (pid, sku) for key, pid, sku in cursor.fetchall()}
 
     # Which rows take the guarded UPDATE: those whose events here are all plain
     # adjustments, each sent once (a key or message seen twice in one batch is decided
