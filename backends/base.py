@@ -291,6 +291,32 @@ class Backend(abc.ABC):
         the whole batch: the same batch again returns the first result.
         """
 
+    def import_file(
+        self,
+        data: bytes,
+        fmt: str,
+        *,
+        on_error: OnError = "reject-all",
+        dry_run: bool = False,
+        default_store: str = "main",
+        event_id: str | None = None,
+        progress: Progress | None = None,
+    ) -> BatchResult | None:
+        """Apply a whole import file (`fmt`: `csv` or `jsonl`) in the store of record, if
+        this backend can do it faster than parsing it in Python and calling `apply`.
+
+        Returns what `apply` would return for the file's rows (figures, entries), having
+        written exactly what it would write; or None, having written nothing, when the
+        file is not one it takes: the caller then parses the file
+        (`inventory_cli.files.read_rows`) and calls `apply`, as for any backend, and that
+        is what reports bad rows.  Only a clean file is ever taken, so this never reports
+        problems nor raises `BatchRejected`.  Bad arguments (`default_store`, `on_error`,
+        `event_id`) raise `ValidationError` as `apply` does.
+
+        The default takes no file.
+        """
+        return None
+
     # -- reads ---------------------------------------------------------------------
 
     @abc.abstractmethod

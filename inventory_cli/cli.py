@@ -23,7 +23,7 @@ from .errors import DATA_ERROR, REFUSED, TEMP_FAILURE, fail, guard
 from .formats import FileFormat, Format, ShowFormat
 
 if TYPE_CHECKING:
-    from backends import Backend, Movement, RowProblem
+    from backends import Backend, BatchResult, BatchRow, Movement, RowProblem
     from backends.auth import User
 
     from .settings import Settings
@@ -944,7 +944,7 @@ def import_(
     quiet: Quiet = False,
 ) -> None:
     """Apply a file of products and stock movements, all rows or none."""
-    from backends import BatchRejected
+    import io
 
     from .files import read_rows
     from .formats import progress
@@ -952,25 +952,28 @@ def import_(
     file_format = _guess_format(source, fmt)
     name = "stdin" if source == "-" else source
     with ExitStack() as stack:
-        stream = _open_input(stack, source)
-        with progress(f"Reading {name}", None) as advance:
-            rows, problems = read_rows(stream, file_format, progress=advance)
-    with _options(ctx).open(source="import") as inv, progress("Applying", len(rows)) as advance:
-        if dry_run or (problems and on_error == OnErrorChoice.reject_all):
-            result = inv.apply(rows, on_error="skip-rows", dry_run=True, default_store=store)
+        data = _open_input(stack, source).read()
+    with _options(ctx).open(source="import") as inv:
+        # A backend that can apply the file itself does (a clean file, in one go); else
+        # it is parsed here and its rows applied.
+        with progress(f"Importing {name}", None) as advance:
+            taken = inv.import_file(
+                data,
+                file_format.value,
+                on_error=on_error.value,
+                dry_run=dry_run,
+                default_store=store,
+                event_id=idempotency_key,
+                progress=advance,
+            )
+        if taken is None:
+            with progress(f"Reading {name}", None) as advance:
+                rows, problems = read_rows(io.BytesIO(data), file_format, progress=advance)
+            result = _apply_rows(
+                inv, rows, problems, name, dry_run, on_error, store, idempotency_key
+            )
         else:
-            try:
-                result = inv.apply(
-                    rows,
-                    on_error=on_error.value,
-                    default_store=store,
-                    event_id=idempotency_key,
-                    progress=advance,
-                )
-            except BatchRejected as exc:
-                _report_problems(name, exc.problems)
-                bad = len({p.row for p in exc.problems})
-                raise fail(f"{name}: {_rows(bad)} bad; nothing was written", DATA_ERROR) from None
+            result, problems = taken, []
     problems += result.problems
     if dry_run:
         for m in result.changes:
@@ -990,6 +993,40 @@ def import_(
     if problems:
         skipped = "would be skipped" if dry_run else "skipped"
         raise fail(f"{name}: {_rows(bad)} bad, {skipped}", DATA_ERROR)
+
+
+def _apply_rows(
+    inv: "Backend",
+    rows: "list[BatchRow]",
+    problems: "list[RowProblem]",
+    name: str,
+    dry_run: bool,
+    on_error: OnErrorChoice,
+    store: str,
+    idempotency_key: str | None,
+) -> "BatchResult":
+    """Apply a file's parsed rows (`problems`: those that did not parse)."""
+    from backends import BatchRejected
+
+    from .formats import progress
+
+    with progress("Applying", len(rows)) as advance:
+        if dry_run or (problems and on_error == OnErrorChoice.reject_all):
+            result = inv.apply(rows, on_error="skip-rows", dry_run=True, default_store=store)
+        else:
+            try:
+                result = inv.apply(
+                    rows,
+                    on_error=on_error.value,
+                    default_store=store,
+                    event_id=idempotency_key,
+                    progress=advance,
+                )
+            except BatchRejected as exc:
+                _report_problems(name, exc.problems)
+                bad = len({p.row for p in exc.problems})
+                raise fail(f"{name}: {_rows(bad)} bad; nothing was written", DATA_ERROR) from None
+    return result
 
 
 def _rows(n: int) -> str:

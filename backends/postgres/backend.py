@@ -101,6 +101,10 @@ class _DryRun(Exception):
         self.result = result
 
 
+class _NotTaken(Exception):
+    """Rolls back an import of a file that is left to the rules in Python."""
+
+
 def _user(row: Any) -> User:
     return User(
         username=row.username,
@@ -890,6 +894,50 @@ class PostgresBackend(Backend):
             return self._write(work)
         except _DryRun as dry:
             return dry.result
+
+    def import_file(
+        self,
+        data: bytes,
+        fmt: str,
+        *,
+        on_error: OnError = "reject-all",
+        dry_run: bool = False,
+        default_store: str = "main",
+        event_id: str | None = None,
+        progress: Progress | None = None,
+    ) -> BatchResult | None:
+        """A clean CSV file is applied in the database (`backends.postgres.fileimport`);
+        anything else, a dry run and a batch with an idempotency key return None."""
+        from . import fileimport
+
+        request = requests.batch(
+            [], default_store=default_store, on_error=on_error, event_id=event_id
+        )
+        if fmt != "csv" or dry_run or request.event_id is not None:
+            return None
+        file = fileimport.csv_file(data)
+        if file is None:
+            return None
+
+        def work(connection: Connection) -> BatchResult:
+            result = fileimport.apply_csv(
+                connection,
+                file,
+                actor=self.actor,
+                source=self.source,
+                batch_id=str(uuid.uuid4()),
+                default_store=request.default_store,
+                progress=progress,
+            )
+            if result is None:
+                raise _NotTaken
+            self._touched.extend(result.changes)
+            return result
+
+        try:
+            return self._write(work)
+        except _NotTaken:
+            return None
 
     # -- users and API tokens (straight to PostgreSQL, on the kafka backend too) ---------
 
