@@ -1,16 +1,27 @@
 """Apply a batch of stock events to PostgreSQL in one transaction, set-based.
 
-`apply_batch(connection, messages)` runs inside the caller's transaction:
+`apply_batch(connection, batch)` runs inside the caller's transaction, in six round trips
+for a batch of plain adjustments:
 
-1. skips messages already rejected (by `message_id`) and events already applied (by
-   `event_id`; the same key with a different fingerprint is rejected as a `Conflict`);
-2. resolves stores and products in two queries, creates the stock rows the events touch
-   and locks them all in (store, product) order, so workers never deadlock each other;
-3. runs the rules in order (`backends.rules`, as every backend does: `expect`, the
-   maximum, never below zero);
-4. writes back with one UPDATE of the changed rows (each takes a new version from
-   `stock_version_seq`), one COPY of the audit rows, one COPY into `applied_events`
-   (with the result `--wait` prints), one INSERT into `rejected_events`.
+1. takes the batch's partition locks (one batch per partition at a time) and the
+   transaction's time, and plans its joins as index probes;
+2. finds, in one statement, the messages already rejected (by `message_id`), the events
+   already applied (by `event_id`; the same key with a different fingerprint is rejected
+   as a `Conflict`), and the batch's stores and products, locked against deletion;
+3. changes every stock row whose events here are all plain adjustments with one guarded
+   UPDATE of their net deltas (the guard: no step of the running sum leaves 0..max);
+   rows it refuses or that do not exist yet, and rows a count, a transfer or a
+   compare-and-set touches, are created if needed and locked in (store, product) order;
+4. runs the rules (`backends.rules`, as every backend does) event by event, in message
+   order, on the locked rows and on the guarded rows' quantities before the UPDATE: they
+   say what each event did (and must agree with what the UPDATE did);
+5. writes the locked rows' new quantities with one UPDATE (each takes a new version
+   from `stock_version_seq`), takes audit ids in message order,
+6. and COPYs the audit rows and `applied_events` (with the result `--wait` prints), then
+   inserts any rejections into `rejected_events`.
+
+What no database state decides (array literals, SKU keys, each event's fields as COPY
+text) is worked out ahead in a `Batch`, by the worker's reader thread.
 
 An event that can never apply is rejected, never retried and never blocks the rest.  The
 caller commits, then writes `Outcome.stock` through to the cache, sends
@@ -234,8 +245,8 @@ def _texts(values: Iterable[str]) -> str:
 
 class Batch:
     """A batch of messages with what applying it needs that no database state decides,
-    worked out ahead: the worker's reader does it for the next batch while
-    the last one is applied, so the applying transaction holds Python work to a minimum.
+    worked out ahead: the worker's reader does it for the next batch while the last one
+    is applied, so the applying transaction holds as little Python work as it can.
     """
 
     __slots__ = (
@@ -269,10 +280,9 @@ class Batch:
         )
         counts = Counter([ev.event_id for ev in events] + [ev.message_id for ev in events])
         self.twice = {key for key, n in counts.items() if n > 1}
-        # Each event's own fields as its audit row (COPY text) and its result (JSON) hold
-        # them, by message id.
-        # (`_AUDIT_COLUMNS` order, COPY text), its result's fields (JSON, escaped for COPY)
-        # and its key and fingerprint (COPY text), by message id.
+        # Each event's own fields as its audit row holds them (`_AUDIT_COLUMNS` order, COPY
+        # text), as its result holds them (JSON, escaped for COPY), and its key and
+        # fingerprint (COPY text), by message id.
         self.audit: dict[str, str] = {}
         self.results: dict[str, str] = {}
         self.applied: dict[str, str] = {}
