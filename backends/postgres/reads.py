@@ -9,10 +9,13 @@ checked by `backends.values`/`backends.requests`.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+import psycopg
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
@@ -175,6 +178,23 @@ def stores(connection: Connection) -> list[Store]:
     return [Store(code, name) for code, name in rows]
 
 
+@contextmanager
+def single_statement(connection: Connection) -> Iterator[Any]:
+    """A psycopg cursor (see `driver_cursor`) for a read of one statement, sent without
+    `BEGIN` before it and `ROLLBACK` after it (two round trips of the three), when the
+    connection is not in a transaction yet."""
+    raw = connection.connection.driver_connection
+    assert raw is not None
+    if raw.autocommit or raw.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+        yield raw.cursor()
+        return
+    raw.autocommit = True
+    try:
+        yield raw.cursor()
+    finally:
+        raw.autocommit = False
+
+
 def driver_cursor(connection: Connection, **options: Any) -> Any:
     """A psycopg cursor on the connection: for the hot reads, whose rows go straight into
     the result objects (SQLAlchemy's `text()` costs more per statement and per row than
@@ -199,7 +219,7 @@ def list_items(
     One round trip: a store is matched by its code in the query itself, and only an empty
     answer asks whether the store exists (`NotFound` if not)."""
     where = []
-    params: dict[str, Any] = {"limit": page.limit, "offset": page.offset}
+    params: dict[str, Any] = {}
     if store is not None:
         params["store"] = store
         where.append("s.code = %(store)s")
@@ -225,12 +245,15 @@ def list_items(
         f"FROM products p {join} inventory i ON i.product_id = p.id "
         f"{join} stores s ON s.id = i.store_id "
         + (f"WHERE {' AND '.join(where)} " if where else "")
-        + f'ORDER BY {first}, p.sku_key, p.sku COLLATE "C", '
-        's.code COLLATE "C" NULLS FIRST LIMIT %(limit)s OFFSET %(offset)s'
+        + f'ORDER BY {first}, p.sku_key, p.sku COLLATE "C", s.code COLLATE "C" NULLS FIRST'
+        # Written into the statement (checked integers): as parameters, a prepared plan
+        # made for an unknown limit can be a hundred times slower for the usual none.
+        + ("" if page.limit is None else f" LIMIT {int(page.limit)}")
+        + (f" OFFSET {int(page.offset)}" if page.offset else "")
     )
-    cursor = driver_cursor(connection)
-    cursor.execute(sql, params)
-    items = [Item(*row) for row in cursor]
+    with single_statement(connection) as cursor:
+        cursor.execute(sql, params)
+        items = [Item(*row) for row in cursor.fetchall()]
     if not items and store is not None:
         store_id(connection, store)  # NotFound for a store that does not exist
     return items
