@@ -17,7 +17,8 @@ AND quantity + :d >= 0 RETURNING`) plus its audit row and its idempotency record
 one transaction; when the guard refuses, `backends.rules` says why.  Transfers lock
 their two rows in store order, so opposite transfers never deadlock.  Batches (import)
 lock the rows they touch, apply the shared rules of `backends.engine` to them, and write
-the result back with COPY and set-based SQL.
+the result back with COPY and set-based SQL.  A whole clean CSV file (`import_file`) is
+applied in the database, rows and all (`backends.postgres.fileimport`).
 
 Example::
 

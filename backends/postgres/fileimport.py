@@ -159,6 +159,8 @@ class _Import:
         self.default_store = default_store
         #: Whether any of the file's SKUs names a product that is there.
         self.known = False
+        #: Whether a product is spelled two ways in the file.
+        self.respelled = False
 
     def run(self, progress: Progress | None) -> BatchResult:
         at = utcnow()
@@ -182,10 +184,12 @@ class _Import:
         c = self.connection
         if _sql(c, "SELECT current_setting('client_encoding')").scalar() != "UTF8":
             raise _NotSimple
-        # For this transaction: sorts of a file's rows in memory, and no JIT compiling
-        # (temporary tables have no statistics; guessed sizes would start it, for 0.5 s).
+        # For this transaction: a file's rows sorted and hashed in memory; temporary
+        # tables have no statistics, so sizes are guessed: no JIT compiling (it would
+        # start, for 0.5 s) and no merge joins (sorting both sides instead of hashing).
         _sql(c, "SET LOCAL work_mem = '64MB'")
         _sql(c, "SET LOCAL jit = off")
+        _sql(c, "SET LOCAL enable_mergejoin = off")
         every = ", ".join(f"{column} text" for column in COLUMNS)
         _sql(
             c,
@@ -269,15 +273,20 @@ class _Import:
             "ON COMMIT DROP",
         )
         numbers: dict[str, int] = {}
+        spellings = [
+            (sku, key, numbers.setdefault(key, len(numbers) + 1)) for sku, key in skus.items()
+        ]
+        # A product spelled two ways is created as its first row spells it; each such
+        # file lists its products once more (p), with one spelling.
+        self.respelled = len(numbers) < len(spellings)
+        once = {n: (sku, key) for sku, key, n in spellings} if self.respelled else {}
         copy_rows(
             c,
             "import_keys",
             ("kind", "value", "key", "id"),
             [
-                *(
-                    ("s", sku, key, numbers.setdefault(key, len(numbers) + 1))
-                    for sku, key in skus.items()
-                ),
+                *(("s", sku, key, number) for sku, key, number in spellings),
+                *(("p", sku, key, number) for number, (sku, key) in once.items()),
                 *(("t", value, values.text_key(value), None) for value in texts),
                 *(("c", code, None, i) for i, code in enumerate(sorted(stores), 1)),
             ],
@@ -287,6 +296,9 @@ class _Import:
         """The rows with their values typed, their product and store numbered; returns
         how many, if each one is a row this module applies."""
         c = self.connection
+        # Catalog values compare as bytes (their min and max too: they are the same on
+        # each of a product's rows, or it is declined).
+        catalog = ", ".join(f'r.{f} COLLATE "C" AS {f}' for f in CATALOG_FIELDS)
         # A row of blank values only is skipped by read_rows (its line still counts).
         _sql(
             c,
@@ -295,7 +307,7 @@ class _Import:
             "r.store IS NOT NULL AS explicit, r.store_name, "
             "CAST(r.quantity AS integer) AS quantity, CAST(r.change AS integer) AS change, "
             "r.reason, num_nonnulls(r.name, r.price, r.unit, r.category, r.reorder_level) > 0 "
-            "AS catalog, r.name, r.price, r.unit, r.category, r.reorder_level, "
+            f"AS catalog, {catalog}, "
             # What read_rows refuses, or apply needs the rules in Python for.
             "r.quantity IS NOT NULL AND r.change IS NOT NULL OR r.expect IS NOT NULL "
             "OR r.idempotency_key IS NOT NULL OR r.sku IS NULL AND (r.store IS NULL "
@@ -317,50 +329,59 @@ class _Import:
 
     def lock(self) -> None:
         """Lock the products the file names, then their stock, in the order `apply` does
-        (by id; by store, then product), so the two never deadlock each other; keep the
-        stock as locked.  A stock row made by someone else after this is not in it: the
-        row this import then inserts collides with it, and the whole import runs again."""
+        (by id; by store, then product), so the two never deadlock each other; keep them
+        as locked.  A product or stock row made by someone else after this is not in
+        them: the row this import then inserts collides with it, and the whole import
+        runs again, as `apply` does."""
         c = self.connection
-        ids = list(
-            _sql(
-                c,
-                "SELECT p.id FROM products p WHERE p.sku_key IN "
-                "(SELECT key FROM import_keys WHERE kind = 's') ORDER BY p.id FOR UPDATE OF p",
-            ).scalars()
+        found = _sql(
+            c,
+            "CREATE TEMP TABLE import_known ON COMMIT DROP AS SELECT p.id, p.sku, p.sku_key, "
+            + ", ".join(f"p.{f}" for f in CATALOG_FIELDS)
+            + " FROM products p WHERE p.sku_key IN "
+            "(SELECT key FROM import_keys WHERE kind = 's') ORDER BY p.id FOR UPDATE OF p",
         )
-        self.known = bool(ids)
-        if ids:
+        self.known = bool(found.rowcount)
+        if self.known:
             _sql(
                 c,
                 "CREATE TEMP TABLE import_held ON COMMIT DROP AS SELECT store_id, product_id, "
-                "quantity FROM inventory WHERE product_id = ANY(:ids) "
+                "quantity FROM inventory WHERE product_id IN (SELECT id FROM import_known) "
                 "ORDER BY store_id, product_id FOR UPDATE",
-                ids=ids,
             )
 
     def products(self) -> None:
         c = self.connection
-        # Each product: its first row, the values of its catalog rows, what is stored.
+        # Each product: its first row and first catalog row, the values of its catalog
+        # rows (the same on each, or it is declined below), what is stored.
+        first = (
+            "(SELECT f.sku FROM import_plan f WHERE f.n = g.first_n)"
+            if self.respelled
+            else "k.value"
+        )
         _sql(
             c,
             "CREATE TEMP TABLE import_products ON COMMIT DROP AS "
-            "SELECT g.pid, g.first_n, g.catalog_n, f.catalog AS first_catalog, f.reason, "
-            "coalesce(p.sku, f.sku) AS sku, k.key AS sku_key, p.id IS NULL AS new, "
-            "p.id AS product_id, v.name, v.price, v.unit, v.category, v.reorder_level "
-            "FROM (SELECT pid, min(n) AS first_n, min(n) FILTER (WHERE catalog) AS catalog_n "
-            "FROM import_plan WHERE pid IS NOT NULL GROUP BY pid) g "
-            "JOIN import_plan f ON f.n = g.first_n LEFT JOIN import_plan v ON v.n = g.catalog_n "
-            "JOIN import_keys k ON k.kind = 's' AND k.value = f.sku "
-            "LEFT JOIN products p ON p.sku_key = k.key",
+            "SELECT g.pid, g.first_n, g.catalog_n, coalesce(g.touches, false) AS touches, "
+            "coalesce(g.catalog_n = g.first_n, false) "
+            f"AS first_catalog, coalesce(p.sku, {first}) AS sku, k.key AS sku_key, "
+            "p.id IS NULL AS new, p.id AS product_id, g.name, g.price, g.unit, g.category, "
+            "g.reorder_level FROM (SELECT pid, min(n) AS first_n, "
+            "min(n) FILTER (WHERE catalog) AS catalog_n, min(n) FILTER (WHERE quantity "
+            "IS NOT NULL OR change IS NOT NULL OR explicit) = min(n) AS touches, "
+            + ", ".join(f"min({f}) FILTER (WHERE catalog) AS {f}" for f in CATALOG_FIELDS)
+            + " FROM import_plan WHERE pid IS NOT NULL GROUP BY pid) g "
+            f"JOIN import_keys k ON k.kind = '{'p' if self.respelled else 's'}' AND k.id = g.pid "
+            "LEFT JOIN import_known p ON p.sku_key = k.key",
         )
         # Each store: its first row, and whether it is there.
         _sql(
             c,
             "CREATE TEMP TABLE import_stores ON COMMIT DROP AS "
-            "SELECT g.sid, f.store, g.first_n, f.store_name, s.id IS NULL AS new, "
+            "SELECT g.sid, k.value AS store, g.first_n, f.store_name, s.id IS NULL AS new, "
             "s.id AS store_id FROM (SELECT sid, min(n) AS first_n FROM import_plan "
-            "GROUP BY sid) g JOIN import_plan f ON f.n = g.first_n "
-            "LEFT JOIN stores s ON s.code = f.store",
+            "GROUP BY sid) g JOIN import_keys k ON k.kind = 'c' AND k.id = g.sid "
+            "JOIN import_plan f ON f.n = g.first_n LEFT JOIN stores s ON s.code = k.value",
         )
         # Counted, not EXISTS: the planner would look for the first one row by row.
         odd = _sql(
@@ -383,7 +404,8 @@ class _Import:
         row's quantity, or a new product's) sets it, a change adds to it, from what is on
         hand (0 where it is not stocked).  After row r it is the last count before r (or
         what was on hand) plus the changes since: one running sum of the changes
-        (`total`), and the last count's offset from it, in one sort."""
+        (`total`), and the last count's offset from it, in one sort.  A (store, product)
+        one row touches (most, in an export) needs no sort."""
         c = self.connection
         held = (
             "i.quantity AS held FROM import_plan x JOIN import_stores s USING (sid) "
@@ -395,11 +417,12 @@ class _Import:
         _sql(
             c,
             "CREATE TEMP TABLE import_stock ON COMMIT DROP AS "
-            "WITH totals AS (SELECT n, sid, pid, quantity, change, held, "
-            "sum(coalesce(change, 0)) OVER w AS total FROM "
-            f"(SELECT x.n, x.sid, x.pid, x.quantity, x.change, {held}"
+            f"WITH touching AS MATERIALIZED (SELECT x.n, x.sid, x.pid, x.quantity, x.change, {held}"
             "WHERE x.pid IS NOT NULL AND (x.quantity IS NOT NULL "
-            "OR x.change IS NOT NULL OR x.explicit)) touching "
+            "OR x.change IS NOT NULL OR x.explicit)), "
+            "repeated AS (SELECT sid, pid FROM touching GROUP BY sid, pid HAVING count(*) > 1), "
+            "totals AS (SELECT t.*, sum(coalesce(t.change, 0)) OVER w AS total "
+            "FROM touching t JOIN repeated USING (sid, pid) "
             "WINDOW w AS (PARTITION BY sid, pid ORDER BY n)), "
             "running AS (SELECT n, sid, pid, quantity, change, held, "
             "coalesce((max(CASE WHEN quantity IS NOT NULL THEN ARRAY[n, quantity - total] END) "
@@ -409,7 +432,13 @@ class _Import:
             "held, after, after - coalesce(lag(after) OVER w, held, 0) AS delta, "
             "lag(after) OVER w IS NULL AND held IS NULL AS stocks, "
             "lead(n) OVER w IS NULL AS last "
-            "FROM running WINDOW w AS (PARTITION BY sid, pid ORDER BY n)",
+            "FROM running WINDOW w AS (PARTITION BY sid, pid ORDER BY n) "
+            "UNION ALL "
+            "SELECT n, sid, pid, quantity IS NOT NULL, change IS NOT NULL, held, after, "
+            "after - coalesce(held, 0), held IS NULL, true "
+            "FROM (SELECT t.*, coalesce(t.quantity, coalesce(t.held, 0) + coalesce(t.change, 0)) "
+            "AS after FROM touching t WHERE NOT EXISTS (SELECT FROM repeated r "
+            "WHERE r.sid = t.sid AND r.pid = t.pid)) once",
         )
         odd = _sql(
             c,
@@ -434,7 +463,7 @@ class _Import:
             c,
             "SELECT p.id, p.sku, p.sku_key, i.catalog_n, "
             + ", ".join(f"p.{f}, i.{f} AS given_{f}" for f in CATALOG_FIELDS)
-            + " FROM import_products i JOIN products p ON p.id = i.product_id "
+            + " FROM import_products i JOIN import_known p ON p.id = i.product_id "
             "WHERE i.catalog_n IS NOT NULL",
         )
         updates = []
@@ -509,10 +538,13 @@ class _Import:
         c = self.connection
         month = at.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
         _sql(c, "SELECT audit_log_partition(:at)", at=month)
-        reason = "x.reason" if "reason" in self.file.columns else "NULL"
+        # A row's reason, where the file has some.
+        reasons = "reason" in self.file.columns
+        reason = "x.reason" if reasons else "NULL"
+        plan = "LEFT JOIN import_plan x ON x.n = {} " if reasons else ""
         raw = c.connection.driver_connection
         assert raw is not None
-        with raw.pipeline(), raw.cursor() as entries, raw.cursor() as stock:
+        with raw.pipeline() as pipeline, raw.cursor() as entries, raw.cursor() as stock:
             entries.execute(
                 "INSERT INTO audit_log (id, at, actor, source, event_id, store, sku, sku_key, "
                 "action, delta, quantity_after, reason) "
@@ -523,36 +555,42 @@ class _Import:
                 "'store.create' AS action, NULL::bigint AS delta, NULL::bigint AS after, "
                 "store_name AS reason FROM import_stores WHERE new "
                 "UNION ALL "
-                "SELECT p.first_n, 1, s.store, p.sku, p.sku_key, 'product.create', l.after, "
-                "l.after, p.reason FROM import_products p "
-                "LEFT JOIN import_stock l ON l.n = p.first_n "
-                "LEFT JOIN import_stores s ON s.sid = l.sid WHERE p.new "
+                # A new product's first row, when it touches no stock (else below).
+                f"SELECT p.first_n, 1, NULL, p.sku, p.sku_key, 'product.create', NULL, NULL, "
+                f"{reason} FROM import_products p "
+                + plan.format("p.first_n")
+                + "WHERE p.new AND NOT p.touches "
                 "UNION ALL "
                 "SELECT n, 1, NULL, sku, sku_key, 'product.update', NULL, NULL, said "
                 "FROM import_updates "
                 "UNION ALL "
-                "SELECT l.n, 2, s.store, p.sku, p.sku_key, CASE WHEN l.counts THEN 'stock.set' "
-                "WHEN l.changes THEN 'stock.adjust' ELSE 'stock.set' END, l.delta, l.after, "
+                "SELECT l.n, CASE WHEN l.n = p.first_n AND p.new THEN 1 ELSE 2 END, s.store, "
+                "p.sku, p.sku_key, CASE WHEN l.n = p.first_n AND p.new THEN 'product.create' "
+                "WHEN l.counts THEN 'stock.set' WHEN l.changes THEN 'stock.adjust' "
+                "ELSE 'stock.set' END, l.delta, l.after, "
                 f"{reason} FROM import_stock l JOIN import_stores s USING (sid) "
                 "JOIN import_products p USING (pid) "
-                + ("JOIN import_plan x ON x.n = l.n " if reason != "NULL" else "")
-                + "WHERE NOT (p.new AND l.n = p.first_n) "
-                "AND (l.counts OR l.changes OR l.stocks) "
+                + plan.format("l.n")
+                + "WHERE l.counts OR l.changes OR l.stocks OR l.n = p.first_n AND p.new "
                 "ORDER BY n, k) e "
                 "RETURNING id, event_id, store, sku, action, delta, quantity_after, reason",
                 {"at": at, "actor": self.actor, "source": self.source, "batch": self.batch_id},
             )
-            written = entries.fetchall()
-            # Sent without waiting for it: the entries are made meanwhile.  Rows that were
-            # there change in place (no foreign-key check fires); the others are inserted.
-            stock.execute(
+            pipeline.sync()  # the entries are written, their rows here (not yet read)
+            # Sent without waiting for it: the entries are read and made meanwhile.  Rows
+            # that were there change in place (no foreign-key check fires); the others
+            # are inserted.
+            changed = (
                 "WITH changed AS (UPDATE inventory i SET quantity = l.after, "
                 "version = nextval('stock_version_seq'), updated_at = now() "
                 "FROM import_stock l JOIN import_stores s USING (sid) "
                 "JOIN import_products p USING (pid) "
                 "WHERE l.last AND l.held IS NOT NULL AND l.after <> l.held "
                 "AND i.store_id = s.store_id AND i.product_id = p.product_id) "
-                "INSERT INTO inventory (store_id, product_id, quantity) "
+            )
+            stock.execute(
+                (changed if self.known else "")
+                + "INSERT INTO inventory (store_id, product_id, quantity) "
                 "SELECT s.store_id, p.product_id, l.after FROM import_stock l "
                 "JOIN import_stores s USING (sid) JOIN import_products p USING (pid) "
                 "WHERE l.last AND l.held IS NULL"
@@ -560,7 +598,7 @@ class _Import:
             actor, source = self.actor, self.source
             return [
                 Movement(i, at, actor, source, event, store, sku, action, delta, after, reason)
-                for i, event, store, sku, action, delta, after, reason in written
+                for i, event, store, sku, action, delta, after, reason in entries.fetchall()
             ]
 
 
