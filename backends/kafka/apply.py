@@ -7,7 +7,7 @@ for a batch of plain adjustments:
    transaction's time, and plans its joins as index probes;
 2. finds, in one statement, the messages already rejected (by `message_id`), the events
    already applied (by `event_id`; the same key with a different fingerprint is rejected
-   as a `Conflict`), and the batch's stores and products, locked against deletion;
+   as a `Conflict`), and the batch's stores and products;
 3. changes every stock row whose events here are all plain adjustments with one guarded
    UPDATE of their net deltas (the guard: no step of the running sum leaves 0..max);
    rows it refuses or that do not exist yet, and rows a count, a transfer or a
@@ -330,14 +330,14 @@ def apply_batch(connection: Connection, batch: Batch | Sequence[Message]) -> Out
     )
     at: datetime = cursor.fetchone()[0]
     # In one round trip: messages rejected and events applied before, and the batch's
-    # stores and products, locked against deletion (KEY SHARE, in id order) until the
-    # batch commits; SKUs are matched by their key (`values.sku_key`), as every other
-    # command does.
+    # stores and products; SKUs are matched by their key (`values.sku_key`), as every
+    # other command does.  Not locked, as a single movement does not lock them: a stock
+    # row the batch changes is locked by that change (removing its product or store
+    # waits for the batch), and a row it creates checks its keys (a product removed
+    # meanwhile fails the batch, which runs again and finds it gone).
     cursor.execute(
-        "WITH s AS (SELECT code, id FROM stores WHERE code = ANY(%s::text[]) "
-        "ORDER BY id FOR KEY SHARE), "
-        "p AS (SELECT sku_key, id, sku FROM products WHERE sku_key = ANY(%s::text[]) "
-        "ORDER BY id FOR KEY SHARE) "
+        "WITH s AS (SELECT code, id FROM stores WHERE code = ANY(%s::text[])), "
+        "p AS (SELECT sku_key, id, sku FROM products WHERE sku_key = ANY(%s::text[])) "
         "SELECT 'r', message_id, NULL::text, NULL::bigint FROM rejected_events "
         "WHERE message_id = ANY(%s::text[]) "
         "UNION ALL SELECT 'a', event_id, fingerprint, NULL::bigint FROM applied_events "
