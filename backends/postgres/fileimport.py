@@ -265,32 +265,25 @@ class _Import:
                     f"WHERE w.c = :c AND r.{column} = w.raw",
                     c=column,
                 )
-        # SKUs (s) with their key and product number, names and categories (t) with
-        # their key, store codes (c) with their number.
-        _sql(
-            c,
-            'CREATE TEMP TABLE import_keys (kind "char", value text, key text, id integer) '
-            "ON COMMIT DROP",
-        )
+        # Each spelling of a SKU with its key and product number; names and categories
+        # with their keys; store codes with their numbers.  One table each, so that the
+        # planner, without statistics, sizes them from their pages.
         numbers: dict[str, int] = {}
         spellings = [
             (sku, key, numbers.setdefault(key, len(numbers) + 1)) for sku, key in skus.items()
         ]
-        # A product spelled two ways is created as its first row spells it; each such
-        # file lists its products once more (p), with one spelling.
+        # A product spelled two ways is created as its first row spells it.
         self.respelled = len(numbers) < len(spellings)
-        once = {n: (sku, key) for sku, key, n in spellings} if self.respelled else {}
-        copy_rows(
-            c,
-            "import_keys",
-            ("kind", "value", "key", "id"),
-            [
-                *(("s", sku, key, number) for sku, key, number in spellings),
-                *(("p", sku, key, number) for number, (sku, key) in once.items()),
-                *(("t", value, values.text_key(value), None) for value in texts),
-                *(("c", code, None, i) for i, code in enumerate(sorted(stores), 1)),
-            ],
-        )
+        for table, columns, rows in (
+            ("import_skus", ("sku", "key", "pid"), spellings),
+            ("import_texts", ("value", "key"), [(v, values.text_key(v)) for v in texts]),
+            ("import_codes", ("code", "sid"), [(c, i) for i, c in enumerate(sorted(stores), 1)]),
+        ):
+            typed = ", ".join(
+                f"{c} {'integer' if c in ('pid', 'sid') else 'text'}" for c in columns
+            )
+            _sql(c, f"CREATE TEMP TABLE {table} ({typed}) ON COMMIT DROP")
+            copy_rows(c, table, columns, rows)
 
     def plan(self) -> int:
         """The rows with their values typed, their product and store numbered; returns
@@ -303,7 +296,7 @@ class _Import:
         _sql(
             c,
             "CREATE TEMP TABLE import_plan ON COMMIT DROP AS "
-            "SELECT r.n, k.id AS pid, r.sku, s.id AS sid, s.value AS store, "
+            "SELECT r.n, k.pid, r.sku, s.sid, s.code AS store, "
             "r.store IS NOT NULL AS explicit, r.store_name, "
             "CAST(r.quantity AS integer) AS quantity, CAST(r.change AS integer) AS change, "
             "r.reason, num_nonnulls(r.name, r.price, r.unit, r.category, r.reorder_level) > 0 "
@@ -313,9 +306,9 @@ class _Import:
             "OR r.idempotency_key IS NOT NULL OR r.sku IS NULL AND (r.store IS NULL "
             "OR num_nonnulls(r.name, r.price, r.unit, r.category, r.reorder_level, r.quantity, "
             "r.change) > 0) AS odd "
-            "FROM import_rows r LEFT JOIN import_keys k ON k.kind = 's' AND k.value = r.sku "
-            "JOIN import_keys s ON s.kind = 'c' AND s.value = coalesce(r.store, :store) "
-            f"WHERE num_nonnulls({', '.join(COLUMNS)}) > 0",
+            "FROM import_rows r LEFT JOIN import_skus k ON k.sku = r.sku "
+            "JOIN import_codes s ON s.code = coalesce(r.store, :store) "
+            f"WHERE num_nonnulls({', '.join(f'r.{c}' for c in COLUMNS)}) > 0",
             store=self.default_store,
         )
         row = _sql(
@@ -339,7 +332,7 @@ class _Import:
             "CREATE TEMP TABLE import_known ON COMMIT DROP AS SELECT p.id, p.sku, p.sku_key, "
             + ", ".join(f"p.{f}" for f in CATALOG_FIELDS)
             + " FROM products p WHERE p.sku_key IN "
-            "(SELECT key FROM import_keys WHERE kind = 's') ORDER BY p.id FOR UPDATE OF p",
+            "(SELECT key FROM import_skus) ORDER BY p.id FOR UPDATE OF p",
         )
         self.known = bool(found.rowcount)
         if self.known:
@@ -354,11 +347,11 @@ class _Import:
         c = self.connection
         # Each product: its first row and first catalog row, the values of its catalog
         # rows (the same on each, or it is declined below), what is stored.
-        first = (
-            "(SELECT f.sku FROM import_plan f WHERE f.n = g.first_n)"
-            if self.respelled
-            else "k.value"
-        )
+        if self.respelled:  # spelled as its first row spells it
+            first = "(SELECT f.sku FROM import_plan f WHERE f.n = g.first_n)"
+            once = "(SELECT DISTINCT ON (pid) pid, key FROM import_skus ORDER BY pid)"
+        else:
+            first, once = "k.sku", "import_skus"
         _sql(
             c,
             "CREATE TEMP TABLE import_products ON COMMIT DROP AS "
@@ -371,17 +364,17 @@ class _Import:
             "IS NOT NULL OR change IS NOT NULL OR explicit) = min(n) AS touches, "
             + ", ".join(f"min({f}) FILTER (WHERE catalog) AS {f}" for f in CATALOG_FIELDS)
             + " FROM import_plan WHERE pid IS NOT NULL GROUP BY pid) g "
-            f"JOIN import_keys k ON k.kind = '{'p' if self.respelled else 's'}' AND k.id = g.pid "
+            f"JOIN {once} k ON k.pid = g.pid "
             "LEFT JOIN import_known p ON p.sku_key = k.key",
         )
         # Each store: its first row, and whether it is there.
         _sql(
             c,
             "CREATE TEMP TABLE import_stores ON COMMIT DROP AS "
-            "SELECT g.sid, k.value AS store, g.first_n, f.store_name, s.id IS NULL AS new, "
+            "SELECT g.sid, k.code AS store, g.first_n, f.store_name, s.id IS NULL AS new, "
             "s.id AS store_id FROM (SELECT sid, min(n) AS first_n FROM import_plan "
-            "GROUP BY sid) g JOIN import_keys k ON k.kind = 'c' AND k.id = g.sid "
-            "JOIN import_plan f ON f.n = g.first_n LEFT JOIN stores s ON s.code = k.value",
+            "GROUP BY sid) g JOIN import_codes k USING (sid) "
+            "JOIN import_plan f ON f.n = g.first_n LEFT JOIN stores s ON s.code = k.code",
         )
         # Counted, not EXISTS: the planner would look for the first one row by row.
         odd = _sql(
@@ -516,8 +509,8 @@ class _Import:
             "SELECT p.sku, p.name, CAST(p.price AS numeric(12,2)), coalesce(p.unit, 'each'), "
             "p.category, coalesce(CAST(p.reorder_level AS integer), 0), p.sku_key, n.key, "
             "k.key FROM import_products p "
-            "JOIN import_keys n ON n.kind = 't' AND n.value = p.name "
-            "LEFT JOIN import_keys k ON k.kind = 't' AND k.value = p.category "
+            "JOIN import_texts n ON n.value = p.name "
+            "LEFT JOIN import_texts k ON k.value = p.category "
             "WHERE p.new ORDER BY p.first_n RETURNING id, sku_key) "
             "UPDATE import_products p SET product_id = made.id FROM made "
             "WHERE made.sku_key = p.sku_key",
