@@ -159,28 +159,21 @@ def error_from(kind: str, reason: str, detail: dict[str, Any]) -> InventoryError
     return Conflict(reason)
 
 
-class _Item:
-    """One stock row under the batch's lock."""
-
-    __slots__ = ("changed", "quantity", "version")
-
-    def __init__(self, quantity: int, version: int) -> None:
-        self.quantity = quantity
-        self.version = version
-        self.changed = False
+Row = tuple[int, int]  # (store id, product id): a stock row
 
 
-class _Guarded(_Item):
-    """A row the guarded UPDATE changed: `quantity` is where it started, `final` and
-    `version` what the UPDATE left."""
+class _Rows:
+    """The batch's stock rows: their quantity as the rules go (before the batch at
+    first), their version, which the rules changed, and for rows the guarded UPDATE
+    changed, the quantity it left."""
 
-    __slots__ = ("final",)
+    __slots__ = ("changed", "finals", "quantities", "versions")
 
-    def __init__(self, quantity: int, version: int, final: int) -> None:
-        self.quantity = quantity
-        self.version = version
-        self.changed = False
-        self.final = final
+    def __init__(self) -> None:
+        self.quantities: dict[Row, int] = {}
+        self.versions: dict[Row, int] = {}
+        self.finals: dict[Row, int] = {}
+        self.changed: set[Row] = set()
 
 
 #: Audit months known to have their partition, in this process (a partition is only ever
@@ -219,6 +212,22 @@ _AUDIT_COLUMNS = (
 )
 _NULL = "\\N"
 _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+
+
+_SKU_TEXTS: dict[tuple[str, str], tuple[str, str, str]] = {}
+
+
+def _sku_texts(sku: str, key: str) -> tuple[str, str, str]:
+    """A product's SKU as COPY text, its key as COPY text, and its SKU as JSON for COPY
+    (kept: a worker sees the same products batch after batch)."""
+    try:
+        return _SKU_TEXTS[(sku, key)]
+    except KeyError:
+        pass
+    if len(_SKU_TEXTS) >= 100_000:
+        _SKU_TEXTS.clear()
+    made = _SKU_TEXTS[(sku, key)] = (_esc(sku), _esc(key), _esc(_JSON.encode(sku).decode()))
+    return made
 
 
 def _esc(value: str) -> str:
@@ -373,8 +382,8 @@ def apply_batch(connection: Connection, batch: Batch | Sequence[Message]) -> Out
         and m.event.event_id not in applied
     ]
     twice = batch.twice
-    simple: dict[tuple[int, int], list[int]] = {}  # row -> its deltas, in order
-    complex_rows: set[tuple[int, int]] = set()
+    simple: dict[Row, list[int]] = {}  # row -> its deltas, in order
+    complex_rows: set[Row] = set()
     for e in fresh:
         product = products.get(keys[e.sku])
         if product is None or e.store not in store_ids:
@@ -394,10 +403,10 @@ def apply_batch(connection: Connection, batch: Batch | Sequence[Message]) -> Out
     for row in complex_rows:
         simple.pop(row, None)
 
-    items: dict[tuple[int, int], _Item] = {}
+    items = _Rows()
     if simple:
         _guarded_update(cursor, simple, items)
-        complex_rows.update(row for row in simple if row not in items)
+        complex_rows.update(row for row in simple if row not in items.finals)
     created = _lock_rows(cursor, sorted(complex_rows), items)
 
     # The rules, in order.
@@ -437,7 +446,7 @@ def apply_batch(connection: Connection, batch: Batch | Sequence[Message]) -> Out
         outcome.applied += 1
 
     # Rows made for events that were all rejected go again: nothing was stocked there.
-    unused = [row for row in created if not items[row].changed]
+    unused = [row for row in created if row not in items.changed]
     if unused:
         cursor.execute(
             "DELETE FROM inventory i USING unnest(%s::integer[], %s::bigint[]) AS v(s, p) "
@@ -446,22 +455,21 @@ def apply_batch(connection: Connection, batch: Batch | Sequence[Message]) -> Out
         )
     codes_by_id = {v: k for k, v in store_ids.items()}
     skus_by_id = {v[0]: v[1] for v in products.values()}
-    changed = []
-    for row, item in items.items():
-        if isinstance(item, _Guarded):
-            if item.quantity != item.final:  # the guard and the rules disagree: a bug
-                raise RuntimeError(f"stock row {row}: rules give {item.quantity}, SQL {item.final}")
-            outcome.stock.append(
-                StockValue(skus_by_id[row[1]], codes_by_id[row[0]], item.final, item.version)
-            )
-        elif item.changed:
-            changed.append((row, item))
-        elif row not in created:
-            # Rows this batch leaves as they were go to the cache too: after a crash between
-            # the commit and the write-through, the redelivered batch is all duplicates.
-            outcome.stock.append(
-                StockValue(skus_by_id[row[1]], codes_by_id[row[0]], item.quantity, item.version)
-            )
+    quantities, versions = items.quantities, items.versions
+    for row, final in items.finals.items():
+        if quantities[row] != final:  # the guard and the rules disagree: a bug
+            raise RuntimeError(f"stock row {row}: rules give {quantities[row]}, SQL {final}")
+        outcome.stock.append(
+            StockValue(skus_by_id[row[1]], codes_by_id[row[0]], final, versions[row])
+        )
+    changed = [row for row in complex_rows if row in items.changed]
+    # Rows this batch leaves as they were go to the cache too: after a crash between the
+    # commit and the write-through, the redelivered batch is all duplicates.
+    outcome.stock.extend(
+        StockValue(skus_by_id[row[1]], codes_by_id[row[0]], quantities[row], versions[row])
+        for row in complex_rows
+        if row in quantities and row not in items.changed and row not in created
+    )
     if changed:
         cursor.execute(
             "UPDATE inventory i SET quantity = v.q, "
@@ -470,9 +478,9 @@ def apply_batch(connection: Connection, batch: Batch | Sequence[Message]) -> Out
             "WHERE i.store_id = v.s AND i.product_id = v.p "
             "RETURNING i.store_id, i.product_id, i.quantity, i.version",
             (
-                _ints(row[0] for row, _ in changed),
-                _ints(row[1] for row, _ in changed),
-                _ints(item.quantity for _, item in changed),
+                _ints(row[0] for row in changed),
+                _ints(row[1] for row in changed),
+                _ints(quantities[row] for row in changed),
             ),
         )
         outcome.stock.extend(
@@ -489,10 +497,7 @@ def apply_batch(connection: Connection, batch: Batch | Sequence[Message]) -> Out
         ids = sorted(i for (i,) in cursor.fetchall())
         # COPY's text format written here in one piece, mostly from what `Batch` made
         # ahead: psycopg's `write_row` costs more a row than building the line.
-        texts = {  # a product's SKU as COPY text, its key, and its SKU as JSON for COPY
-            sku: (_esc(sku), _esc(key), _esc(_JSON.encode(sku).decode()))
-            for key, (_, sku) in products.items()
-        }
+        texts = {sku: _sku_texts(sku, key) for key, (_, sku) in products.items()}
         at_text = format_time(at)
         audit, fixed = batch.audit, batch.results
         lines = []
@@ -525,14 +530,13 @@ def apply_batch(connection: Connection, batch: Batch | Sequence[Message]) -> Out
     return outcome
 
 
-def _guarded_update(
-    cursor: Any, simple: dict[tuple[int, int], list[int]], items: dict[tuple[int, int], _Item]
-) -> None:
+def _guarded_update(cursor: Any, simple: dict[Row, list[int]], items: _Rows) -> None:
     """Add each row's net delta where no step of its running sum leaves 0..MAX_QUANTITY.
 
     The updated rows go into `items` as they were before (their quantity less the net
-    delta), marked unchanged, so the rules replay each event on them; a row missing from
-    the result (not stocked yet, or refused by the guard) is left to the locking path.
+    delta), with the quantity the UPDATE left as their final, so the rules replay each
+    event on them; a row missing from the result (not stocked yet, or refused by the
+    guard) is left to the locking path.
     """
     rows = sorted(simple)
     lows, highs, nets = [], [], []
@@ -568,18 +572,19 @@ def _guarded_update(
         ),
     )
     net = dict(zip(rows, nets, strict=True))
+    quantities, versions, finals = items.quantities, items.versions, items.finals
     for store_id, product_id, quantity, version in cursor.fetchall():
         row = (store_id, product_id)
-        items[row] = _Guarded(quantity - net[row], version, quantity)
+        quantities[row] = quantity - net[row]
+        versions[row] = version
+        finals[row] = quantity
 
 
-def _lock_rows(
-    cursor: Any, rows: list[tuple[int, int]], items: dict[tuple[int, int], _Item]
-) -> set[tuple[int, int]]:
+def _lock_rows(cursor: Any, rows: list[Row], items: _Rows) -> set[Row]:
     """Create the stock rows in `rows` that do not exist, lock them all in (store,
     product) order, so workers never deadlock each other, and load them into `items`;
     returns the rows it created."""
-    created: set[tuple[int, int]] = set()
+    created: set[Row] = set()
     missing = rows
     for attempt in range(6):  # a row deleted between the INSERT and the lock is made again
         if not missing:
@@ -601,8 +606,9 @@ def _lock_rows(
             (stores_col, products_col),
         )
         for store_id, product_id, quantity, version in cursor.fetchall():
-            items[(store_id, product_id)] = _Item(quantity, version)
-        missing = [row for row in missing if row not in items]
+            items.quantities[(store_id, product_id)] = quantity
+            items.versions[(store_id, product_id)] = version
+        missing = [row for row in missing if row not in items.quantities]
     raise RuntimeError(f"stock rows {missing} keep disappearing; retrying the batch")
 
 
@@ -611,7 +617,7 @@ def _rule(
     key: str,
     store_ids: dict[str, int],
     products: dict[str, tuple[int, str]],
-    items: dict[tuple[int, int], _Item],
+    items: _Rows,
 ) -> list[tuple[str, str, str, int, int]]:
     """One event's movements (action, store, sku, delta, after), applied to `items`;
     raises the contract's error, changing nothing, when it cannot apply."""
@@ -622,21 +628,22 @@ def _rule(
     if product is None:
         raise NotFound(f"no product with SKU {e.sku!r}")
     product_id, sku = product
-    item = items[(store_ids[e.store], product_id)]
-    current = item.quantity
+    quantities = items.quantities
+    row = (store_ids[e.store], product_id)
+    current = quantities[row]
     if e.type == "stock.transfer":
         assert e.to_store is not None and e.quantity is not None
-        target = items[(store_ids[e.to_store], product_id)]
+        target = (store_ids[e.to_store], product_id)
         out, into = rules.transfer_quantities(
             current,
-            target.quantity,
+            quantities[target],
             sku=sku,
             source=e.store,
             target=e.to_store,
             quantity=e.quantity,
         )
-        item.quantity, target.quantity = out, into
-        item.changed = target.changed = True
+        quantities[row], quantities[target] = out, into
+        items.changed.update((row, target))
         return [
             ("stock.transfer_out", e.store, sku, -e.quantity, out),
             ("stock.transfer_in", e.to_store, sku, e.quantity, into),
@@ -644,8 +651,8 @@ def _rule(
     new = rules.next_quantity(
         current, sku=sku, store=e.store, delta=e.delta, quantity=e.quantity, expect=e.expect
     )
-    item.quantity = new
-    item.changed = True
+    quantities[row] = new
+    items.changed.add(row)
     return [(e.type, e.store, sku, new - current, new)]
 
 
