@@ -1341,8 +1341,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--workers",
         type=int,
-        default=1,
-        help="inv worker processes the bench starts, for parts 1 and 2 (default 1)",
+        default=2,
+        help="inv worker processes the bench starts, for parts 1 and 2 (default 2: one a "
+        "core, as docker-compose.yml runs worker-1 and worker-2)",
     )
     parser.add_argument(
         "--batch-size",

@@ -83,6 +83,8 @@ def test_kafka_bench_runs() -> None:
         "200",
         "--stall",
         "30",
+        "--workers",
+        "1",
     )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr
     assert "summary:" in result.stdout
