@@ -31,7 +31,7 @@ from pg import admin, drop_database, fresh_database
 from services import redis_or_skip
 from strategies import examples
 
-from backends import BatchResult, BatchRow, Movement
+from backends import BatchResult, BatchRow, Movement, values
 from backends.postgres import PostgresBackend
 
 #: A generated id in an entry's event id (`<uuid>`, a batch's `<uuid>:<row>`).
@@ -520,6 +520,10 @@ def test_what_the_database_does_not_take(tmp_path: Path, databases: Callable[[],
             is None
         )
         assert backend.history() == backend.history(limit=1)  # only main's creation
+        # Over the maximum, once alone and once after another row: the rules say how.
+        backend.add_product("Full", "1", sku="FULL", quantity=values.MAX_QUANTITY)
+        for text in ("sku,change\nFULL,1\n", "sku,change\nFULL,0\nFULL,1\n"):
+            assert backend.import_file(text.encode(), "csv") is None, text
 
         # Values spelled otherwise than stored (padded, upper-case, NFD, `4.5`, `007`)
         # are taken as their checked forms.

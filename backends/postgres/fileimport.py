@@ -429,9 +429,9 @@ class _Import:
             "UNION ALL "
             "SELECT n, sid, pid, quantity IS NOT NULL, change IS NOT NULL, held, after, "
             "after - coalesce(held, 0), held IS NULL, true "
-            "FROM (SELECT t.*, coalesce(t.quantity, coalesce(t.held, 0) + coalesce(t.change, 0)) "
-            "AS after FROM touching t WHERE NOT EXISTS (SELECT FROM repeated r "
-            "WHERE r.sid = t.sid AND r.pid = t.pid)) once",
+            "FROM (SELECT t.*, coalesce(t.quantity, coalesce(CAST(t.held AS bigint), 0) "
+            "+ coalesce(t.change, 0)) AS after FROM touching t WHERE NOT EXISTS "
+            "(SELECT FROM repeated r WHERE r.sid = t.sid AND r.pid = t.pid)) once",
         )
         odd = _sql(
             c,
