@@ -13,7 +13,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Annotated, Any, TypeVar
+from typing import IO, TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import typer
 
@@ -1406,12 +1406,40 @@ def serve(
 
 
 def main() -> None:
-    """The console script: run the app; a closed pipe (`inv list | head`) is not an error."""
+    """The console script: run the app; a closed pipe (`inv list | head`) is not an error.
+
+    Once the command is done and its output flushed, the process ends at once
+    (`os._exit`): tearing the interpreter down, module by module and object by object,
+    took 50 ms of a 260 ms `inv list` and 200 ms after a 100,000-row import, and does
+    nothing a finished command needs (files and connections are closed by then)."""
     try:
         app()
+    except SystemExit as done:
+        _end(done.code)
     except BrokenPipeError:
-        import os
+        _end(0, closed=True)
+    _end(0)
 
+
+def _end(code: object, *, closed: bool = False) -> NoReturn:
+    import logging
+    import os
+
+    if code is None:
+        status = 0
+    elif isinstance(code, int):
+        status = code
+    else:  # `sys.exit("message")`, as Python would
+        print(code, file=sys.stderr)
+        status = 1
+    try:
+        if not closed:
+            sys.stdout.flush()
+    except BrokenPipeError:
+        closed = True
+    if closed:  # a reader that stopped early: nothing more goes to it
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
-        sys.exit(0)
+    sys.stderr.flush()
+    logging.shutdown()
+    os._exit(status)

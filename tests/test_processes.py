@@ -185,10 +185,11 @@ def test_json_commands_import_no_heavy_client(
     assert cli("init").exit_code == 0
     assert cli("add", "M", "--price", "1", "--sku", "MUG").exit_code == 0
     probe = (
-        "import sys, runpy\n"
+        "import sys\n"
         f"sys.argv = ['inv', '--file', {str(inventory)!r}, *{list(args)!r}]\n"
+        "from inventory_cli.cli import app\n"  # main() would end the process at once
         "try:\n"
-        "    runpy.run_module('inventory_cli', run_name='__main__')\n"
+        "    app()\n"
         "except SystemExit:\n"
         "    pass\n"
         "loaded = sorted({m.split('.')[0] for m in sys.modules})\n"
