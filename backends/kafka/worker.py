@@ -177,7 +177,8 @@ class Worker:
         # returns, this thread needs the GIL back, and by default it waits up to 5 ms for
         # the reader to let go of it (ten statements a batch: up to 50 ms).  A shorter
         # switch interval hands it back within a fraction of a millisecond.
-        sys.setswitchinterval(SWITCH_INTERVAL)
+        interval = sys.getswitchinterval()
+        sys.setswitchinterval(min(interval, SWITCH_INTERVAL))
         reader.start()
         finisher = _Finisher(self, reader)
         finisher.start()
@@ -197,6 +198,7 @@ class Worker:
             reader.finish()
             if self._dead_letters is not None:
                 self._dead_letters.flush(self.backend.timeout)
+            sys.setswitchinterval(interval)
             log.info("worker stopped")
         finisher.check()
         return self.counters
