@@ -268,7 +268,7 @@ def history(
     limit: int | None,
 ) -> list[Movement]:
     where = []
-    params: dict[str, Any] = {"limit": limit}
+    params: dict[str, Any] = {}
     if sku_key is not None:
         where.append("sku_key = :sku_key")
         params["sku_key"] = sku_key
@@ -281,7 +281,10 @@ def history(
     sql = (
         f"SELECT {AUDIT_COLUMNS} FROM audit_log "
         + (f"WHERE {' AND '.join(where)} " if where else "")
-        + "ORDER BY id DESC LIMIT :limit"
+        + "ORDER BY id DESC"
+        # Written into the statement (a checked integer), as `list_items` does: a plan
+        # prepared for an unknown limit may read the whole log for the usual few rows.
+        + ("" if limit is None else f" LIMIT {int(limit)}")
     )
     return [movement(r) for r in connection.execute(text(sql), params)]
 
