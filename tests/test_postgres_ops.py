@@ -160,6 +160,80 @@ def test_db_upgrade_brings_a_behind_schema_forward(empty_database: str) -> None:
     assert inv("--backend", "postgres", "list", env=env).returncode == 0
 
 
+def test_the_write_path_schema_upgrades_a_populated_database(empty_database: str) -> None:
+    """0004 on a database with stock and history: nothing is lost, the quantity index is
+    gone, the stock table leaves room on its pages, the audit time is a BRIN index, and a
+    stock change is then a heap-only (HOT) update that writes no index entry."""
+    import psycopg
+    from sqlalchemy import create_engine
+
+    engine = create_engine(empty_database.replace("postgresql://", "postgresql+psycopg://"))
+    with engine.begin() as connection:
+        schema.upgrade(connection, "0003")
+    engine.dispose()
+    with psycopg.connect(empty_database, autocommit=True) as conn:
+        conn.execute("INSERT INTO stores (code, name) VALUES ('main', 'Main'), ('north', 'N')")
+        conn.execute(
+            "INSERT INTO products (sku, name, price, sku_key, name_key) "
+            "SELECT 'P' || g, 'Thing ' || g, 1.50, 'p' || g, 'thing ' || g "
+            "FROM generate_series(1, 200) g"
+        )
+        conn.execute(
+            "INSERT INTO inventory (store_id, product_id, quantity) "
+            "SELECT s.id, p.id, p.id % 7 FROM stores s CROSS JOIN products p"
+        )
+        conn.execute("SELECT audit_log_partition(now())")
+        conn.execute(
+            "INSERT INTO audit_log (actor, source, event_id, store, sku, sku_key, action, "
+            "delta, quantity_after) SELECT 'a', 'cli', 'e' || g, 'main', 'P1', 'p1', "
+            "'stock.adjust', 1, g FROM generate_series(1, 50) g"
+        )
+        before = conn.execute(
+            "SELECT count(*), sum(quantity), (SELECT count(*) FROM audit_log) FROM inventory"
+        ).fetchone()
+    backend = PostgresBackend(empty_database, actor="tester")
+    assert backend.upgrade() == ("0003", schema.HEAD)
+    with psycopg.connect(empty_database, autocommit=True) as conn:
+        after = conn.execute(
+            "SELECT count(*), sum(quantity), (SELECT count(*) FROM audit_log) FROM inventory"
+        ).fetchone()
+        indexes = dict(
+            conn.execute(
+                "SELECT indexname, indexdef FROM pg_indexes "
+                "WHERE tablename IN ('inventory', 'audit_log')"
+            ).fetchall()
+        )
+        options = conn.execute(
+            "SELECT reloptions FROM pg_class WHERE relname = 'inventory'"
+        ).fetchone()
+    assert after == before == (400, sum(i % 7 for i in range(1, 201)) * 2, 50)
+    assert "inventory_store_quantity_idx" not in indexes
+    assert "USING brin (at)" in indexes["audit_log_at_idx"]
+    assert options == (["fillfactor=80"],)
+    assert backend.adjust("north", "P5", 2).quantity_after == 5 % 7 + 2
+    # Pages written from now on keep a fifth free (old full pages are left as they are:
+    # no rewrite), so a stock row stocked now changes in place, touching no index.
+    backend.add_store("south")
+    with psycopg.connect(empty_database) as conn:
+        conn.execute(
+            "INSERT INTO inventory (store_id, product_id, quantity) SELECT s.id, p.id, 1 "
+            "FROM stores s CROSS JOIN products p WHERE s.code = 'south'"
+        )
+        conn.commit()
+        conn.execute(
+            "UPDATE inventory SET quantity = quantity + 1 "
+            "WHERE store_id = (SELECT id FROM stores WHERE code = 'south') "
+            "AND product_id = (SELECT id FROM products WHERE sku = 'P7')"
+        )
+        hot = conn.execute(
+            "SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_xact_user_tables "
+            "WHERE relname = 'inventory'"
+        ).fetchone()
+        conn.rollback()
+    assert hot == (1, 1)
+    backend.close()
+
+
 def test_audit_prune_drops_whole_old_months_and_says_so(database: str) -> None:
     backend = PostgresBackend(database, actor="tester")
     old = datetime(2015, 3, 10, 12, 0, tzinfo=UTC)
