@@ -32,6 +32,7 @@ from services import redis_or_skip
 from strategies import examples
 
 from backends import BatchResult, BatchRow, Movement, values
+from backends.batch import COLUMNS
 from backends.postgres import PostgresBackend
 
 #: A generated id in an entry's event id (`<uuid>`, a batch's `<uuid>:<row>`).
@@ -278,23 +279,6 @@ def prepare(url: str, before: dict[str, dict[str, int]], north: bool) -> None:
                 batch.append(BatchRow(len(batch) + 2, key, store=code, quantity=quantity))
         if batch:
             backend.apply(batch)
-
-
-COLUMNS = [
-    "sku",
-    "name",
-    "price",
-    "unit",
-    "category",
-    "reorder_level",
-    "store",
-    "store_name",
-    "quantity",
-    "change",
-    "reason",
-    "expect",
-    "idempotency_key",
-]
 
 
 @settings(

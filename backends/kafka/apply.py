@@ -51,6 +51,7 @@ from ..errors import (
     ValidationError,
 )
 from ..models import format_time
+from ..postgres.reads import driver_cursor
 from ..requests import reused_key
 from ..values import MAX_QUANTITY, sku_key
 from .events import Event, MalformedEvent, decode
@@ -322,9 +323,7 @@ def apply_batch(connection: Connection, batch: Batch | Sequence[Message]) -> Out
     outcome = Outcome()
     if not messages:
         return outcome
-    raw = connection.connection.driver_connection
-    assert raw is not None
-    cursor = raw.cursor()
+    cursor = driver_cursor(connection)
     # One batch per partition at a time: a worker that lost its partitions in a rebalance
     # and the one that got them wait for each other here, and the second finds the first's
     # results (applied or rejected) below (the next statement sees what it committed).

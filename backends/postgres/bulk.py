@@ -24,7 +24,7 @@ from ..engine import State
 from ..errors import AlreadyExists, NotFound, ValidationError
 from ..models import MOVEMENT_FIELDS, Movement, MovementRow, Snapshot
 from ..rules import CATALOG_FIELDS
-from .reads import product_keys
+from .reads import driver_cursor, product_keys
 
 __all__ = [
     "Loaded",
@@ -47,10 +47,8 @@ def copy_rows(
     connection: Connection, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]
 ) -> None:
     """COPY `rows` into `table` through psycopg's COPY protocol."""
-    raw = connection.connection.driver_connection
-    assert raw is not None
     with (
-        raw.cursor() as cursor,
+        driver_cursor(connection) as cursor,
         cursor.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy,
     ):
         for row in rows:

@@ -41,7 +41,7 @@ from ..errors import ValidationError
 from ..models import Movement, utcnow
 from ..rules import CATALOG_FIELDS
 from .bulk import copy_rows
-from .reads import product_keys
+from .reads import driver, driver_cursor, product_keys
 
 __all__ = ["CsvFile", "apply_csv", "csv_file"]
 
@@ -134,9 +134,7 @@ def _sql(connection: Connection, statement: str, **params: Any) -> Any:
 def _fetch(connection: Connection, statement: str, **params: Any) -> list[tuple[Any, ...]]:
     """Every row of a statement (`%(name)s` parameters), as tuples: for the many rows
     of a file, through psycopg's own cursor (a SQLAlchemy result fetches row by row)."""
-    raw = connection.connection.driver_connection
-    assert raw is not None
-    with raw.cursor() as cursor:
+    with driver_cursor(connection) as cursor:
         rows: list[tuple[Any, ...]] = cursor.execute(statement, params).fetchall()
         return rows
 
@@ -197,11 +195,9 @@ class _Import:
             f"{every}) ON COMMIT DROP",
         )
         given = ", ".join(self.file.columns)
-        raw = c.connection.driver_connection
-        assert raw is not None
         try:
             with (
-                raw.cursor() as cursor,
+                driver_cursor(c) as cursor,
                 cursor.copy(
                     f"COPY import_rows ({given}) FROM STDIN (FORMAT csv, FORCE_NULL ({given}))"
                 ) as copy,
@@ -535,8 +531,7 @@ class _Import:
         reasons = "reason" in self.file.columns
         reason = "x.reason" if reasons else "NULL"
         plan = "LEFT JOIN import_plan x ON x.n = {} " if reasons else ""
-        raw = c.connection.driver_connection
-        assert raw is not None
+        raw = driver(c)
         with raw.pipeline() as pipeline, raw.cursor() as entries, raw.cursor() as stock:
             entries.execute(
                 "INSERT INTO audit_log (id, at, actor, source, event_id, store, sku, sku_key, "

@@ -178,13 +178,20 @@ def stores(connection: Connection) -> list[Store]:
     return [Store(code, name) for code, name in rows]
 
 
+def driver(connection: Connection) -> psycopg.Connection[Any]:
+    """The psycopg connection under a SQLAlchemy one, in its transaction: for COPY,
+    pipelines and the statements that run too often for SQLAlchemy's overhead."""
+    raw = connection.connection.driver_connection
+    assert raw is not None
+    return raw  # type: ignore[no-any-return]
+
+
 @contextmanager
 def single_statement(connection: Connection) -> Iterator[Any]:
     """A psycopg cursor (see `driver_cursor`) for a read of one statement, sent without
     `BEGIN` before it and `ROLLBACK` after it (two round trips of the three), when the
     connection is not in a transaction yet."""
-    raw = connection.connection.driver_connection
-    assert raw is not None
+    raw = driver(connection)
     if raw.autocommit or raw.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
         yield raw.cursor()
         return
@@ -200,9 +207,7 @@ def driver_cursor(connection: Connection, **options: Any) -> Any:
     the result objects (SQLAlchemy's `text()` costs more per statement and per row than
     the query itself on a small result).  Parameters are psycopg's (`%(name)s`);
     `options` go to `cursor()` (a `row_factory`)."""
-    raw = connection.connection.driver_connection
-    assert raw is not None
-    return raw.cursor(**options)
+    return driver(connection).cursor(**options)
 
 
 def list_items(
