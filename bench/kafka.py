@@ -541,6 +541,27 @@ def wait_all_applied(
             time.sleep(max(0.0, interval - (time.perf_counter() - now)))
 
 
+def wait_applied_total(setup: Setup, total: int, stall: float) -> None:
+    """Until `total` events are applied in all, counted in applied_events.  The delay
+    bench waits only for the events it times (every 25th at 5,000/s): the untimed ones
+    after the last timed one, on other partitions, may still be in a batch.  BenchFailed
+    when a worker exits; returns when the count stops moving for `stall` s, and the
+    check that follows says what is missing."""
+    with psycopg.connect(setup.url, autocommit=True, application_name=BENCH_APP) as connection:
+        last, last_change = -1, time.perf_counter()
+        while True:
+            count = applied_count(connection)
+            now = time.perf_counter()
+            if count >= total:
+                return
+            if count != last:
+                last, last_change = count, now
+            elif now - last_change > stall:
+                return  # check_applied reports the shortfall, with the worker logs
+            setup.check_workers()
+            time.sleep(0.02)
+
+
 class WorkerSampler(ActivitySampler):
     """What the workers' database sessions are doing (postgres.py's sampler, without the
     bench's own sessions)."""
@@ -1231,6 +1252,7 @@ def bench_delay(
                 )
     finally:
         poller.stop()
+    wait_applied_total(setup, applied, setup.args.stall)
     checked = check_applied(setup, applied, quantities)
     print(f"  check: {checked}")
     return figures
