@@ -27,3 +27,16 @@ def redis_or_skip(url: str = REDIS_URL) -> str:
     except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
         unavailable(f"Redis is not reachable at {url}: {exc}")
     return url
+
+
+def delete_keys(prefix: str, url: str = REDIS_URL) -> None:
+    """Delete every key under `prefix:` (what a test's cache wrote)."""
+    import redis
+
+    client = redis.Redis.from_url(url)
+    try:
+        keys = list(client.scan_iter(f"{prefix}:*"))
+        if keys:
+            client.delete(*keys)
+    finally:
+        client.close()

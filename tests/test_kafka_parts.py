@@ -17,7 +17,7 @@ from broker import free_port
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pg import drop_database, fresh_database
-from services import redis_or_skip
+from services import delete_keys, redis_or_skip
 from strategies import examples
 
 from backends import BatchRejected, BatchRow, InventoryError, rules
@@ -108,9 +108,7 @@ def test_an_event_names_a_sku_as_a_lookup_does() -> None:
 def cache() -> Iterator[Cache]:
     made = Cache(redis_or_skip(), prefix=f"test-{uuid.uuid4().hex[:8]}", ttl=60)
     yield made
-    client = made._redis()
-    for key in client.scan_iter(f"{made.prefix}:*"):
-        client.delete(key)
+    delete_keys(made.prefix)
     made.close()
 
 
@@ -479,8 +477,6 @@ def test_writes_straight_to_postgres_forget_what_they_touched_and_nothing_else(
         assert not cached()
         assert reader.get("MUG").price == Decimal("5.00")
     finally:
-        client = backend.cache._redis()
-        for key in client.scan_iter(f"{prefix}:*"):
-            client.delete(key)
+        delete_keys(prefix)
         backend.close()
         reader.close()

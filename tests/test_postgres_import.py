@@ -28,7 +28,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from inprocess import run_cli
 from pg import admin, drop_database, fresh_database
-from services import redis_or_skip
+from services import delete_keys, redis_or_skip
 from strategies import examples
 
 from backends import BatchResult, BatchRow, Movement, values
@@ -617,9 +617,7 @@ def test_the_kafka_backend_forgets_what_an_import_touched(databases: Callable[[]
         assert not cached("mug") and cached("cup")
         assert reader.get("MUG").stock == {"main": 7}
     finally:
-        client = backend.cache._redis()
-        for key in client.scan_iter(f"{prefix}:*"):
-            client.delete(key)
+        delete_keys(prefix)
         backend.close()
         reader.close()
 
