@@ -15,13 +15,10 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import Any, TextIO
 
 from backends import Movement, wire
 from backends.models import MOVEMENT_FIELDS, format_time
-
-if TYPE_CHECKING:
-    pass
 
 __all__ = [
     "FileFormat",

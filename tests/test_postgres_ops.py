@@ -8,12 +8,13 @@ import os
 import subprocess
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from inprocess import run_cli
 from pg import admin, drop_database, fresh_database, url_for
 
-from backends import Movement, Snapshot, Store
+from backends import Movement, NotFound, Snapshot, Store
 from backends.postgres import PostgresBackend, schema
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -232,6 +233,45 @@ def test_the_write_path_schema_upgrades_a_populated_database(empty_database: str
         conn.rollback()
     assert hot == (1, 1)
     backend.close()
+
+
+def test_a_stock_level_and_one_stores_list_are_one_statement_each(
+    database: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The hot reads send one statement in autocommit (no BEGIN before it, no ROLLBACK
+    after it), and leave the pooled connection as they found it."""
+    import psycopg
+
+    backend = PostgresBackend(database, actor="tester")
+    backend.add_store("north")
+    backend.add_product("Mug", "4.50", sku="MUG", quantity=3)
+    sent: list[tuple[str, bool]] = []
+    execute = psycopg.Cursor.execute
+
+    def seen(cursor: psycopg.Cursor[Any], query: Any, *args: Any, **kwargs: Any) -> Any:
+        sent.append((str(query).split()[0], cursor.connection.autocommit))
+        return execute(cursor, query, *args, **kwargs)
+
+    monkeypatch.setattr(psycopg.Cursor, "execute", seen)
+    try:
+        assert backend.quantity("main", "mug") == 3
+        assert sent == [("SELECT", True)]
+        sent.clear()
+        assert [i.sku for i in backend.list_items(store="main")] == ["MUG"]
+        assert sent == [("SELECT", True)]
+        sent.clear()
+        # An empty page asks whether the store is there, in a transaction of its own.
+        assert backend.list_items(store="north") == []
+        with pytest.raises(NotFound):
+            backend.list_items(store="south")
+        assert sent[0] == ("SELECT", True) and len(sent) == 4
+        monkeypatch.undo()
+        # Writes on the same pooled connection still run in transactions.
+        assert backend.adjust("main", "mug", 1).quantity_after == 4
+        with backend.db.connect() as connection:
+            assert connection.connection.driver_connection.autocommit is False
+    finally:
+        backend.close()
 
 
 def test_audit_prune_drops_whole_old_months_and_says_so(database: str) -> None:

@@ -666,9 +666,7 @@ class PostgresBackend(Backend):
         code = values.store_code(store)
         checked = values.sku(sku, existing=True)
         with self._read() as connection:
-            # One statement: no BEGIN and ROLLBACK around it.
-            single = connection.execution_options(isolation_level="AUTOCOMMIT")
-            return reads.quantity(single, code, checked)
+            return reads.quantity(connection, code, checked)
 
     def acting_as(self, actor: str, source: str) -> Self:
         """A view for one caller: its own `Database` object (the same pools), so that
@@ -1156,16 +1154,16 @@ class PostgresBackend(Backend):
             # and the database's clock.
             # Through psycopg: SQLAlchemy's statement and row building cost more than
             # the query on every request.
-            cursor = reads.driver_cursor(connection, row_factory=namedtuple_row)
-            cursor.execute(
-                "SELECT t.id, t.token_hash, t.name, t.created_at, t.expires_at, "
-                "t.last_used_at, u.username, u.role, u.stores, u.disabled, "
-                "u.created_at AS user_created_at, now() AS now "
-                "FROM api_tokens t JOIN users u ON u.id = t.user_id "
-                "WHERE t.token_hash = %s",
-                (auth.token_digest(secret),),
-            )
-            row = cursor.fetchone()
+            with reads.driver_cursor(connection, row_factory=namedtuple_row) as cursor:
+                cursor.execute(
+                    "SELECT t.id, t.token_hash, t.name, t.created_at, t.expires_at, "
+                    "t.last_used_at, u.username, u.role, u.stores, u.disabled, "
+                    "u.created_at AS user_created_at, now() AS now "
+                    "FROM api_tokens t JOIN users u ON u.id = t.user_id "
+                    "WHERE t.token_hash = %s",
+                    (auth.token_digest(secret),),
+                )
+                row = cursor.fetchone()
             if row is None or not auth.same_digest(row.token_hash, secret):
                 raise auth.bad_token()
             user = auth.check_token_usable(
@@ -1182,11 +1180,12 @@ class PostgresBackend(Backend):
             # A second statement at most once a minute per token, and only by one of
             # the requests that race for it.
             if row.last_used_at is None or row.now - row.last_used_at > TOUCH_EVERY:
-                cursor.execute(
-                    "UPDATE api_tokens SET last_used_at = now() WHERE id = %s "
-                    "AND (last_used_at IS NULL OR last_used_at < now() - %s)",
-                    (row.id, TOUCH_EVERY),
-                )
+                with reads.driver_cursor(connection) as cursor:
+                    cursor.execute(
+                        "UPDATE api_tokens SET last_used_at = now() WHERE id = %s "
+                        "AND (last_used_at IS NULL OR last_used_at < now() - %s)",
+                        (row.id, TOUCH_EVERY),
+                    )
         return user
 
     # -- operations -------------------------------------------------------------------

@@ -127,17 +127,18 @@ def product_row(connection: Connection, sku: str, *, lock: bool = False) -> Any:
 
 
 def quantity(connection: Connection, store: str, sku: str) -> int:
-    """One stock level in one round trip: 0 where the product is not stocked at the
-    store; `NotFound` for an unknown product (first) or store."""
-    cursor = driver_cursor(connection)
-    cursor.execute(
-        "SELECT p.id, s.id, i.quantity FROM (SELECT 1) AS one "
-        "LEFT JOIN products p ON p.sku_key = %s "
-        "LEFT JOIN stores s ON s.code = %s "
-        "LEFT JOIN inventory i ON i.store_id = s.id AND i.product_id = p.id",
-        (values.sku_key(sku), store),
-    )
-    product, store_found, on_hand = cursor.fetchone()
+    """One stock level in one round trip (one statement, without BEGIN and ROLLBACK): 0
+    where the product is not stocked at the store; `NotFound` for an unknown product
+    (first) or store."""
+    with single_statement(connection) as cursor:
+        cursor.execute(
+            "SELECT p.id, s.id, i.quantity FROM (SELECT 1) AS one "
+            "LEFT JOIN products p ON p.sku_key = %s "
+            "LEFT JOIN stores s ON s.code = %s "
+            "LEFT JOIN inventory i ON i.store_id = s.id AND i.product_id = p.id",
+            (values.sku_key(sku), store),
+        )
+        product, store_found, on_hand = cursor.fetchone()
     if product is None:
         raise no_product(sku)
     if store_found is None:
@@ -193,11 +194,13 @@ def single_statement(connection: Connection) -> Iterator[Any]:
     connection is not in a transaction yet."""
     raw = driver(connection)
     if raw.autocommit or raw.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
-        yield raw.cursor()
+        with raw.cursor() as cursor:
+            yield cursor
         return
     raw.autocommit = True
     try:
-        yield raw.cursor()
+        with raw.cursor() as cursor:
+            yield cursor
     finally:
         raw.autocommit = False
 
